@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# Shared bootstrap for build.sh, test.sh and .ci/run. Source it, don't execute it:
+#   source "$(dirname "${BASH_SOURCE[0]}")/build-support/bootstrap.sh"
+# It defines functions only (plus TQ_ROOT / TQ_VENV); callers decide what to run.
+#
+# Knobs (environment):
+#   TQ_PYTHON   interpreter used to create .venv (default: python3; must be >= 3.11)
+#   TQ_VENV     venv location (default: $TQ_ROOT/.venv)
+
+TQ_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TQ_VENV="${TQ_VENV:-$TQ_ROOT/.venv}"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+tq_log() { printf '==> %s\n' "$*" >&2; }
+tq_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run a command as root: directly if we are root, else via sudo if present.
+tq_as_root() {
+  if [[ "$(id -u)" == 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    tq_die "need root (or sudo) to run: $*"
+  fi
+}
+
+# Install redis-server from the distro if it is not on PATH (Debian/Ubuntu apt only).
+tq_ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  command -v apt-get >/dev/null 2>&1 || tq_die "redis-server missing and apt-get unavailable; install Redis >= 7"
+  tq_log "installing redis-server via apt-get"
+  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+  command -v redis-server >/dev/null 2>&1 || tq_die "redis-server still not on PATH after apt-get install"
+}
+
+# Fingerprint of the lock files; stored in the venv to detect a stale install.
+tq_lock_digest() {
+  cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" | sha256sum | cut -d' ' -f1
+}
+
+# Create $TQ_VENV if missing and (re)install requirements-dev.lock when the lock files changed
+# since the last install (or when TQ_FORCE_INSTALL=1).
+tq_ensure_venv() {
+  local py="${TQ_PYTHON:-python3}" stamp="$TQ_VENV/.tq-dev-lock.sha256" digest
+  if [[ ! -x "$TQ_VENV/bin/python" ]]; then
+    command -v "$py" >/dev/null 2>&1 || tq_die "$py not found (need CPython >= 3.11)"
+    "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+      || tq_die "$py is $("$py" -V 2>&1); taskqueue needs Python >= 3.11 (set TQ_PYTHON)"
+    tq_log "creating $TQ_VENV with $("$py" -V 2>&1)"
+    "$py" -m venv "$TQ_VENV"
+  fi
+  digest="$(tq_lock_digest)"
+  if [[ "${TQ_FORCE_INSTALL:-0}" == 1 || ! -f "$stamp" || "$(cat "$stamp")" != "$digest" ]]; then
+    tq_log "installing requirements-dev.lock into $TQ_VENV"
+    "$TQ_VENV/bin/python" -m pip install --quiet -r "$TQ_ROOT/requirements-dev.lock"
+    printf '%s\n' "$digest" >"$stamp"
+  fi
+}
+
+# Put the venv first on PATH (what `source .venv/bin/activate` does, minus the prompt).
+tq_activate() {
+  export VIRTUAL_ENV="$TQ_VENV"
+  export PATH="$TQ_VENV/bin:$PATH"
+  unset PYTHONHOME
+}
+
+# Sets the array TQ_PEX to a pex command: .venv/bin/pex, else `python3 -m pex`, else bootstraps .venv.
+tq_find_pex() {
+  if [[ -x "$TQ_VENV/bin/pex" ]]; then
+    TQ_PEX=("$TQ_VENV/bin/pex")
+  elif python3 -m pex --version >/dev/null 2>&1; then
+    TQ_PEX=(python3 -m pex)
+  else
+    tq_ensure_venv
+    TQ_PEX=("$TQ_VENV/bin/pex")
+  fi
+}
+
+# Files whose change requires rebuilding taskqueue.pex (NUL-free paths, one per line).
+tq_pex_inputs() {
+  (
+    cd "$TQ_ROOT"
+    find runner.py taskqueue requirements.lock build.sh build-support/platforms \
+      -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
+  )
+}
+
+# True (0) if taskqueue.pex is missing or older than any of its inputs.
+tq_pex_stale() {
+  local pex="$TQ_ROOT/taskqueue.pex" f
+  [[ -f "$pex" ]] || return 0
+  while IFS= read -r f; do
+    [[ "$TQ_ROOT/$f" -nt "$pex" ]] && return 0
+  done < <(tq_pex_inputs)
+  return 1
+}

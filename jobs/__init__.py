@@ -1,0 +1,1 @@
+"""Example user tasks. Name them in the YAML as `jobs.<module>:<function>`."""

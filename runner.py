@@ -1,0 +1,13 @@
+"""Entry point of ./taskqueue.pex and `python runner.py`: hands argv to the CLI, returns its exit code."""
+
+import sys
+
+from taskqueue.cli import main as _cli_main
+
+
+def main() -> int:
+    return _cli_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Semantic checks the schema cannot express: cross-references, bounds, cron, time zones, task imports."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import zoneinfo
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from taskqueue import crontab, imports
+from taskqueue.yamlsource import Document
+
+
+def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:
+    """Every cross-field problem; each check skips data the schema already rejected."""
+    data: dict[str, Any] = doc.data
+    found = [*_autoscaler(doc, data), *_redis(doc, data), *_tasks(doc, data), *_schedules(doc, data)]
+    if import_tasks:
+        found += _imports(doc, data, base_dir)
+    return found
+
+
+def _is(value: Any, *types: type) -> bool:
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
+def _names_hint(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"({hint}known: {', '.join(sorted(known))})"
+
+
+def _autoscaler(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    scaler, workers = data.get("autoscaler"), data.get("workers")
+    if not isinstance(scaler, dict) or not isinstance(workers, dict):
+        return
+    low, high, initial = scaler.get("min_workers"), scaler.get("max_workers"), workers.get("initial_count")
+    if _is(low, int) and _is(high, int) and low > high:
+        yield doc.problem(("autoscaler", "min_workers"), f"min_workers ({low}) is above max_workers ({high})")
+    elif scaler.get("enabled") is True and _is(low, int) and _is(high, int) and _is(initial, int):
+        if not low <= initial <= high:
+            yield doc.problem(
+                ("workers", "initial_count"),
+                f"initial_count ({initial}) must lie within autoscaler min_workers..max_workers ({low}..{high})",
+            )
+    down, up = scaler.get("scale_down_threshold"), scaler.get("scale_up_threshold")
+    if _is(down, int, float) and _is(up, int, float) and down >= up:
+        yield doc.problem(
+            ("autoscaler", "scale_down_threshold"),
+            f"scale_down_threshold ({down}) must be below scale_up_threshold ({up})",
+        )
+
+
+def _redis(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    redis = data.get("redis")
+    if not isinstance(redis, dict):
+        return
+    prefix = redis.get("key_prefix")
+    if redis.get("cluster") is True and isinstance(prefix, str) and not (prefix.startswith("{") and "}" in prefix):
+        yield doc.problem(
+            ("redis", "key_prefix"),
+            f"with cluster: true the key_prefix must be a hash tag such as '{{{prefix}}}', so every key of a "
+            "deployment lives in one slot",
+        )
+    if redis.get("cluster") is True and redis.get("sentinel"):
+        yield doc.problem(("redis", "sentinel"), "choose one of cluster and sentinel")
+    url = redis.get("url")
+    if redis.get("tls") and isinstance(url, str) and not url.startswith("rediss://") and not redis.get("sentinel"):
+        yield doc.problem(("redis", "tls"), "tls is set but redis.url does not start with rediss://")
+
+
+def _queue_names(data: dict[str, Any]) -> list[str]:
+    queues = data.get("queues")
+    return list(queues) if isinstance(queues, dict) else []
+
+
+def _tasks(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    tasks, defaults = data.get("tasks"), data.get("defaults")
+    queues = _queue_names(data)
+    if not isinstance(tasks, dict) or not queues:
+        return
+    fallback = defaults.get("queue") if isinstance(defaults, dict) else None
+    for name, task in tasks.items():
+        if not isinstance(task, dict):
+            continue
+        queue = task.get("queue", fallback)
+        if isinstance(queue, str) and queue not in queues:
+            where = ("tasks", name, "queue") if "queue" in task else ("tasks", name)
+            how = "" if "queue" in task else " (from defaults.queue; declare it or set queue: on the task)"
+            yield doc.problem(where, f"unknown queue '{queue}'{how} {_names_hint(queue, queues)}")
+
+
+def _schedules(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    schedules, tasks = data.get("schedules"), data.get("tasks")
+    if not isinstance(schedules, dict):
+        return
+    task_names = list(tasks) if isinstance(tasks, dict) else []
+    queues = _queue_names(data)
+    for name, entry in schedules.items():
+        if not isinstance(entry, dict):
+            continue
+        at = ("schedules", name)
+        task, queue, tz = entry.get("task"), entry.get("queue"), entry.get("timezone", "UTC")
+        if isinstance(task, str) and task_names and task not in task_names:
+            yield doc.problem((*at, "task"), f"unknown task '{task}' {_names_hint(task, task_names)}")
+        if isinstance(queue, str) and queues and queue not in queues:
+            yield doc.problem((*at, "queue"), f"unknown queue '{queue}' {_names_hint(queue, queues)}")
+        zone_ok = isinstance(tz, str)
+        if zone_ok:
+            try:
+                zoneinfo.ZoneInfo(tz)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                zone_ok = False
+                yield doc.problem((*at, "timezone"), f"unknown time zone '{tz}' (use an IANA name like Europe/Paris)")
+        cron = entry.get("cron")
+        if isinstance(cron, str) and zone_ok:
+            try:
+                crontab.trigger(cron, tz)
+            except ValueError as exc:
+                yield doc.problem((*at, "cron"), f"invalid cron expression '{cron}': {exc}")
+
+
+def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[str]:
+    folders = data.get("python_path")
+    if isinstance(folders, list):
+        imports.add_to_sys_path((base_dir / str(f)).resolve() for f in folders)
+    tasks = data.get("tasks")
+    for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
+        path = task.get("path") if isinstance(task, dict) else None
+        if not isinstance(path, str):
+            continue
+        at = ("tasks", name, "path")
+        try:
+            target = imports.resolve(path)
+        except ImportError as exc:
+            yield doc.problem(at, f"cannot import '{path}': {exc}")
+            continue
+        problem = callable_problem(target)
+        if problem:
+            yield doc.problem(at, f"'{path}' {problem}")
+
+
+def callable_problem(target: object) -> str | None:
+    """Why `target` cannot be a task (None when it can): a function, or a class with an execute() method."""
+    if inspect.isclass(target):
+        return None if callable(getattr(target, "execute", None)) else "is a class without an execute() method"
+    return None if callable(target) else f"is a {type(target).__name__}, not a function or class"

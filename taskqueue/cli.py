@@ -1,0 +1,124 @@
+"""The command line: parses argv, runs one command, and turns exceptions into exit codes (one boundary)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+import taskqueue
+from taskqueue import config as config_mod
+from taskqueue import logs, registry, validation
+from taskqueue.errors import ConfigError, TaskQueueError, UsageError
+
+log = logging.getLogger("taskqueue")
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    cfg = config_mod.load(args.config)
+    registry.build(cfg)
+    print("OK")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(validation.schema_text())
+    return 0
+
+
+def _not_yet(name: str) -> Command:
+    def command(args: argparse.Namespace) -> int:
+        print(f"taskqueue: the '{name}' command is not implemented yet in this version", file=sys.stderr)
+        return 1
+
+    return command
+
+
+COMMANDS: dict[str, Command] = {
+    "validate": _cmd_validate,
+    "schema": _cmd_schema,
+}
+
+
+def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """-c/--log-level/--log-format work before or after the command (subparsers must not reset them)."""
+
+    def default(value: str) -> str:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument("-c", "--config", default=default("task-queue.yaml"), metavar="FILE",
+                        help="the YAML configuration (default: ./task-queue.yaml)")
+    parser.add_argument("--log-level", default=default("info"),
+                        choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)")
+    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"],
+                        help="log line format (default: text)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskqueue", description="Declarative, YAML-configured, Redis-backed job runner.",
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"taskqueue {taskqueue.__version__} (Python {sys.version.split()[0]})")
+    _global_options(parser, suppress=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        _global_options(cmd, suppress=True)
+        return cmd
+
+    add("run", "run workers, scheduler and HTTP until SIGTERM/SIGINT (the default)")
+    add("worker", "run worker processes only (for extra hosts)")
+    add("validate", "check the configuration and task imports; print OK or every problem")
+    add("schema", "print the JSON Schema of the configuration")
+    enqueue = add("enqueue", "enqueue one task and print its id")
+    enqueue.add_argument("task", help="a task name declared in the YAML")
+    enqueue.add_argument("--args", default="[]", help="positional arguments as a JSON array")
+    enqueue.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    enqueue.add_argument("--queue", help="queue to use instead of the task's own")
+    enqueue.add_argument("--delay", help="run no earlier than this from now (e.g. 30s, 5m)")
+    status = add("status", "queues, live workers and dead-letter size")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    dead = add("dead", "inspect, re-enqueue or delete dead-lettered tasks")
+    dead.add_argument("action", choices=["list", "retry", "purge"])
+    dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
+    dead.add_argument("--json", action="store_true", help="machine-readable output")
+    add("reload", "ask the runner of this config to re-read it (SIGHUP)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run one command; expected errors → one line per problem and exit 1/2, Ctrl-C → 130, bugs → 3."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exc:  # argparse already printed usage (or --version/--help)
+        return exc.code if isinstance(exc.code, int) else 2
+    logs.setup(args.log_level, args.log_format)
+    command = COMMANDS.get(args.command or "run", _not_yet(args.command or "run"))
+    try:
+        return command(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(logs.redact(problem), file=sys.stderr)
+        print(f"{args.config}: {len(exc.problems)} problem(s); nothing was started", file=sys.stderr)
+        return exc.exit_code
+    except (TaskQueueError, UsageError) as exc:
+        print(f"taskqueue: {logs.redact(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception:
+        traceback.print_exc()
+        print("taskqueue: unexpected error (a bug): please report the traceback above", file=sys.stderr)
+        return 3
+
+
+def console_main() -> None:
+    """Entry point of the `taskqueue` console script (pip install .)."""
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,332 @@
+"""YAML → schema → semantic checks → frozen dataclasses. No dicts of configuration past this module."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from taskqueue import checks, validation, yamlsource
+from taskqueue.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+MAX_FILE_BYTES = 1 << 20
+
+# The seed's environment variables, which override the file (highest priority).
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "REDIS_URL": ("redis", "url"),
+    "REDIS_POOL_SIZE": ("redis", "pool_size"),
+    "REDIS_CONNECTION_TIMEOUT": ("redis", "connection_timeout"),
+    "REDIS_COMMAND_TIMEOUT": ("redis", "command_timeout"),
+    "TASK_QUEUE_WORKERS": ("workers", "initial_count"),
+    "TASK_QUEUE_SCHEDULER": ("scheduler", "enabled"),
+})
+
+_DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 1 << 10, "MB": 10**6, "MiB": 1 << 20, "GB": 10**9, "GiB": 1 << 30}
+
+
+def seconds(value: float | str) -> float:
+    """`250ms` → 0.25, `5m` → 300.0; a number is already seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"not a duration: {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def size_bytes(value: int | str) -> int:
+    """`512KiB` → 524288; a number is already bytes."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(value)
+    if not match:
+        raise ValueError(f"not a size: {value!r}")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelConfig:
+    service_name: str
+    hosts: tuple[tuple[str, int], ...]
+    password: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+    verify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RedisConfig:
+    url: str
+    pool_size: int
+    connection_timeout_s: float
+    command_timeout_s: float
+    key_prefix: str
+    cluster: bool
+    sentinel: SentinelConfig | None
+    tls: TlsConfig | None
+    embedded: bool | None  # None = auto: only when url is the default and nothing answers
+    embedded_data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    priority: int
+    max_length: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    base_s: float
+    max_s: float
+    jitter: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfig:
+    name: str
+    path: str
+    queue: str
+    max_retries: int
+    timeout_s: float
+    retry_backoff: Backoff
+    result_ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersConfig:
+    initial_count: int
+    max_concurrent_tasks: int
+    heartbeat_interval_s: float
+    shutdown_grace_period_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class AutoscalerConfig:
+    enabled: bool
+    min_workers: int
+    max_workers: int
+    scale_up_threshold: float
+    scale_down_threshold: float
+    scale_up_count: int
+    scale_down_count: int
+    interval_s: float
+    cooldown_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    enabled: bool
+    tick_interval_s: float
+    max_tasks_per_tick: int
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleConfig:
+    name: str
+    task: str
+    cron: str | None
+    every_s: float | None
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    queue: str | None
+    timezone: str
+    misfire_grace_s: float
+    catch_up: bool
+    jitter_s: float
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    enabled: bool
+    host: str
+    port: int
+    route_prefix: str
+    enable_metrics: bool
+    enable_health_check: bool
+    auth_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterConfig:
+    max_size: int
+    max_age_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: Path
+    redis: RedisConfig
+    python_path: tuple[Path, ...]
+    queues: tuple[QueueConfig, ...]  # highest priority first
+    tasks: Mapping[str, TaskConfig]
+    workers: WorkersConfig
+    autoscaler: AutoscalerConfig
+    scheduler: SchedulerConfig
+    schedules: tuple[ScheduleConfig, ...]
+    http: HttpConfig
+    dead_letter: DeadLetterConfig
+    max_payload_bytes: int
+
+    def queue(self, name: str) -> QueueConfig:
+        return next(q for q in self.queues if q.name == name)
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, import_tasks: bool = True) -> Config:
+    """Read, validate and convert a config file; raises ConfigError listing every problem found."""
+    env = os.environ if env is None else env
+    file = Path(path)
+    shown = str(path)
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{shown}: cannot read config file: {exc.strerror or exc}"]) from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError([f"{shown}: config file is larger than {MAX_FILE_BYTES} bytes"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from None
+    doc = yamlsource.load(text, shown, env)
+    if not isinstance(doc.data, dict):
+        raise ConfigError([doc.problem((), f"expected a mapping of sections, got {type(doc.data).__name__}")])
+    _apply_env(doc, env)
+    for expanded in doc.expanded:
+        _set(doc.data, expanded, validation.coerce_scalar(expanded, _get(doc.data, expanded)))
+    found = list(validation.problems(doc))
+    validation.apply_defaults(doc.data)
+    base_dir = file.resolve().parent
+    found += checks.semantic(doc, base_dir, import_tasks=import_tasks)
+    if found:
+        raise ConfigError(sorted(found, key=_file_order))
+    return _build(doc.data, file, base_dir)
+
+
+def _file_order(problem: str) -> tuple[int, int]:
+    match = re.match(r"^.*?:(\d+):(\d+): ", problem)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+
+
+def _get(data: Any, path: yamlsource.JsonPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data
+
+
+def _set(data: Any, path: yamlsource.JsonPath, value: Any) -> None:
+    _get(data, path[:-1])[path[-1]] = value
+
+
+def _apply_env(doc: yamlsource.Document, env: Mapping[str, str]) -> None:
+    for name, (section, key) in ENV_OVERRIDES.items():
+        if name not in env:
+            continue
+        holder = doc.data.setdefault(section, {})
+        if isinstance(holder, dict):
+            holder[key] = validation.coerce_scalar((section, key), env[name])
+            doc.origins[(section, key)] = f"${name}"
+
+
+def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
+    defaults = data["defaults"]
+    queues = sorted(
+        (QueueConfig(name, q["priority"], q["max_length"]) for name, q in data["queues"].items()),
+        key=lambda q: (-q.priority, q.name),
+    )
+    tasks = {name: _task(name, t, defaults) for name, t in data["tasks"].items()}
+    w, a, s, h, r = data["workers"], data["autoscaler"], data["scheduler"], data["http"], data["redis"]
+    return Config(
+        source=source,
+        redis=_redis(r, base_dir),
+        python_path=tuple((base_dir / p).resolve() for p in data["python_path"]),
+        queues=tuple(queues),
+        tasks=MappingProxyType(tasks),
+        workers=WorkersConfig(
+            w["initial_count"], w["max_concurrent_tasks"],
+            seconds(w["heartbeat_interval"]), seconds(w["shutdown_grace_period"]),
+        ),
+        autoscaler=AutoscalerConfig(
+            a["enabled"], a["min_workers"], a["max_workers"], float(a["scale_up_threshold"]),
+            float(a["scale_down_threshold"]), a["scale_up_count"], a["scale_down_count"],
+            seconds(a["interval"]), seconds(a["cooldown"]),
+        ),
+        scheduler=SchedulerConfig(s["enabled"], seconds(s["tick_interval"]), s["max_tasks_per_tick"]),
+        schedules=tuple(_schedule(name, sc) for name, sc in data["schedules"].items()),
+        http=HttpConfig(
+            h["enabled"], h["host"], h["port"], h["route_prefix"].rstrip("/") or "/",
+            h["enable_metrics"], h["enable_health_check"], h["auth_token"],
+        ),
+        dead_letter=DeadLetterConfig(data["dead_letter"]["max_size"], seconds(data["dead_letter"]["max_age"])),
+        max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
+    )
+
+
+def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> TaskConfig:
+    backoff = {**defaults["retry_backoff"], **raw.get("retry_backoff", {})}
+    return TaskConfig(
+        name=name,
+        path=raw["path"],
+        queue=raw.get("queue", defaults["queue"]),
+        max_retries=raw.get("max_retries", defaults["max_retries"]),
+        timeout_s=seconds(raw.get("timeout", defaults["timeout"])),
+        retry_backoff=Backoff(seconds(backoff["base"]), seconds(backoff["max"]), backoff["jitter"]),
+        result_ttl_s=seconds(raw.get("result_ttl", defaults["result_ttl"])),
+    )
+
+
+def _schedule(name: str, raw: Mapping[str, Any]) -> ScheduleConfig:
+    return ScheduleConfig(
+        name=name,
+        task=raw["task"],
+        cron=raw.get("cron"),
+        every_s=seconds(raw["every"]) if "every" in raw else None,
+        args=tuple(raw["args"]),
+        kwargs=MappingProxyType(dict(raw["kwargs"])),
+        queue=raw["queue"],
+        timezone=raw["timezone"],
+        misfire_grace_s=seconds(raw["misfire_grace"]),
+        catch_up=raw["catch_up"],
+        jitter_s=seconds(raw["jitter"]),
+        enabled=raw["enabled"],
+    )
+
+
+def _redis(raw: Mapping[str, Any], base_dir: Path) -> RedisConfig:
+    sentinel = raw["sentinel"]
+    tls = raw["tls"]
+
+    def local(name: str) -> Path | None:
+        return (base_dir / tls[name]).resolve() if tls and tls.get(name) else None
+
+    embedded = raw["embedded"]["enabled"]
+    return RedisConfig(
+        url=raw["url"],
+        pool_size=raw["pool_size"],
+        connection_timeout_s=seconds(raw["connection_timeout"]),
+        command_timeout_s=seconds(raw["command_timeout"]),
+        key_prefix=raw["key_prefix"],
+        cluster=raw["cluster"],
+        sentinel=SentinelConfig(
+            sentinel["service_name"],
+            tuple((h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in sentinel["hosts"]),
+            sentinel.get("password"),
+        ) if sentinel else None,
+        tls=TlsConfig(local("ca_file"), local("cert_file"), local("key_file"), tls.get("verify", True))
+        if tls else None,
+        embedded=None if embedded == "auto" else bool(embedded),
+        embedded_data_dir=(base_dir / raw["embedded"]["data_dir"]).resolve(),
+    )

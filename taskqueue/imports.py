@@ -1,0 +1,39 @@
+"""Resolve a YAML `module:attribute` task path to the object it names (used by config checks and registry)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def add_to_sys_path(folders: Iterable[Path]) -> None:
+    """Put the YAML's import folders first on sys.path (once each), so `jobs.email` imports from there."""
+    for folder in reversed(list(folders)):
+        text = str(folder)
+        if text not in sys.path:
+            sys.path.insert(0, text)
+
+
+def resolve(path: str) -> object:
+    """Import `module:attr.sub` and return the attribute; raises ImportError with a one-line reason."""
+    module_name, _, attr_path = path.partition(":")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise ImportError(f"module '{exc.name}' not found (looked in {_search_hint()})") from exc
+        raise ImportError(f"importing '{module_name}' failed: {exc}") from exc
+    except Exception as exc:  # the user's module raised while importing: report it, do not crash
+        raise ImportError(f"importing '{module_name}' raised {type(exc).__name__}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(f"'{module_name}' has no attribute '{attr_path}'") from None
+    return obj
+
+
+def _search_hint() -> str:
+    return ", ".join(p for p in sys.path[:3] if p) or "sys.path"

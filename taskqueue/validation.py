@@ -1,0 +1,187 @@
+"""The JSON Schema: loading it, checking raw YAML data against it, and turning its errors into located lines."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import json
+from collections.abc import Iterator
+from importlib import resources
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, ValidationError
+
+from taskqueue.yamlsource import Document, JsonPath
+
+Schema = dict[str, Any]
+
+
+@functools.cache
+def schema() -> Schema:
+    """The configuration schema shipped inside the package (also at schema/ in the repository)."""
+    text = resources.files("taskqueue").joinpath("schema/task-queue.schema.json").read_text("utf-8")
+    loaded: Schema = json.loads(text)
+    return loaded
+
+
+def schema_text() -> str:
+    return resources.files("taskqueue").joinpath("schema/task-queue.schema.json").read_text("utf-8")
+
+
+def _resolve(node: Schema) -> Schema:
+    """Follow a local `$ref` (merging the referring node's own keywords, e.g. its description/default)."""
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return node
+    target: Any = schema()
+    for part in ref[2:].split("/"):
+        target = target[part]
+    merged = dict(_resolve(target))
+    merged.update({k: v for k, v in node.items() if k != "$ref"})
+    return merged
+
+
+def subschema(path: JsonPath) -> Schema | None:
+    """The schema that governs the value at `path`, or None where the schema does not describe it."""
+    node = _resolve(schema())
+    for part in path:
+        if isinstance(part, int):
+            items = node.get("items")
+            if not isinstance(items, dict):
+                return None
+            node = _resolve(items)
+            continue
+        props = node.get("properties", {})
+        extra = node.get("additionalProperties")
+        if part in props:
+            node = _resolve(props[part])
+        elif isinstance(extra, dict):
+            node = _resolve(extra)
+        else:
+            return None
+    return node
+
+
+def _types(node: Schema) -> set[str]:
+    declared = node.get("type")
+    found = {declared} if isinstance(declared, str) else set(declared or ())
+    for option in node.get("anyOf", ()):
+        found |= _types(_resolve(option))
+    return found
+
+
+def coerce_scalar(path: JsonPath, value: Any) -> Any:
+    """A string that came from the environment becomes an int/float/bool where the schema wants one."""
+    node = subschema(path)
+    if not isinstance(value, str) or node is None or "string" in _types(node) or not value.strip():
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+    return parsed if isinstance(parsed, bool | int | float) else value
+
+
+def apply_defaults(instance: Any, node: Schema | None = None) -> None:
+    """Fill in `default`s in place; an object default is merged key by key into a partial object."""
+    node = _resolve(node if node is not None else schema())
+    if isinstance(instance, list) and isinstance(node.get("items"), dict):
+        for item in instance:
+            apply_defaults(item, node["items"])
+    if not isinstance(instance, dict):
+        return
+    props: dict[str, Schema] = node.get("properties", {})
+    for name, sub in props.items():
+        sub = _resolve(sub)
+        if name not in instance and "default" in sub:
+            instance[name] = copy.deepcopy(sub["default"])
+        elif isinstance(instance.get(name), dict) and isinstance(sub.get("default"), dict) and "properties" in sub:
+            for key, value in sub["default"].items():
+                instance[name].setdefault(key, copy.deepcopy(value))
+        if name in instance:
+            apply_defaults(instance[name], sub)
+    extra = node.get("additionalProperties")
+    if isinstance(extra, dict):
+        for name, value in instance.items():
+            if name not in props:
+                apply_defaults(value, extra)
+
+
+def problems(doc: Document) -> Iterator[str]:
+    """Every schema violation in the document, one located line each."""
+    validator = Draft202012Validator(schema())
+    for error in validator.iter_errors(doc.data):
+        yield from _explain(doc, error)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    return f" (allowed: {', '.join(sorted(choices))})" if choices else ""
+
+
+def _explain(doc: Document, error: ValidationError) -> Iterator[str]:
+    path: JsonPath = tuple(error.absolute_path)
+    value, rule, node = error.instance, error.validator, error.schema
+    if rule == "additionalProperties" and isinstance(value, dict):
+        known = list(node.get("properties", {}))
+        for key in value:
+            if key not in known:
+                yield doc.problem((*path, key), f"unknown key '{key}'{_suggest(key, known)}", key=True)
+        return
+    if rule == "required" and isinstance(value, dict):
+        for key in error.validator_value:
+            if key not in value:
+                yield doc.problem(path, f"missing required key '{key}'")
+        return
+    if rule == "propertyNames":
+        yield doc.problem(path, error.message)
+        return
+    yield doc.problem(path, _message(path, rule, value, node, error))
+
+
+_HINTS = {
+    "duration": "a duration: seconds, or a string like 250ms, 30s, 5m, 1h, 7d",
+    "positive duration": "a duration above zero: seconds, or a string like 250ms, 30s, 5m, 1h",
+    "size": "a size: bytes, or a string like 512KiB, 1MiB, 10MB",
+    "name": "use letters, digits, _ . - and start with a letter or _ (up to 100)",
+}
+
+
+def _message(path: JsonPath, rule: Any, value: Any, node: Schema, error: ValidationError) -> str:
+    title = node.get("title")
+    if rule == "anyOf" and title in _HINTS:
+        return f"expected {_HINTS[title]}, got {_kind(value)} {_show(value)}"
+    if rule == "type":
+        wanted = error.validator_value
+        wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        return f"expected {wanted}, got {_kind(value)} {_show(value)}"
+    if rule == "enum":
+        return f"must be one of {', '.join(_show(v) for v in error.validator_value)}, got {_show(value)}"
+    if rule == "pattern" and title == "name":
+        return f"invalid name {_show(value)}: {_HINTS['name']}"
+    if rule == "pattern" and path and path[-1] == "url":
+        return f"invalid URL {_show(value)}: it must start with redis://, rediss:// or unix://"
+    if rule == "pattern" and path and path[-1] == "path":
+        return f"invalid task path {_show(value)}: expected module:attribute, e.g. jobs.email:send_email"
+    if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[rule]
+        return f"must be {sign} {error.validator_value}, got {_show(value)}"
+    if rule == "oneOf" and path and path[0] == "schedules":
+        return "needs exactly one of 'cron' or 'every'"
+    if rule == "minProperties":
+        return "must declare at least one entry"
+    return error.message
