@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import taskqueue
 from taskqueue import config as config_mod
-from taskqueue import logs, registry, validation
+from taskqueue import commands, logs, registry, validation
 from taskqueue.errors import ConfigError, TaskQueueError, UsageError
 
 log = logging.getLogger("taskqueue")
@@ -41,6 +41,11 @@ def _not_yet(name: str) -> Command:
 COMMANDS: dict[str, Command] = {
     "validate": _cmd_validate,
     "schema": _cmd_schema,
+    "run": commands.run,
+    "worker": lambda args: commands.run(args, scheduler=False),
+    "enqueue": commands.enqueue,
+    "status": commands.status,
+    "dead": commands.dead,
 }
 
 

@@ -186,15 +186,21 @@ class Config:
         return next(q for q in self.queues if q.name == name)
 
 
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, import_tasks: bool = True) -> Config:
-    """Read, validate and convert a config file; raises ConfigError listing every problem found."""
+def read(path: str | os.PathLike[str]) -> bytes:
+    """The config file's bytes; a missing or unreadable file is a ConfigError, not a traceback."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
+
+
+def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, import_tasks: bool = True,
+         raw: bytes | None = None) -> Config:
+    """Read (or take `raw`), validate and convert a config file; raises ConfigError listing every problem."""
     env = os.environ if env is None else env
     file = Path(path)
     shown = str(path)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"{shown}: cannot read config file: {exc.strerror or exc}"]) from None
+    raw = read(path) if raw is None else raw
     if len(raw) > MAX_FILE_BYTES:
         raise ConfigError([f"{shown}: config file is larger than {MAX_FILE_BYTES} bytes"])
     try:

@@ -1,0 +1,227 @@
+"""The only module that changes task state in Redis: every multi-key change is one Lua script (by SHA)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import redis.asyncio as aioredis
+
+from taskqueue import scripts
+from taskqueue.config import Config
+from taskqueue.keys import Keys, join_member
+
+MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Taken:
+    """One message a worker took: its token (per worker), queue and raw bytes."""
+
+    token: bytes
+    queue: str
+    raw: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRecord:
+    id: str
+    task: str
+    queue: str
+    message: bytes  # the message as received (a preview when it was too large)
+    truncated: bool
+    error: str
+    traceback: str
+    attempts: int
+    enqueued_at: float | None
+    failed_at: float
+    worker: str
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb({f: getattr(self, f) for f in self.__slots__}, use_bin_type=True)
+        return packed
+
+    @classmethod
+    def decode(cls, raw: bytes) -> DeadRecord:
+        body = msgpack.unpackb(raw, raw=False)
+        return cls(**{f: body.get(f) for f in cls.__slots__})
+
+    def public(self) -> dict[str, Any]:
+        """JSON-friendly view (CLI, HTTP)."""
+        body = {f: getattr(self, f) for f in self.__slots__ if f != "message"}
+        body["message"] = self.message.decode("utf-8", "replace") if self.message[:1] in (b"{", b"[") else None
+        return body
+
+
+class Broker:
+    def __init__(self, client: aioredis.Redis, config: Config) -> None:
+        self.redis = client
+        self.config = config
+        self.keys = Keys(config.redis.key_prefix)
+        self.queue_names = [q.name for q in config.queues]
+        self.queue_keys = [self.keys.queue(q) for q in self.queue_names]
+        self._exchange = client.register_script(scripts.source("exchange"))
+        self._retry = client.register_script(scripts.source("retry"))
+        self._bury = client.register_script(scripts.source("bury"))
+        self._requeue = client.register_script(scripts.source("requeue"))
+        self._promote = client.register_script(scripts.source("promote"))
+        self._enqueue = client.register_script(scripts.source("enqueue"))
+        self._schedule = client.register_script(scripts.source("schedule"))
+
+    async def exchange(self, worker_id: str, acks: Sequence[bytes], counters: Mapping[str, int],
+                       results: Sequence[tuple[str, int, bytes]], want: int, token_base: int) -> list[Taken]:
+        """Store results, ack finished tokens, bump counters and take up to `want` messages: one round trip."""
+        acks = list(acks)
+        while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
+            await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, token_base)
+            acks = acks[MAX_ACKS_PER_CALL:]
+        return await self._exchange_once(worker_id, acks, counters, results, want, token_base)
+
+    async def _exchange_once(self, worker_id: str, acks: Sequence[bytes], counters: Mapping[str, int],
+                             results: Iterable[tuple[str, int, bytes]], want: int, token_base: int) -> list[Taken]:
+        argv: list[Any] = [want, token_base, len(acks), *acks, len(counters)]
+        for name, count in counters.items():
+            argv += (name, count)
+        argv += self.queue_names
+        keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
+        results = list(results)
+        if results:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id, ttl_ms, value in results:
+                    pipe.set(self.keys.result(task_id), value, px=ttl_ms)
+                await self._exchange(keys=keys, args=argv, client=pipe)
+                reply = (await pipe.execute())[-1]
+        else:
+            reply = await self._exchange(keys=keys, args=argv)
+        names = self.queue_names
+        return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+
+    async def retry(self, worker_id: str, token: bytes, queue: str, message: bytes, due_ms: int,
+                    stats: Sequence[str]) -> bool:
+        keys = [self.keys.inflight(worker_id), self.keys.delayed, self.keys.stats]
+        argv = [token, due_ms, join_member(queue, message), self.keys.delayed_wake, *stats]
+        return bool(await self._retry(keys=keys, args=argv))
+
+    async def bury(self, worker_id: str, token: bytes | None, record: DeadRecord, stats: Sequence[str]) -> bool:
+        """Dead-letter (token None: a message that was never in flight, e.g. from `dead` tooling)."""
+        dead = self.config.dead_letter
+        now = now_ms()
+        keys = [self.keys.inflight(worker_id), self.keys.dead, self.keys.dead_index, self.keys.stats]
+        argv = [token or b"", record.id, record.encode(), now, dead.max_size, now - int(dead.max_age_s * 1000), *stats]
+        return bool(await self._bury(keys=keys, args=argv))
+
+    async def requeue(self, worker_id: str, token: bytes, queue: str, message: bytes) -> bool:
+        keys = [self.keys.inflight(worker_id), self.keys.queue(queue)]
+        return bool(await self._requeue(keys=keys, args=[token, message]))
+
+    async def promote(self, limit: int) -> tuple[int, int | None]:
+        """Move due delayed messages to their queues; returns (moved, next due time in ms or None)."""
+        moved, next_due = await self._promote(keys=[self.keys.delayed], args=[now_ms(), limit, self.keys.queue_prefix])
+        due = int(float(next_due))
+        return int(moved), (None if due < 0 else due)
+
+    async def enqueue(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0) -> bool:
+        """Producer side for the runner's own enqueues (CLI, HTTP, schedules). False: QueueFull."""
+        if delay_s > 0:
+            due = now_ms() + int(delay_s * 1000)
+            argv: list[Any] = [self.keys.delayed_wake]
+            for message in messages:
+                argv += (due, join_member(queue, message))
+            await self._schedule(keys=[self.keys.delayed], args=argv)
+            return True
+        limit = self.config.queue(queue).max_length
+        if limit is None:
+            await self.redis.lpush(self.keys.queue(queue), *messages)
+            return True
+        return int(await self._enqueue(keys=[self.keys.queue(queue)], args=[limit, *messages])) >= 0
+
+    async def heartbeat(self, worker_id: str, info: Mapping[str, Any], lease_s: float) -> None:
+        lease_ms = int(lease_s * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.workers, {worker_id: now_ms() + lease_ms})
+            pipe.hset(self.keys.worker(worker_id), mapping={k: str(v) for k, v in info.items()})
+            pipe.pexpire(self.keys.worker(worker_id), lease_ms)
+            await pipe.execute()
+
+    async def expired_workers(self) -> list[str]:
+        found = await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms(), start=0, num=100)
+        return [w.decode() for w in found]
+
+    async def inflight(self, worker_id: str) -> dict[bytes, bytes]:
+        found: dict[bytes, bytes] = await self.redis.hgetall(self.keys.inflight(worker_id))
+        return found
+
+    async def forget_worker(self, worker_id: str) -> None:
+        """Drop a worker from the registry once nothing is in flight for it any more."""
+        if not await self.redis.hlen(self.keys.inflight(worker_id)):
+            await self.redis.zrem(self.keys.workers, worker_id)
+            await self.redis.delete(self.keys.worker(worker_id))
+
+    async def publish_tables(self) -> None:
+        """The task and queue tables clients route by (SPEC §8)."""
+        cfg = self.config
+        tasks = {
+            name: msgpack.packb({"queue": t.queue, "max_retries": t.max_retries, "timeout": t.timeout_s,
+                                 "result_ttl": t.result_ttl_s, "max_payload": cfg.max_payload_bytes})
+            for name, t in cfg.tasks.items()
+        }
+        queues = {q.name: msgpack.packb({"priority": q.priority, "max_length": q.max_length}) for q in cfg.queues}
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.tasks, self.keys.queues)
+            pipe.hset(self.keys.tasks, mapping=tasks)
+            pipe.hset(self.keys.queues, mapping=queues)
+            await pipe.execute()
+
+    async def queue_depths(self) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.queue_keys:
+                pipe.llen(key)
+            lengths = await pipe.execute()
+        return dict(zip(self.queue_names, (int(n) for n in lengths), strict=True))
+
+    async def stats(self) -> dict[str, int]:
+        found = await self.redis.hgetall(self.keys.stats)
+        return {k.decode(): int(v) for k, v in found.items()}
+
+    async def dead_ids(self, limit: int = 100) -> list[str]:
+        return [i.decode() for i in await self.redis.zrevrange(self.keys.dead_index, 0, limit - 1)]
+
+    async def dead_records(self, ids: Sequence[str]) -> list[DeadRecord]:
+        if not ids:
+            return []
+        found = await self.redis.hmget(self.keys.dead, list(ids))
+        return [DeadRecord.decode(raw) for raw in found if raw is not None]
+
+    async def drop_dead(self, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.dead, *ids)
+            pipe.zrem(self.keys.dead_index, *ids)
+            removed, _ = await pipe.execute()
+        return int(removed)
+
+    async def live_workers(self) -> list[dict[str, str]]:
+        ids = await self.redis.zrangebyscore(self.keys.workers, now_ms(), "+inf")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hgetall(self.keys.worker(wid.decode()))
+            infos = await pipe.execute()
+        return [
+            {"id": wid.decode(), **{k.decode(): v.decode() for k, v in info.items()}}
+            for wid, info in zip(ids, infos, strict=True)
+        ]
+
+    async def delayed_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.delayed))
+
+
+HOST = socket.gethostname()

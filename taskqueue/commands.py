@@ -1,0 +1,150 @@
+"""The operational commands behind the CLI: run, worker, enqueue, status, dead."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from taskqueue import config as config_mod
+from taskqueue import envelope, redisboot, registry
+from taskqueue.broker import Broker
+from taskqueue.connection import async_client
+from taskqueue.errors import QueueFull, UnknownTask, UsageError
+from taskqueue.loop import run_loop
+from taskqueue.supervisor import RunOptions, Supervisor
+
+
+def run(args: argparse.Namespace, *, scheduler: bool = True) -> int:
+    raw = config_mod.read(args.config)
+    cfg = config_mod.load(args.config, raw=raw)
+    registry.build(cfg)
+    options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, scheduler)
+
+    async def main() -> int:
+        client, embedded = await redisboot.connect(cfg)
+        try:
+            return await Supervisor(cfg, options, Broker(client, cfg)).run()
+        finally:
+            await client.aclose()
+            if embedded:
+                embedded.stop()
+
+    return run_loop(main())
+
+
+def _with_broker(args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]]) -> int:
+    cfg = config_mod.load(args.config, import_tasks=False)
+
+    async def main() -> int:
+        client = async_client(redisboot.options(cfg))
+        try:
+            await redisboot.check(client)
+            return await action(Broker(client, cfg))
+        finally:
+            await client.aclose()
+
+    return run_loop(main())
+
+
+def enqueue(args: argparse.Namespace) -> int:
+    try:
+        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
+    if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
+        raise UsageError("--args must be a JSON array and --kwargs a JSON object")
+    delay = config_mod.seconds(args.delay) if args.delay else 0.0
+
+    async def action(broker: Broker) -> int:
+        task = broker.config.tasks.get(args.task)
+        if task is None:
+            raise UnknownTask(f"unknown task '{args.task}' (declared: {', '.join(sorted(broker.config.tasks))})")
+        queue = args.queue or task.queue
+        if queue not in broker.queue_names:
+            raise UsageError(f"unknown queue '{queue}' (declared: {', '.join(broker.queue_names)})")
+        env = envelope.new(args.task, tuple(call_args), call_kwargs)
+        if not await broker.enqueue(queue, [env.encode()], delay):
+            raise QueueFull(f"queue '{queue}' is full")
+        print(env.id)
+        return 0
+
+    return _with_broker(args, action)
+
+
+async def _status(broker: Broker) -> dict[str, Any]:
+    depths = await broker.queue_depths()
+    stats = await broker.stats()
+    queues = []
+    for name in broker.queue_names:
+        counts = {c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:"))
+                  for c in ("processed", "failed", "retried", "dead")}
+        queues.append({"name": name, "pending": depths[name], **counts})
+    return {
+        "queues": queues,
+        "delayed": await broker.delayed_count(),
+        "dead": int(await broker.redis.zcard(broker.keys.dead_index)),
+        "workers": await broker.live_workers(),
+    }
+
+
+def status(args: argparse.Namespace) -> int:
+    async def action(broker: Broker) -> int:
+        found = await _status(broker)
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return 0
+        print(f"{'queue':<20} {'pending':>9} {'processed':>10} {'failed':>8} {'retried':>8} {'dead':>6}")
+        for q in found["queues"]:
+            print(f"{q['name']:<20} {q['pending']:>9} {q['processed']:>10} {q['failed']:>8} "
+                  f"{q['retried']:>8} {q['dead']:>6}")
+        print(f"delayed: {found['delayed']}   dead-letter: {found['dead']}   live workers: {len(found['workers'])}")
+        for w in found["workers"]:
+            print(f"  {w['id']}  host={w.get('host')} pid={w.get('pid')} active={w.get('active')}/{w.get('slots')}")
+        return 0
+
+    return _with_broker(args, action)
+
+
+def dead(args: argparse.Namespace) -> int:
+    async def action(broker: Broker) -> int:
+        ids = list(args.ids) or await broker.dead_ids(limit=100_000 if args.action != "list" else 100)
+        records = await broker.dead_records(ids)
+        if args.action == "list":
+            _print_dead([r.public() for r in records], args.json)
+            return 0
+        if args.action == "purge":
+            print(f"purged {await broker.drop_dead([r.id for r in records])}")
+            return 0
+        retried = 0
+        for record in records:
+            if record.truncated:
+                print(f"{record.id}: cannot retry, the message was too large to keep whole")
+                continue
+            try:
+                env = envelope.decode(record.message, broker.config.max_payload_bytes)
+                env.attempt = 0
+                message = env.encode()
+            except envelope.InvalidEnvelope:
+                message = record.message  # re-examined by a worker (e.g. after the YAML gained the task)
+            queue = record.queue if record.queue in broker.queue_names else broker.queue_names[-1]
+            if await broker.enqueue(queue, [message]):
+                await broker.drop_dead([record.id])
+                retried += 1
+        print(f"re-enqueued {retried}")
+        return 0 if retried == len(records) else 1
+
+    return _with_broker(args, action)
+
+
+def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(records, indent=2, default=str))
+        return
+    for r in records:
+        when = dt.datetime.fromtimestamp(r["failed_at"], dt.UTC).isoformat(timespec="seconds")
+        print(f"{r['id']}  {r['task']}  queue={r['queue']}  attempts={r['attempts']}  {when}  {r['error']}")
+    print(f"{len(records)} dead task(s)")

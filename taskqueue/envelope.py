@@ -1,0 +1,119 @@
+"""The message ("envelope"): JSON or MessagePack map in, MessagePack out. Client-safe (msgpack only).
+
+Keys: `task` (required), `id`, `args`, `kwargs`, `max_retries`, `timeout`, `enqueued_at` (SPEC §5), and
+`attempt`, which taskqueue itself sets on retries (attempts already made).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+_KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt"})
+
+
+class InvalidEnvelope(ValueError):
+    """The bytes are not a valid message; the reason goes to the dead-letter record."""
+
+
+@dataclass(slots=True)
+class Envelope:
+    task: str
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    max_retries: int | None = None
+    timeout: float | None = None
+    enqueued_at: float | None = None
+    attempt: int = 0  # attempts already made before this delivery
+
+    def encode(self) -> bytes:
+        body: dict[str, Any] = {"id": self.id, "task": self.task}
+        if self.args:
+            body["args"] = list(self.args)
+        if self.kwargs:
+            body["kwargs"] = dict(self.kwargs)
+        for key in ("max_retries", "timeout", "enqueued_at"):
+            value = getattr(self, key)
+            if value is not None:
+                body[key] = value
+        if self.attempt:
+            body["attempt"] = self.attempt
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        return packed
+
+
+def new(task: str, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None) -> Envelope:
+    return Envelope(task=task, id=task_id or uuid.uuid4().hex, args=tuple(args), kwargs=kwargs or {},
+                    enqueued_at=round(time.time(), 6))
+
+
+def decode(raw: bytes, max_bytes: int) -> Envelope:
+    """Parse and check one message; raises InvalidEnvelope with a reason a user can act on."""
+    if len(raw) > max_bytes:
+        raise InvalidEnvelope(f"message of {len(raw)} bytes exceeds limits.max_payload_size ({max_bytes})")
+    body = _parse(raw)
+    if not isinstance(body, dict):
+        raise InvalidEnvelope(f"expected a JSON/MessagePack object, got {type(body).__name__}")
+    unknown = sorted(str(k) for k in body if k not in _KNOWN)
+    if unknown:
+        raise InvalidEnvelope(f"unknown envelope key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_KNOWN))})")
+    task, task_id = body.get("task"), body.get("id")
+    if not isinstance(task, str) or not task:
+        raise InvalidEnvelope("missing 'task' (a task name declared in the YAML)")
+    if task_id is not None and (not isinstance(task_id, str) or not task_id or len(task_id) > 200):
+        raise InvalidEnvelope("'id' must be a non-empty string of at most 200 characters")
+    args, kwargs = body.get("args", []), body.get("kwargs", {})
+    if not isinstance(args, list):
+        raise InvalidEnvelope(f"'args' must be an array, got {type(args).__name__}")
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidEnvelope("'kwargs' must be an object with string keys")
+    return Envelope(
+        task=task,
+        id=task_id or uuid.uuid4().hex,
+        args=tuple(args),
+        kwargs=kwargs,
+        max_retries=_number(body, "max_retries", int),
+        timeout=_number(body, "timeout", float),
+        enqueued_at=_number(body, "enqueued_at", float),
+        attempt=_number(body, "attempt", int) or 0,
+    )
+
+
+def _parse(raw: bytes) -> Any:
+    if raw[:1] in (b"{", b"[", b" ", b"\n", b"\t", b"\r", b'"'):
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise InvalidEnvelope(f"invalid UTF-8 at byte {exc.start}") from None
+        except json.JSONDecodeError as exc:
+            raise InvalidEnvelope(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    try:
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except UnicodeDecodeError:
+        raise InvalidEnvelope("invalid UTF-8 in a MessagePack string") from None
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+        raise InvalidEnvelope(f"neither JSON nor MessagePack ({type(exc).__name__})") from None
+
+
+def _number(body: Mapping[str, Any], key: str, kind: type) -> Any:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidEnvelope(f"'{key}' must be a non-negative number, got {value!r}")
+    if kind is int and value != int(value):
+        raise InvalidEnvelope(f"'{key}' must be a whole number, got {value!r}")
+    return kind(value)
+
+
+def preview(raw: bytes, limit: int = 2048) -> bytes:
+    """What a dead-letter record keeps of an oversized or unparseable message."""
+    return raw if len(raw) <= limit else raw[:limit]

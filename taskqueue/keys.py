@@ -1,0 +1,93 @@
+"""Every Redis key taskqueue uses, under one prefix. No other module formats a key.
+
+    {p}:queue:<name>      list   ready messages; producers LPUSH, workers take from the right (FIFO)
+    {p}:delayed           zset   "<queue>|<message>" scored by due time (ms): delays and retries
+    {p}:inflight:<worker> hash   token -> "<queue>|<message>" taken by that worker and not yet settled
+    {p}:workers           zset   worker id -> lease deadline (ms), renewed by the worker's heartbeat
+    {p}:worker:<worker>   hash   that worker's host, pid, slots, active tasks (expires with its lease)
+    {p}:dead              hash   task id -> dead-letter record (msgpack)
+    {p}:dead:index        zset   task id -> time of death (ms); bounds the dead store by size and age
+    {p}:result:<id>       string msgpack result of a finished task, kept for the task's result_ttl
+    {p}:stats             hash   "<counter>:<queue>:<task>" -> count (processed, failed, retried, dead)
+    {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
+    {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
+    {p}:runners           zset   runner id -> lease deadline (ms)
+    {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "tq"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}:queue:{name}"
+
+    @property
+    def queue_prefix(self) -> str:
+        """For the Lua that turns a delayed member's queue name into its list key."""
+        return f"{self.prefix}:queue:"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}:delayed"
+
+    @property
+    def delayed_wake(self) -> str:
+        return f"{self.prefix}:delayed:wake"
+
+    def inflight(self, worker_id: str) -> str:
+        return f"{self.prefix}:inflight:{worker_id}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def runners(self) -> str:
+        return f"{self.prefix}:runners"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
+
+    @property
+    def dead_index(self) -> str:
+        return f"{self.prefix}:dead:index"
+
+    def result(self, task_id: str) -> str:
+        return f"{self.prefix}:result:{task_id}"
+
+    @property
+    def stats(self) -> str:
+        return f"{self.prefix}:stats"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.prefix}:tasks"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+
+def stat_field(counter: str, queue: str, task: str) -> str:
+    """Field of the stats hash: `processed:default:send_email`."""
+    return f"{counter}:{queue}:{task}"
+
+
+def split_member(member: bytes) -> tuple[str, bytes]:
+    """`b"default|<message>"` → ("default", b"<message>"); queue names never contain '|'."""
+    queue, _, message = member.partition(b"|")
+    return queue.decode(), message
+
+
+def join_member(queue: str, message: bytes) -> bytes:
+    return queue.encode() + b"|" + message

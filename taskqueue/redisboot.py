@@ -1,0 +1,118 @@
+"""Reaching Redis at start-up: connection options from the config, version and eviction checks, and the
+first-run private redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from redis.exceptions import RedisError
+
+from taskqueue.config import DEFAULT_REDIS_URL, Config
+from taskqueue.connection import RedisOptions, async_client, tls_files
+from taskqueue.errors import BrokerUnavailable
+from taskqueue.logs import redact
+
+log = logging.getLogger("taskqueue.redis")
+
+MIN_VERSION = (6, 2, 0)  # RPOP with a count, BLMOVE
+
+
+def options(config: Config, command_timeout: float | None = -1.0) -> RedisOptions:
+    r = config.redis
+    sentinel = (r.sentinel.service_name, r.sentinel.hosts, r.sentinel.password) if r.sentinel else None
+    tls = tls_files(r.tls.ca_file, r.tls.cert_file, r.tls.key_file, r.tls.verify) if r.tls else {}
+    timeout = r.command_timeout_s if command_timeout == -1.0 else command_timeout
+    return RedisOptions(r.url, r.pool_size, r.connection_timeout_s, timeout, r.cluster, sentinel, tls)
+
+
+async def check(client: Any) -> dict[str, Any]:
+    """Ping, then refuse a Redis too old for our commands and warn loudly about an evicting one."""
+    info = await client.info()
+    version = tuple(int(p) for p in str(info.get("redis_version", "0.0.0")).split(".")[:3])
+    if version < MIN_VERSION:
+        raise BrokerUnavailable(
+            f"Redis {info.get('redis_version')} is too old: taskqueue needs {'.'.join(map(str, MIN_VERSION))}+"
+        )
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    if policy != "noeviction":
+        log.error("Redis maxmemory-policy is '%s': under memory pressure Redis will silently DELETE queued "
+                  "tasks. Set `maxmemory-policy noeviction` for a task queue.", policy)
+    return dict(info)
+
+
+class EmbeddedRedis:
+    """A private redis-server child for a first run on a machine without Redis (AOF on, loopback only)."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        parsed = urlparse(url)
+        self.port = parsed.port or 6379
+        self.data_dir = data_dir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise BrokerUnavailable(
+                "no Redis answers at the default URL and redis-server is not installed: install Redis "
+                "(e.g. `apt-get install redis-server`) or set redis.url / $REDIS_URL"
+            )
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+             "--logfile", str(self.data_dir / "redis.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        log.warning("no Redis answered at %s: started a private redis-server (pid %d, data in %s); "
+                    "set redis.url to use your own", DEFAULT_REDIS_URL, self.process.pid, self.data_dir)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
+    """A checked async client; may start the private server (see `redis.embedded`)."""
+    client = async_client(options(config))
+    embedded: EmbeddedRedis | None = None
+    want = config.redis.embedded
+    if want is True:
+        embedded = EmbeddedRedis(config.redis.url, config.redis.embedded_data_dir)
+        embedded.start()
+    try:
+        await _wait_ping(client, 5.0 if embedded else 0.0)
+    except (RedisError, OSError) as exc:
+        if want is None and config.redis.url == DEFAULT_REDIS_URL and embedded is None:
+            embedded = EmbeddedRedis(config.redis.url, config.redis.embedded_data_dir)
+            embedded.start()
+            try:
+                await _wait_ping(client, 5.0)
+            except (RedisError, OSError) as again:
+                embedded.stop()
+                raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
+        else:
+            raise BrokerUnavailable(f"cannot reach Redis at {redact(config.redis.url)}: {exc}") from None
+    await check(client)
+    return client, embedded
+
+
+async def _wait_ping(client: Any, patience_s: float) -> None:
+    deadline = asyncio.get_running_loop().time() + patience_s
+    while True:
+        try:
+            await client.ping()
+            return
+        except (RedisError, OSError):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise
+            await asyncio.sleep(0.05)

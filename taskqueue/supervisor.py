@@ -1,0 +1,214 @@
+"""The runner: starts and replaces worker processes, recovers lost work, promotes due delayed tasks,
+and shuts everything down gracefully on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import RedisError
+
+import taskqueue
+from taskqueue import recovery, redisboot
+from taskqueue.broker import HOST, Broker
+from taskqueue.config import Config
+from taskqueue.worker import EXIT_REPLACE, lease_s
+
+log = logging.getLogger("taskqueue.runner")
+
+STOP_MARGIN_S = 5.0  # beyond the grace period, before a worker that does not exit is killed
+
+
+@dataclass
+class WorkerProcess:
+    id: str
+    process: asyncio.subprocess.Process
+    started: float = field(default_factory=time.monotonic)
+    retiring: bool = False
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    config_path: Path
+    config_raw: bytes
+    log_level: str = "info"
+    log_format: str = "text"
+    scheduler: bool = True  # `worker` command: False
+
+
+class Supervisor:
+    def __init__(self, config: Config, options: RunOptions, broker: Broker) -> None:
+        self.config = config
+        self.options = options
+        self.broker = broker
+        self.workers: dict[str, WorkerProcess] = {}
+        self.stopping = False
+        self.stopped = asyncio.Event()
+        self.redis_ok_since: float | None = time.monotonic()
+        self._crashes: list[float] = []
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # ---- worker processes ----------------------------------------------------------------------
+    async def spawn(self) -> WorkerProcess:
+        worker_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        env = dict(os.environ)
+        package_root = str(Path(taskqueue.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "taskqueue.workerproc", "--config", str(self.options.config_path),
+            "--worker-id", worker_id, "--log-level", self.options.log_level,
+            "--log-format", self.options.log_format,
+            stdin=asyncio.subprocess.PIPE, env=env, start_new_session=True,
+        )
+        assert process.stdin is not None
+        process.stdin.write(self.options.config_raw)
+        await process.stdin.drain()
+        process.stdin.close()
+        handle = WorkerProcess(worker_id, process)
+        self.workers[worker_id] = handle
+        self._spawn_background(self._watch_child(handle))
+        log.info("started worker process %s (pid %d)", worker_id, process.pid)
+        return handle
+
+    async def _watch_child(self, handle: WorkerProcess) -> None:
+        code = await handle.process.wait()
+        self.workers.pop(handle.id, None)
+        if code != 0 or not (self.stopping or handle.retiring):
+            await self._recover(handle.id)
+        if self.stopping or handle.retiring:
+            return
+        if code == EXIT_REPLACE:
+            log.warning("worker %s is replaced: a sync task overran its timeout", handle.id)
+        else:
+            log.error("worker process %s exited unexpectedly (code %s): its tasks were re-queued; "
+                      "starting a replacement", handle.id, code)
+            await self._crash_backoff()
+        if not self.stopping:
+            await self.spawn()
+
+    async def _crash_backoff(self) -> None:
+        """A worker that dies at once, again and again, is restarted with growing pauses, not in a hot loop."""
+        now = time.monotonic()
+        self._crashes = [t for t in self._crashes if now - t < 60] + [now]
+        if len(self._crashes) > 3:
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** (len(self._crashes) - 3)))
+
+    async def _recover(self, worker_id: str) -> None:
+        for attempt in range(100):
+            try:
+                requeued, buried = await recovery.recover_worker(self.broker, worker_id)
+                if requeued or buried:
+                    log.warning("recovered worker %s: %d task(s) re-queued, %d dead-lettered",
+                                worker_id, requeued, buried)
+                return
+            except RedisError as exc:
+                log.warning("cannot recover worker %s yet (%s)", worker_id, exc)
+                await asyncio.sleep(min(5.0, 0.2 * (attempt + 1)))
+
+    # ---- background loops ----------------------------------------------------------------------
+    def _spawn_background(self, coro: Any) -> None:
+        job = asyncio.create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    async def _reaper(self) -> None:
+        """Recover workers of any runner whose lease ran out (a runner killed with SIGKILL, a lost host)."""
+        interval = self.config.workers.heartbeat_interval_s
+        while not self.stopping:
+            await asyncio.sleep(interval)
+            try:
+                expired = await self.broker.expired_workers()
+                if self.redis_ok_since is None:
+                    self.redis_ok_since = time.monotonic()
+            except RedisError:
+                self.redis_ok_since = None
+                continue
+            # After an outage every lease looks expired: give live workers a lease to heartbeat first.
+            if time.monotonic() - self.redis_ok_since < lease_s(self.config):
+                continue
+            for worker_id in expired:
+                local = self.workers.get(worker_id)
+                if local is not None:
+                    log.error("worker %s stopped heartbeating: replacing it", worker_id)
+                    local.process.kill()
+                    continue
+                await self._recover(worker_id)
+
+    async def _promoter(self) -> None:
+        """Move due delayed tasks (delays, retries) to their queues: at the next due time, or when woken."""
+        sched = self.config.scheduler
+        pubsub = self.broker.redis.pubsub()
+        subscribed = False
+        while not self.stopping:
+            try:
+                if not subscribed:
+                    await pubsub.subscribe(self.broker.keys.delayed_wake)
+                    subscribed = True
+                moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
+                if moved >= sched.max_tasks_per_tick:
+                    continue
+                wait = sched.tick_interval_s
+                if next_due is not None:
+                    wait = max(0.0, min(wait, (next_due - time.time() * 1000) / 1000))
+                if wait > 0:
+                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
+            except (RedisError, OSError) as exc:
+                log.warning("delayed-task timer: Redis unavailable (%s)", exc)
+                subscribed = False
+                await asyncio.sleep(1.0)
+        await pubsub.aclose()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal)
+        await self.broker.publish_tables()
+        for _ in range(self.config.workers.initial_count):
+            await self.spawn()
+        self._spawn_background(self._reaper())
+        if self.options.scheduler and self.config.scheduler.enabled:
+            self._spawn_background(self._promoter())
+        log.info("runner ready: %d worker process(es), queues %s", len(self.workers),
+                 ", ".join(self.broker.queue_names))
+        await self.stopped.wait()
+        await self._stop_workers()
+        for job in list(self._background):
+            job.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        log.info("runner stopped")
+        return 0
+
+    def _on_signal(self) -> None:
+        if self.stopping:
+            log.warning("second signal: handing back running tasks now")
+            for handle in self.workers.values():
+                handle.process.send_signal(signal.SIGTERM)
+            return
+        log.info("shutting down: no new tasks; running ones get %.1fs", self.config.workers.shutdown_grace_period_s)
+        self.stopping = True
+        for handle in self.workers.values():
+            handle.process.send_signal(signal.SIGTERM)
+        self.stopped.set()
+
+    async def _stop_workers(self) -> None:
+        deadline = self.config.workers.shutdown_grace_period_s + STOP_MARGIN_S
+        pending = list(self.workers.values())
+        waits = [asyncio.create_task(h.process.wait()) for h in pending]
+        if waits:
+            await asyncio.wait(waits, timeout=deadline)
+        for handle in pending:
+            if handle.process.returncode is None:
+                log.error("worker %s did not stop in time: killing it and re-queueing its tasks", handle.id)
+                handle.process.kill()
+                await handle.process.wait()
+                await self._recover(handle.id)
+        await asyncio.sleep(0)  # let the child watchers finish their bookkeeping

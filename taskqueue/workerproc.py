@@ -1,0 +1,66 @@
+"""Entry point of one worker process (started by the runner): `python -m taskqueue.workerproc`.
+
+The runner passes the already-validated YAML on stdin, so every worker runs the same configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from taskqueue import config as config_mod
+from taskqueue import logs, redisboot, registry
+from taskqueue.broker import Broker
+from taskqueue.loop import run_loop
+from taskqueue.connection import async_client
+from taskqueue.errors import TaskQueueError
+from taskqueue.worker import Worker
+
+log = logging.getLogger("taskqueue.worker")
+
+
+async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str) -> int:
+    broker = Broker(async_client(redisboot.options(cfg)), cfg)
+    watch_options = redisboot.options(cfg, command_timeout=None)
+    watch = async_client(watch_options)
+    stop, fast_stop = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        (fast_stop if stop.is_set() else stop).set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    worker = Worker(cfg, tasks, broker, watch, worker_id)
+    code = await worker.run(stop, fast_stop)
+    await watch.aclose()
+    await broker.redis.aclose()
+    return code
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="taskqueue-worker")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--log-format", default="text")
+    args = parser.parse_args(argv)
+    logs.setup(args.log_level, args.log_format)
+    try:
+        cfg = config_mod.load(args.config, raw=sys.stdin.buffer.read(), import_tasks=False)
+        tasks = registry.build(cfg)
+    except TaskQueueError as exc:
+        print(f"worker {args.worker_id}: {exc}", file=sys.stderr)
+        return 2
+    code = run_loop(serve(cfg, tasks, args.worker_id))
+    logging.shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.stdout.flush()
+    os._exit(main(sys.argv[1:]))  # do not wait for a stuck task thread: its message was handed back
