@@ -5,9 +5,10 @@
 # (taskqueue/lua/*.lua, taskqueue/schema/*.json). jobs/ is NOT included: user tasks are imported at
 # run time from the folder of the YAML config.
 #
-# Targets are the committed complete-platform files in build-support/platforms/, so neither
-# Python 3.12 nor the target machines are needed at build time (regenerate them with
-# build-support/gen-platforms.sh). Wheels for both targets come from PyPI via pip $TQ_PIP_VERSION.
+# Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7,
+# 3.12.1, and Debian 12's 3.11.2, which alone pulls in async-timeout for redis), so no 3.12 is
+# needed at build time; regenerate them with build-support/gen-platforms.sh. Short `--platform`
+# names can't be used: they lack python_full_version, which redis's async-timeout marker needs.
 #
 # Usage: ./build.sh            (env: SOURCE_DATE_EPOCH, TQ_PIP_VERSION, TQ_SKIP_SMOKE=1)
 set -euo pipefail
@@ -56,7 +57,7 @@ tq_log "building taskqueue.pex (pip $PIP_VERSION; targets: ${platforms[*]##*/})"
   --no-use-system-time \
   --no-compile \
   --no-emit-warnings \
-  -o "$work/taskqueue.pex"
+  -o "$work/taskqueue.pex" >/dev/null
 mv -f "$work/taskqueue.pex" "$OUT"
 
 # Check the artifact: pinned dists only, no jobs/, every data file readable via importlib.resources.

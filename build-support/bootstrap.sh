@@ -67,6 +67,7 @@ tq_activate() {
 }
 
 # Sets the array TQ_PEX to a pex command: .venv/bin/pex, else `python3 -m pex`, else bootstraps .venv.
+# shellcheck disable=SC2034  # TQ_PEX is read by the scripts that source this file
 tq_find_pex() {
   if [[ -x "$TQ_VENV/bin/pex" ]]; then
     TQ_PEX=("$TQ_VENV/bin/pex")
@@ -81,7 +82,7 @@ tq_find_pex() {
 # Files whose change requires rebuilding taskqueue.pex (NUL-free paths, one per line).
 tq_pex_inputs() {
   (
-    cd "$TQ_ROOT"
+    cd "$TQ_ROOT" || exit 1
     find runner.py taskqueue requirements.lock build.sh build-support/platforms \
       -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
   )

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
 
 from taskqueue import scripts
 from taskqueue.config import Config
@@ -62,8 +61,8 @@ class DeadRecord:
 
 
 class Broker:
-    def __init__(self, client: aioredis.Redis, config: Config) -> None:
-        self.redis = client
+    def __init__(self, client: Any, config: Config) -> None:
+        self.redis: Any = client  # redis.asyncio.Redis, or its Cluster/Sentinel flavour
         self.config = config
         self.keys = Keys(config.redis.key_prefix)
         self.queue_names = [q.name for q in config.queues]
@@ -76,8 +75,15 @@ class Broker:
         self._enqueue = client.register_script(scripts.source("enqueue"))
         self._schedule = client.register_script(scripts.source("schedule"))
 
-    async def exchange(self, worker_id: str, acks: Sequence[bytes], counters: Mapping[str, int],
-                       results: Sequence[tuple[str, int, bytes]], want: int, token_base: int) -> list[Taken]:
+    async def exchange(
+        self,
+        worker_id: str,
+        acks: Sequence[bytes],
+        counters: Mapping[str, int],
+        results: Sequence[tuple[str, int, bytes]],
+        want: int,
+        token_base: int,
+    ) -> list[Taken]:
         """Store results, ack finished tokens, bump counters and take up to `want` messages: one round trip."""
         acks = list(acks)
         while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
@@ -85,8 +91,15 @@ class Broker:
             acks = acks[MAX_ACKS_PER_CALL:]
         return await self._exchange_once(worker_id, acks, counters, results, want, token_base)
 
-    async def _exchange_once(self, worker_id: str, acks: Sequence[bytes], counters: Mapping[str, int],
-                             results: Iterable[tuple[str, int, bytes]], want: int, token_base: int) -> list[Taken]:
+    async def _exchange_once(
+        self,
+        worker_id: str,
+        acks: Sequence[bytes],
+        counters: Mapping[str, int],
+        results: Iterable[tuple[str, int, bytes]],
+        want: int,
+        token_base: int,
+    ) -> list[Taken]:
         argv: list[Any] = [want, token_base, len(acks), *acks, len(counters)]
         for name, count in counters.items():
             argv += (name, count)
@@ -104,8 +117,9 @@ class Broker:
         names = self.queue_names
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
 
-    async def retry(self, worker_id: str, token: bytes, queue: str, message: bytes, due_ms: int,
-                    stats: Sequence[str]) -> bool:
+    async def retry(
+        self, worker_id: str, token: bytes, queue: str, message: bytes, due_ms: int, stats: Sequence[str]
+    ) -> bool:
         keys = [self.keys.inflight(worker_id), self.keys.delayed, self.keys.stats]
         argv = [token, due_ms, join_member(queue, message), self.keys.delayed_wake, *stats]
         return bool(await self._retry(keys=keys, args=argv))
@@ -115,7 +129,15 @@ class Broker:
         dead = self.config.dead_letter
         now = now_ms()
         keys = [self.keys.inflight(worker_id), self.keys.dead, self.keys.dead_index, self.keys.stats]
-        argv = [token or b"", record.id, record.encode(), now, dead.max_size, now - int(dead.max_age_s * 1000), *stats]
+        argv = [
+            token or b"",
+            record.id,
+            record.encode(),
+            now,
+            dead.max_size,
+            now - int(dead.max_age_s * 1000),
+            *stats,
+        ]
         return bool(await self._bury(keys=keys, args=argv))
 
     async def requeue(self, worker_id: str, token: bytes, queue: str, message: bytes) -> bool:
@@ -169,8 +191,15 @@ class Broker:
         """The task and queue tables clients route by (SPEC §8)."""
         cfg = self.config
         tasks = {
-            name: msgpack.packb({"queue": t.queue, "max_retries": t.max_retries, "timeout": t.timeout_s,
-                                 "result_ttl": t.result_ttl_s, "max_payload": cfg.max_payload_bytes})
+            name: msgpack.packb(
+                {
+                    "queue": t.queue,
+                    "max_retries": t.max_retries,
+                    "timeout": t.timeout_s,
+                    "result_ttl": t.result_ttl_s,
+                    "max_payload": cfg.max_payload_bytes,
+                }
+            )
             for name, t in cfg.tasks.items()
         }
         queues = {q.name: msgpack.packb({"priority": q.priority, "max_length": q.max_length}) for q in cfg.queues}

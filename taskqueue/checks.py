@@ -22,8 +22,12 @@ def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:
     return found
 
 
-def _is(value: Any, *types: type) -> bool:
-    return isinstance(value, types) and not isinstance(value, bool)
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _names_hint(name: str, known: list[str]) -> str:
@@ -36,17 +40,22 @@ def _autoscaler(doc: Document, data: dict[str, Any]) -> Iterator[str]:
     scaler, workers = data.get("autoscaler"), data.get("workers")
     if not isinstance(scaler, dict) or not isinstance(workers, dict):
         return
-    low, high, initial = scaler.get("min_workers"), scaler.get("max_workers"), workers.get("initial_count")
-    if _is(low, int) and _is(high, int) and low > high:
+    low, high, initial = (
+        _int(scaler.get("min_workers")),
+        _int(scaler.get("max_workers")),
+        _int(workers.get("initial_count")),
+    )
+    if low is None or high is None:
+        pass
+    elif low > high:
         yield doc.problem(("autoscaler", "min_workers"), f"min_workers ({low}) is above max_workers ({high})")
-    elif scaler.get("enabled") is True and _is(low, int) and _is(high, int) and _is(initial, int):
-        if not low <= initial <= high:
-            yield doc.problem(
-                ("workers", "initial_count"),
-                f"initial_count ({initial}) must lie within autoscaler min_workers..max_workers ({low}..{high})",
-            )
-    down, up = scaler.get("scale_down_threshold"), scaler.get("scale_up_threshold")
-    if _is(down, int, float) and _is(up, int, float) and down >= up:
+    elif scaler.get("enabled") is True and initial is not None and not low <= initial <= high:
+        yield doc.problem(
+            ("workers", "initial_count"),
+            f"initial_count ({initial}) must lie within autoscaler min_workers..max_workers ({low}..{high})",
+        )
+    down, up = _number(scaler.get("scale_down_threshold")), _number(scaler.get("scale_up_threshold"))
+    if down is not None and up is not None and down >= up:
         yield doc.problem(
             ("autoscaler", "scale_down_threshold"),
             f"scale_down_threshold ({down}) must be below scale_up_threshold ({up})",
@@ -82,6 +91,9 @@ def _tasks(doc: Document, data: dict[str, Any]) -> Iterator[str]:
     if not isinstance(tasks, dict) or not queues:
         return
     fallback = defaults.get("queue") if isinstance(defaults, dict) else None
+    if isinstance(fallback, str) and fallback not in queues and ("defaults", "queue") in doc.key_marks:
+        yield doc.problem(("defaults", "queue"), f"unknown queue '{fallback}' {_names_hint(fallback, queues)}")
+        fallback = None  # reported once, here, not on every task that inherits it
     for name, task in tasks.items():
         if not isinstance(task, dict):
             continue
@@ -129,13 +141,14 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
     tasks = data.get("tasks")
     for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
         path = task.get("path") if isinstance(task, dict) else None
-        if not isinstance(path, str):
-            continue
+        if not isinstance(path, str) or ":" not in path:
+            continue  # the schema already reported its shape
         at = ("tasks", name, "path")
         try:
             target = imports.resolve(path)
         except ImportError as exc:
-            yield doc.problem(at, f"cannot import '{path}': {exc}")
+            where = ", ".join(str(f) for f in folders) if isinstance(folders, list) else "."
+            yield doc.problem(at, f"cannot import '{path}': {exc} (python_path: {where})")
             continue
         problem = callable_problem(target)
         if problem:

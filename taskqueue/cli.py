@@ -9,25 +9,12 @@ import traceback
 from collections.abc import Callable, Sequence
 
 import taskqueue
-from taskqueue import config as config_mod
-from taskqueue import commands, logs, registry, validation
+from taskqueue import logs
 from taskqueue.errors import ConfigError, TaskQueueError, UsageError
 
 log = logging.getLogger("taskqueue")
 
 Command = Callable[[argparse.Namespace], int]
-
-
-def _cmd_validate(args: argparse.Namespace) -> int:
-    cfg = config_mod.load(args.config)
-    registry.build(cfg)
-    print("OK")
-    return 0
-
-
-def _cmd_schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(validation.schema_text())
-    return 0
 
 
 def _not_yet(name: str) -> Command:
@@ -38,15 +25,20 @@ def _not_yet(name: str) -> Command:
     return command
 
 
-COMMANDS: dict[str, Command] = {
-    "validate": _cmd_validate,
-    "schema": _cmd_schema,
-    "run": commands.run,
-    "worker": lambda args: commands.run(args, scheduler=False),
-    "enqueue": commands.enqueue,
-    "status": commands.status,
-    "dead": commands.dead,
-}
+def _command(name: str) -> Command:
+    """Imported only once a command runs, so `--version` and `--help` stay fast."""
+    from taskqueue import commands
+
+    table: dict[str, Command] = {
+        "validate": commands.validate,
+        "schema": commands.schema,
+        "run": commands.run,
+        "worker": lambda args: commands.run(args, scheduler=False),
+        "enqueue": commands.enqueue,
+        "status": commands.status,
+        "dead": commands.dead,
+    }
+    return table.get(name, _not_yet(name))
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -55,20 +47,37 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     def default(value: str) -> str:
         return argparse.SUPPRESS if suppress else value
 
-    parser.add_argument("-c", "--config", default=default("task-queue.yaml"), metavar="FILE",
-                        help="the YAML configuration (default: ./task-queue.yaml)")
-    parser.add_argument("--log-level", default=default("info"),
-                        choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)")
-    parser.add_argument("--log-format", default=default("text"), choices=["text", "json"],
-                        help="log line format (default: text)")
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default("task-queue.yaml"),
+        metavar="FILE",
+        help="the YAML configuration (default: ./task-queue.yaml)",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default("info"),
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        default=default("text"),
+        choices=["text", "json"],
+        help="log line format (default: text)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="taskqueue", description="Declarative, YAML-configured, Redis-backed job runner.",
+        prog="taskqueue",
+        description="Declarative, YAML-configured, Redis-backed job runner.",
     )
-    parser.add_argument("--version", action="version",
-                        version=f"taskqueue {taskqueue.__version__} (Python {sys.version.split()[0]})")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"taskqueue {taskqueue.__version__} (Python {sys.version.split()[0]})",
+    )
     _global_options(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -105,9 +114,8 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse already printed usage (or --version/--help)
         return exc.code if isinstance(exc.code, int) else 2
     logs.setup(args.log_level, args.log_format)
-    command = COMMANDS.get(args.command or "run", _not_yet(args.command or "run"))
     try:
-        return command(args)
+        return _command(args.command or "run")(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(logs.redact(problem), file=sys.stderr)

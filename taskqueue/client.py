@@ -49,16 +49,18 @@ class _Routing:
         info = self.tasks.get(name)
         if info is None:
             if not self.tasks:
-                raise UnknownTask(f"no task table at {self.keys.tasks}: start the runner once so clients can "
-                                  f"route by task name")
+                raise UnknownTask(
+                    f"no task table at {self.keys.tasks}: start the runner once so clients can route by task name"
+                )
             raise UnknownTask(f"unknown task '{name}' (declared: {', '.join(sorted(self.tasks))})")
         chosen = queue or str(info["queue"])
         if chosen not in self.queues:
             raise UnknownTask(f"unknown queue '{chosen}' (declared: {', '.join(sorted(self.queues))})")
         return chosen
 
-    def _build(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any],
-               task_id: str | None) -> tuple[str, bytes]:
+    def _build(
+        self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any], task_id: str | None
+    ) -> tuple[str, bytes]:
         env = envelope.new(name, tuple(args), kwargs, task_id)
         message = env.encode()
         limit = self.tasks[name].get("max_payload")
@@ -113,14 +115,28 @@ class Client(_Routing):
         if name not in self.tasks:
             self.refresh()
 
-    def enqueue(self, task: str, *args: Any, queue: str | None = None, delay: float | dt.timedelta | None = None,
-                task_id: str | None = None, **kwargs: Any) -> str:
+    def enqueue(
+        self,
+        task: str,
+        *args: Any,
+        queue: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
         """Enqueue one task (one round trip); returns its id. Raises QueueFull, UnknownTask, PayloadTooLarge."""
         return self.enqueue_call(task, args, kwargs, queue=queue, delay=delay, task_id=task_id)
 
-    def enqueue_call(self, task: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
-                     queue: str | None = None, delay: float | dt.timedelta | None = None,
-                     task_id: str | None = None) -> str:
+    def enqueue_call(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+    ) -> str:
         """Like enqueue(), for kwargs named `queue`, `delay` or `task_id`."""
         self._ensure(task)
         target = self._route(task, queue)
@@ -128,8 +144,9 @@ class Client(_Routing):
         self._push(target, [message], _seconds(delay))
         return new_id
 
-    def enqueue_many(self, calls: Iterable[Call], *, queue: str | None = None,
-                     delay: float | dt.timedelta | None = None) -> list[str]:
+    def enqueue_many(
+        self, calls: Iterable[Call], *, queue: str | None = None, delay: float | dt.timedelta | None = None
+    ) -> list[str]:
         """Enqueue (task, args, kwargs) triples with one round trip per queue; returns their ids."""
         calls = list(calls)
         for name, _, _ in calls:
@@ -181,13 +198,27 @@ class AsyncClient(_Routing):
             pipe.hgetall(self.keys.queues)
             self._load(*(await pipe.execute()))
 
-    async def enqueue(self, task: str, *args: Any, queue: str | None = None,
-                      delay: float | dt.timedelta | None = None, task_id: str | None = None, **kwargs: Any) -> str:
+    async def enqueue(
+        self,
+        task: str,
+        *args: Any,
+        queue: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+        **kwargs: Any,
+    ) -> str:
         return await self.enqueue_call(task, args, kwargs, queue=queue, delay=delay, task_id=task_id)
 
-    async def enqueue_call(self, task: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None, *,
-                           queue: str | None = None, delay: float | dt.timedelta | None = None,
-                           task_id: str | None = None) -> str:
+    async def enqueue_call(
+        self,
+        task: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        delay: float | dt.timedelta | None = None,
+        task_id: str | None = None,
+    ) -> str:
         if task not in self.tasks:
             await self.refresh()
         target = self._route(task, queue)
@@ -195,8 +226,9 @@ class AsyncClient(_Routing):
         await self._push(target, [message], _seconds(delay))
         return new_id
 
-    async def enqueue_many(self, calls: Iterable[Call], *, queue: str | None = None,
-                           delay: float | dt.timedelta | None = None) -> list[str]:
+    async def enqueue_many(
+        self, calls: Iterable[Call], *, queue: str | None = None, delay: float | dt.timedelta | None = None
+    ) -> list[str]:
         calls = list(calls)
         if any(name not in self.tasks for name, _, _ in calls):
             await self.refresh()

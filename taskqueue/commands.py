@@ -5,17 +5,29 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from taskqueue import config as config_mod
-from taskqueue import envelope, redisboot, registry
+from taskqueue import envelope, redisboot, registry, validation
 from taskqueue.broker import Broker
 from taskqueue.connection import async_client
 from taskqueue.errors import QueueFull, UnknownTask, UsageError
 from taskqueue.loop import run_loop
 from taskqueue.supervisor import RunOptions, Supervisor
+
+
+def validate(args: argparse.Namespace) -> int:
+    registry.build(config_mod.load(args.config))
+    print("OK")
+    return 0
+
+
+def schema(args: argparse.Namespace) -> int:
+    sys.stdout.write(validation.schema_text())
+    return 0
 
 
 def run(args: argparse.Namespace, *, scheduler: bool = True) -> int:
@@ -80,8 +92,10 @@ async def _status(broker: Broker) -> dict[str, Any]:
     stats = await broker.stats()
     queues = []
     for name in broker.queue_names:
-        counts = {c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:"))
-                  for c in ("processed", "failed", "retried", "dead")}
+        counts = {
+            c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:"))
+            for c in ("processed", "failed", "retried", "dead")
+        }
         queues.append({"name": name, "pending": depths[name], **counts})
     return {
         "queues": queues,
@@ -99,8 +113,10 @@ def status(args: argparse.Namespace) -> int:
             return 0
         print(f"{'queue':<20} {'pending':>9} {'processed':>10} {'failed':>8} {'retried':>8} {'dead':>6}")
         for q in found["queues"]:
-            print(f"{q['name']:<20} {q['pending']:>9} {q['processed']:>10} {q['failed']:>8} "
-                  f"{q['retried']:>8} {q['dead']:>6}")
+            print(
+                f"{q['name']:<20} {q['pending']:>9} {q['processed']:>10} {q['failed']:>8} "
+                f"{q['retried']:>8} {q['dead']:>6}"
+            )
         print(f"delayed: {found['delayed']}   dead-letter: {found['dead']}   live workers: {len(found['workers'])}")
         for w in found["workers"]:
             print(f"  {w['id']}  host={w.get('host')} pid={w.get('pid')} active={w.get('active')}/{w.get('slots')}")

@@ -17,19 +17,30 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_FILE_BYTES = 1 << 20
 
 # The seed's environment variables, which override the file (highest priority).
-ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType({
-    "REDIS_URL": ("redis", "url"),
-    "REDIS_POOL_SIZE": ("redis", "pool_size"),
-    "REDIS_CONNECTION_TIMEOUT": ("redis", "connection_timeout"),
-    "REDIS_COMMAND_TIMEOUT": ("redis", "command_timeout"),
-    "TASK_QUEUE_WORKERS": ("workers", "initial_count"),
-    "TASK_QUEUE_SCHEDULER": ("scheduler", "enabled"),
-})
+ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "REDIS_URL": ("redis", "url"),
+        "REDIS_POOL_SIZE": ("redis", "pool_size"),
+        "REDIS_CONNECTION_TIMEOUT": ("redis", "connection_timeout"),
+        "REDIS_COMMAND_TIMEOUT": ("redis", "command_timeout"),
+        "TASK_QUEUE_WORKERS": ("workers", "initial_count"),
+        "TASK_QUEUE_SCHEDULER": ("scheduler", "enabled"),
+    }
+)
 
 _DURATION = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _SIZE = re.compile(r"^\s*([0-9]+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KB": 10**3, "KiB": 1 << 10, "MB": 10**6, "MiB": 1 << 20, "GB": 10**9, "GiB": 1 << 30}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "KiB": 1 << 10,
+    "MB": 10**6,
+    "MiB": 1 << 20,
+    "GB": 10**9,
+    "GiB": 1 << 30,
+}
 
 
 def seconds(value: float | str) -> float:
@@ -194,8 +205,13 @@ def read(path: str | os.PathLike[str]) -> bytes:
         raise ConfigError([f"{path}: cannot read config file: {exc.strerror or exc}"]) from None
 
 
-def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, import_tasks: bool = True,
-         raw: bytes | None = None) -> Config:
+def load(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    import_tasks: bool = True,
+    raw: bytes | None = None,
+) -> Config:
     """Read (or take `raw`), validate and convert a config file; raises ConfigError listing every problem."""
     env = os.environ if env is None else env
     file = Path(path)
@@ -213,7 +229,7 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, 
     _apply_env(doc, env)
     for expanded in doc.expanded:
         _set(doc.data, expanded, validation.coerce_scalar(expanded, _get(doc.data, expanded)))
-    found = list(validation.problems(doc))
+    found = doc.problems + list(validation.problems(doc))
     validation.apply_defaults(doc.data)
     base_dir = file.resolve().parent
     found += checks.semantic(doc, base_dir, import_tasks=import_tasks)
@@ -262,19 +278,32 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         queues=tuple(queues),
         tasks=MappingProxyType(tasks),
         workers=WorkersConfig(
-            w["initial_count"], w["max_concurrent_tasks"],
-            seconds(w["heartbeat_interval"]), seconds(w["shutdown_grace_period"]),
+            w["initial_count"],
+            w["max_concurrent_tasks"],
+            seconds(w["heartbeat_interval"]),
+            seconds(w["shutdown_grace_period"]),
         ),
         autoscaler=AutoscalerConfig(
-            a["enabled"], a["min_workers"], a["max_workers"], float(a["scale_up_threshold"]),
-            float(a["scale_down_threshold"]), a["scale_up_count"], a["scale_down_count"],
-            seconds(a["interval"]), seconds(a["cooldown"]),
+            a["enabled"],
+            a["min_workers"],
+            a["max_workers"],
+            float(a["scale_up_threshold"]),
+            float(a["scale_down_threshold"]),
+            a["scale_up_count"],
+            a["scale_down_count"],
+            seconds(a["interval"]),
+            seconds(a["cooldown"]),
         ),
         scheduler=SchedulerConfig(s["enabled"], seconds(s["tick_interval"]), s["max_tasks_per_tick"]),
         schedules=tuple(_schedule(name, sc) for name, sc in data["schedules"].items()),
         http=HttpConfig(
-            h["enabled"], h["host"], h["port"], h["route_prefix"].rstrip("/") or "/",
-            h["enable_metrics"], h["enable_health_check"], h["auth_token"],
+            h["enabled"],
+            h["host"],
+            h["port"],
+            h["route_prefix"].rstrip("/") or "/",
+            h["enable_metrics"],
+            h["enable_health_check"],
+            h["auth_token"],
         ),
         dead_letter=DeadLetterConfig(data["dead_letter"]["max_size"], seconds(data["dead_letter"]["max_age"])),
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
@@ -330,9 +359,12 @@ def _redis(raw: Mapping[str, Any], base_dir: Path) -> RedisConfig:
             sentinel["service_name"],
             tuple((h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in sentinel["hosts"]),
             sentinel.get("password"),
-        ) if sentinel else None,
+        )
+        if sentinel
+        else None,
         tls=TlsConfig(local("ca_file"), local("cert_file"), local("key_file"), tls.get("verify", True))
-        if tls else None,
+        if tls
+        else None,
         embedded=None if embedded == "auto" else bool(embedded),
         embedded_data_dir=(base_dir / raw["embedded"]["data_dir"]).resolve(),
     )

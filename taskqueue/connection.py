@@ -9,9 +9,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.asyncio.sentinel import Sentinel as _AsyncSentinel
 from redis.cluster import RedisCluster
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel as _Sentinel
+
+# redis-py leaves the Sentinel classes unannotated; through Any they do not leak untyped calls.
+Sentinel: Any = _Sentinel
+AsyncSentinel: Any = _AsyncSentinel
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,15 @@ class RedisOptions:
         return kwargs
 
     def with_timeout(self, command_timeout: float | None) -> RedisOptions:
-        return RedisOptions(self.url, self.pool_size, self.connection_timeout, command_timeout,
-                            self.cluster, self.sentinel, self.tls)
+        return RedisOptions(
+            self.url,
+            self.pool_size,
+            self.connection_timeout,
+            command_timeout,
+            self.cluster,
+            self.sentinel,
+            self.tls,
+        )
 
 
 def sync_client(options: RedisOptions) -> Any:

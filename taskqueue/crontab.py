@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.combining import OrTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # cron: 0 and 7 are Sunday
@@ -29,7 +31,7 @@ def _weekdays(field: str) -> str:
     return ",".join(dict.fromkeys(names))
 
 
-def trigger(expression: str, timezone: str = "UTC") -> CronTrigger:
+def trigger(expression: str, timezone: str = "UTC") -> BaseTrigger:
     """Parse `m h dom mon dow` or `s m h dom mon dow`; raises ValueError with a readable reason."""
     fields = expression.split()
     if len(fields) == 5:
@@ -37,7 +39,12 @@ def trigger(expression: str, timezone: str = "UTC") -> CronTrigger:
     if len(fields) != 6:
         raise ValueError(f"expected 5 fields (minute hour day month weekday) or 6 with seconds, got {len(fields)}")
     second, minute, hour, day, month, dow = fields
-    return CronTrigger(
-        second=second, minute=minute, hour=hour, day=day, month=month,
-        day_of_week=_weekdays(dow), timezone=timezone,
-    )
+
+    def cron(day: str, dow: str) -> CronTrigger:
+        return CronTrigger(
+            second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=_weekdays(dow), timezone=timezone
+        )
+
+    if day not in ("*", "?") and dow not in ("*", "?"):
+        return OrTrigger([cron(day, "*"), cron("*", dow)])  # cron fires when either day field matches
+    return cron(day, dow)

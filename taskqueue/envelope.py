@@ -49,10 +49,16 @@ class Envelope:
         return packed
 
 
-def new(task: str, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None,
-        task_id: str | None = None) -> Envelope:
-    return Envelope(task=task, id=task_id or uuid.uuid4().hex, args=tuple(args), kwargs=kwargs or {},
-                    enqueued_at=round(time.time(), 6))
+def new(
+    task: str, args: tuple[Any, ...] = (), kwargs: Mapping[str, Any] | None = None, task_id: str | None = None
+) -> Envelope:
+    return Envelope(
+        task=task,
+        id=task_id or uuid.uuid4().hex,
+        args=tuple(args),
+        kwargs=kwargs or {},
+        enqueued_at=round(time.time(), 6),
+    )
 
 
 def decode(raw: bytes, max_bytes: int) -> Envelope:

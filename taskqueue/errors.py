@@ -51,7 +51,7 @@ class TaskFailed(TaskQueueError):
     """`Client.result()` of a task that ended in the dead-letter list."""
 
 
-class Retry(Exception):  # noqa: N818 - the name users write: `raise Retry(delay=5)`
+class Retry(Exception):
     """Raised by a task to be run again after `delay` seconds (or per its backoff policy when None)."""
 
     def __init__(self, delay: float | None = None, reason: str = "retry requested") -> None:
@@ -60,7 +60,7 @@ class Retry(Exception):  # noqa: N818 - the name users write: `raise Retry(delay
         super().__init__(reason)
 
 
-class Reject(Exception):  # noqa: N818 - the name users write: `raise Reject("bad input")`
+class Reject(Exception):
     """Raised by a task to dead-letter itself at once, without retries."""
 
     def __init__(self, reason: str = "rejected") -> None:

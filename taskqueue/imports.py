@@ -23,7 +23,7 @@ def resolve(path: str) -> object:
         obj: object = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
-            raise ImportError(f"module '{exc.name}' not found (looked in {_search_hint()})") from exc
+            raise ImportError(f"module '{exc.name}' not found") from exc
         raise ImportError(f"importing '{module_name}' failed: {exc}") from exc
     except Exception as exc:  # the user's module raised while importing: report it, do not crash
         raise ImportError(f"importing '{module_name}' raised {type(exc).__name__}: {exc}") from exc
@@ -33,7 +33,3 @@ def resolve(path: str) -> object:
         except AttributeError:
             raise ImportError(f"'{module_name}' has no attribute '{attr_path}'") from None
     return obj
-
-
-def _search_hint() -> str:
-    return ", ".join(p for p in sys.path[:3] if p) or "sys.path"

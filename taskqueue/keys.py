@@ -1,18 +1,18 @@
 """Every Redis key taskqueue uses, under one prefix. No other module formats a key.
 
-    {p}:queue:<name>      list   ready messages; producers LPUSH, workers take from the right (FIFO)
-    {p}:delayed           zset   "<queue>|<message>" scored by due time (ms): delays and retries
-    {p}:inflight:<worker> hash   token -> "<queue>|<message>" taken by that worker and not yet settled
-    {p}:workers           zset   worker id -> lease deadline (ms), renewed by the worker's heartbeat
-    {p}:worker:<worker>   hash   that worker's host, pid, slots, active tasks (expires with its lease)
-    {p}:dead              hash   task id -> dead-letter record (msgpack)
-    {p}:dead:index        zset   task id -> time of death (ms); bounds the dead store by size and age
-    {p}:result:<id>       string msgpack result of a finished task, kept for the task's result_ttl
-    {p}:stats             hash   "<counter>:<queue>:<task>" -> count (processed, failed, retried, dead)
-    {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
-    {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
-    {p}:runners           zset   runner id -> lease deadline (ms)
-    {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
+{p}:queue:<name>      list   ready messages; producers LPUSH, workers take from the right (FIFO)
+{p}:delayed           zset   "<queue>|<message>" scored by due time (ms): delays and retries
+{p}:inflight:<worker> hash   token -> "<queue>|<message>" taken by that worker and not yet settled
+{p}:workers           zset   worker id -> lease deadline (ms), renewed by the worker's heartbeat
+{p}:worker:<worker>   hash   that worker's host, pid, slots, active tasks (expires with its lease)
+{p}:dead              hash   task id -> dead-letter record (msgpack)
+{p}:dead:index        zset   task id -> time of death (ms); bounds the dead store by size and age
+{p}:result:<id>       string msgpack result of a finished task, kept for the task's result_ttl
+{p}:stats             hash   "<counter>:<queue>:<task>" -> count (processed, failed, retried, dead)
+{p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
+{p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
+{p}:runners           zset   runner id -> lease deadline (ms)
+{p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 """
 
 from __future__ import annotations

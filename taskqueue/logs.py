@@ -10,12 +10,12 @@ import time
 
 # Fields a task log line carries (passed as `extra=`); both formats show them.
 TASK_FIELDS = ("task_id", "task", "queue", "attempt", "duration_ms", "worker")
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<password>[^@/]+)@")
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)?(?P<user>[^\s:@/'\"]*):(?P<password>[^\s@/'\"]+)@")
 
 
 def redact(text: str) -> str:
     """`redis://user:secret@host` → `redis://user:***@host`: passwords never reach a log or a message."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme'] or ''}{m['user']}:***@", text)
 
 
 class _TextFormatter(logging.Formatter):

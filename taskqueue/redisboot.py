@@ -41,8 +41,11 @@ async def check(client: Any) -> dict[str, Any]:
         )
     policy = str(info.get("maxmemory_policy", "noeviction"))
     if policy != "noeviction":
-        log.error("Redis maxmemory-policy is '%s': under memory pressure Redis will silently DELETE queued "
-                  "tasks. Set `maxmemory-policy noeviction` for a task queue.", policy)
+        log.error(
+            "Redis maxmemory-policy is '%s': under memory pressure Redis will silently DELETE queued "
+            "tasks. Set `maxmemory-policy noeviction` for a task queue.",
+            policy,
+        )
     return dict(info)
 
 
@@ -64,13 +67,36 @@ class EmbeddedRedis:
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
-             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
-             "--logfile", str(self.data_dir / "redis.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.data_dir),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "everysec",
+                "--save",
+                "",
+                "--daemonize",
+                "no",
+                "--logfile",
+                str(self.data_dir / "redis.log"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-        log.warning("no Redis answered at %s: started a private redis-server (pid %d, data in %s); "
-                    "set redis.url to use your own", DEFAULT_REDIS_URL, self.process.pid, self.data_dir)
+        log.warning(
+            "no Redis answered at %s: started a private redis-server (pid %d, data in %s); "
+            "set redis.url to use your own",
+            DEFAULT_REDIS_URL,
+            self.process.pid,
+            self.data_dir,
+        )
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

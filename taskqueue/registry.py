@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from taskqueue import checks, imports
 from taskqueue.config import Config, TaskConfig
@@ -51,16 +51,14 @@ def build(config: Config) -> Registry:
             problems.append(f"{config.source}: tasks.{name}.path: cannot import '{task.path}': {exc}")
             continue
         problem = checks.callable_problem(target)
-        if problem or not callable(target):
+        if problem:
             problems.append(f"{config.source}: tasks.{name}.path: '{task.path}' {problem}")
             continue
-        if inspect.isclass(target):
-            is_async = inspect.iscoroutinefunction(target.execute)
-        else:
-            is_async = inspect.iscoroutinefunction(target) or inspect.iscoroutinefunction(
-                getattr(target, "__call__", None)  # noqa: B004 - async callable objects count too
-            )
-        found[name] = RegisteredTask(task, target, is_async, inspect.isclass(target))
+        is_class = inspect.isclass(target)
+        runs = getattr(target, "execute") if is_class else target  # noqa: B009 - checked by callable_problem
+        call_method = getattr(type(runs), "__call__", None)  # async callable objects count too
+        is_async = inspect.iscoroutinefunction(runs) or inspect.iscoroutinefunction(call_method)
+        found[name] = RegisteredTask(task, cast(Callable[..., Any], target), is_async, is_class)
     if problems:
         raise ConfigError(problems)
     return Registry(MappingProxyType(found))

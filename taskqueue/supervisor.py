@@ -17,7 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue import recovery, redisboot
+from taskqueue import recovery
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
 from taskqueue.worker import EXIT_REPLACE, lease_s
@@ -63,10 +63,20 @@ class Supervisor:
         package_root = str(Path(taskqueue.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "taskqueue.workerproc", "--config", str(self.options.config_path),
-            "--worker-id", worker_id, "--log-level", self.options.log_level,
-            "--log-format", self.options.log_format,
-            stdin=asyncio.subprocess.PIPE, env=env, start_new_session=True,
+            sys.executable,
+            "-m",
+            "taskqueue.workerproc",
+            "--config",
+            str(self.options.config_path),
+            "--worker-id",
+            worker_id,
+            "--log-level",
+            self.options.log_level,
+            "--log-format",
+            self.options.log_format,
+            stdin=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
         )
         assert process.stdin is not None
         process.stdin.write(self.options.config_raw)
@@ -88,8 +98,11 @@ class Supervisor:
         if code == EXIT_REPLACE:
             log.warning("worker %s is replaced: a sync task overran its timeout", handle.id)
         else:
-            log.error("worker process %s exited unexpectedly (code %s): its tasks were re-queued; "
-                      "starting a replacement", handle.id, code)
+            log.error(
+                "worker process %s exited unexpectedly (code %s): its tasks were re-queued; starting a replacement",
+                handle.id,
+                code,
+            )
             await self._crash_backoff()
         if not self.stopping:
             await self.spawn()
@@ -106,8 +119,12 @@ class Supervisor:
             try:
                 requeued, buried = await recovery.recover_worker(self.broker, worker_id)
                 if requeued or buried:
-                    log.warning("recovered worker %s: %d task(s) re-queued, %d dead-lettered",
-                                worker_id, requeued, buried)
+                    log.warning(
+                        "recovered worker %s: %d task(s) re-queued, %d dead-lettered",
+                        worker_id,
+                        requeued,
+                        buried,
+                    )
                 return
             except RedisError as exc:
                 log.warning("cannot recover worker %s yet (%s)", worker_id, exc)
@@ -177,8 +194,11 @@ class Supervisor:
         self._spawn_background(self._reaper())
         if self.options.scheduler and self.config.scheduler.enabled:
             self._spawn_background(self._promoter())
-        log.info("runner ready: %d worker process(es), queues %s", len(self.workers),
-                 ", ".join(self.broker.queue_names))
+        log.info(
+            "runner ready: %d worker process(es), queues %s",
+            len(self.workers),
+            ", ".join(self.broker.queue_names),
+        )
         await self.stopped.wait()
         await self._stop_workers()
         for job in list(self._background):

@@ -6,14 +6,14 @@ import copy
 import difflib
 import functools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from typing import Any
 
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from taskqueue.yamlsource import Document, JsonPath
+from taskqueue.yamlsource import Document, JsonPath, dotted
 
 Schema = dict[str, Any]
 
@@ -75,13 +75,13 @@ def _types(node: Schema) -> set[str]:
 def coerce_scalar(path: JsonPath, value: Any) -> Any:
     """A string that came from the environment becomes an int/float/bool where the schema wants one."""
     node = subschema(path)
-    if not isinstance(value, str) or node is None or "string" in _types(node) or not value.strip():
-        return value
+    if not isinstance(value, str) or (node is not None and "string" in _types(node)) or not value.strip():
+        return value  # free-form data (kwargs) resolves as YAML would have resolved the plain scalar
     try:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
-    return parsed if isinstance(parsed, bool | int | float) else value
+    return parsed if isinstance(parsed, bool | int | float) or parsed is None else value
 
 
 def apply_defaults(instance: Any, node: Schema | None = None) -> None:
@@ -93,8 +93,8 @@ def apply_defaults(instance: Any, node: Schema | None = None) -> None:
     if not isinstance(instance, dict):
         return
     props: dict[str, Schema] = node.get("properties", {})
-    for name, sub in props.items():
-        sub = _resolve(sub)
+    for name, declared in props.items():
+        sub = _resolve(declared)
         if name not in instance and "default" in sub:
             instance[name] = copy.deepcopy(sub["default"])
         elif isinstance(instance.get(name), dict) and isinstance(sub.get("default"), dict) and "properties" in sub:
@@ -135,7 +135,9 @@ def _suggest(word: str, choices: list[str]) -> str:
 
 def _explain(doc: Document, error: ValidationError) -> Iterator[str]:
     path: JsonPath = tuple(error.absolute_path)
-    value, rule, node = error.instance, error.validator, error.schema
+    value, rule = error.instance, error.validator
+    node: Schema = dict(error.schema) if isinstance(error.schema, Mapping) else {}
+    expected: Any = error.validator_value
     if rule == "additionalProperties" and isinstance(value, dict):
         known = list(node.get("properties", {}))
         for key in value:
@@ -143,15 +145,26 @@ def _explain(doc: Document, error: ValidationError) -> Iterator[str]:
                 yield doc.problem((*path, key), f"unknown key '{key}'{_suggest(key, known)}", key=True)
         return
     if rule == "required" and isinstance(value, dict):
-        for key in error.validator_value:
+        for key in expected:
             if key not in value:
-                yield doc.problem(path, f"missing required key '{key}'")
+                yield doc.problem(path, f"missing required key '{key}'", key=True)
         return
-    if rule == "propertyNames":
-        yield doc.problem(path, error.message)
+    if node.get("title") == "name" and isinstance(value, str) and value in _at(doc.data, path):
+        # propertyNames: the offending name is a key of the mapping at `path`
+        yield f"{doc.where((*path, value), key=True)}: {dotted(path)}: {_message(path, rule, value, node, error)}"
         return
-    yield doc.problem(path, _message(path, rule, value, node, error))
+    if path and path[-1] in SECRET_KEYS:
+        value = "(hidden)"
+    yield doc.problem(path, _message(path, rule, value, node, error), key=rule == "oneOf")
 
+
+def _at(data: Any, path: JsonPath) -> Any:
+    for part in path:
+        data = data[part]
+    return data if isinstance(data, dict) else {}
+
+
+SECRET_KEYS = frozenset({"url", "password", "auth_token"})  # their values never appear in a message
 
 _HINTS = {
     "duration": "a duration: seconds, or a string like 250ms, 30s, 5m, 1h, 7d",
@@ -170,7 +183,8 @@ def _message(path: JsonPath, rule: Any, value: Any, node: Schema, error: Validat
         wanted = " or ".join(wanted) if isinstance(wanted, list) else wanted
         return f"expected {wanted}, got {_kind(value)} {_show(value)}"
     if rule == "enum":
-        return f"must be one of {', '.join(_show(v) for v in error.validator_value)}, got {_show(value)}"
+        choices: Any = error.validator_value
+        return f"must be one of {', '.join(_show(v) for v in choices)}, got {_show(value)}"
     if rule == "pattern" and title == "name":
         return f"invalid name {_show(value)}: {_HINTS['name']}"
     if rule == "pattern" and path and path[-1] == "url":

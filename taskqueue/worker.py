@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from taskqueue import envelope as envelope_mod
@@ -54,8 +53,7 @@ def backoff_s(task: TaskConfig, attempt: int) -> float:
 
 
 class Worker:
-    def __init__(self, config: Config, registry: Registry, broker: Broker, watch: aioredis.Redis,
-                 worker_id: str) -> None:
+    def __init__(self, config: Config, registry: Registry, broker: Broker, watch: Any, worker_id: str) -> None:
         self.config = config
         self.registry = registry
         self.broker = broker
@@ -91,8 +89,11 @@ class Worker:
         if running:
             log.info("stopping: waiting up to %.1fs for %d running task(s)", grace, len(running))
             fast = asyncio.create_task(fast_stop.wait())
-            await asyncio.wait([*running, fast], timeout=grace, return_when=asyncio.FIRST_COMPLETED
-                               if fast_stop.is_set() else asyncio.ALL_COMPLETED)
+            await asyncio.wait(
+                [*running, fast],
+                timeout=grace,
+                return_when=asyncio.FIRST_COMPLETED if fast_stop.is_set() else asyncio.ALL_COMPLETED,
+            )
             fast.cancel()
         await self._hand_back()
         for helper in helpers:
@@ -120,8 +121,14 @@ class Worker:
             self.held.pop(token, None)
 
     async def _heartbeat_once(self) -> None:
-        info = {"host": HOST, "pid": os.getpid(), "slots": self.slots, "active": len(self.held),
-                "started": getattr(self, "_started", time.time()), "runner_pid": os.getppid()}
+        info = {
+            "host": HOST,
+            "pid": os.getpid(),
+            "slots": self.slots,
+            "active": len(self.held),
+            "started": getattr(self, "_started", time.time()),
+            "runner_pid": os.getppid(),
+        }
         self._started = info["started"]
         await self.broker.heartbeat(self.id, info, lease_s(self.config))
 
@@ -239,8 +246,13 @@ class Worker:
     async def _attempt(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask) -> None:
         attempt = env.attempt + 1
         timeout = env.timeout or task.config.timeout_s
-        context = TaskContext(env.id, task.name, item.queue, attempt,
-                              env.max_retries if env.max_retries is not None else task.config.max_retries)
+        context = TaskContext(
+            env.id,
+            task.name,
+            item.queue,
+            attempt,
+            env.max_retries if env.max_retries is not None else task.config.max_retries,
+        )
         set_current(context)
         fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt}
         started = time.monotonic()
@@ -265,7 +277,10 @@ class Worker:
         else:
             self._succeed(item, env, task, value)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("task done", extra={**fields, "duration_ms": round((time.monotonic() - started) * 1000, 2)})
+                log.debug(
+                    "task done",
+                    extra={**fields, "duration_ms": round((time.monotonic() - started) * 1000, 2)},
+                )
 
     async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope, timeout: float) -> Any:
         ctx = contextvars.copy_context()
@@ -286,33 +301,63 @@ class Worker:
             self.results.append((env.id, ttl_ms, _result_bytes("ok", value, None)))
         self.wake.set()
 
-    async def _fail(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, context: TaskContext,
-                    error: str, trace: str, delay: float | None) -> None:
+    async def _fail(
+        self,
+        item: Taken,
+        env: envelope_mod.Envelope,
+        task: RegisteredTask,
+        context: TaskContext,
+        error: str,
+        trace: str,
+        delay: float | None,
+    ) -> None:
         attempt = context.attempt
         if attempt > context.max_retries:
             await self._bury(item, env, error, trace, attempt)
         else:
             wait = backoff_s(task.config, attempt) if delay is None else delay
             env.attempt = attempt
-            stats = [stat_field("failed", item.queue, task.name), stat_field("retried", item.queue, task.name)]
+            stats = [
+                stat_field("failed", item.queue, task.name),
+                stat_field("retried", item.queue, task.name),
+            ]
             message, due = env.encode(), now_ms() + int(wait * 1000)
-            await self._settle(item.token, lambda: self.broker.retry(self.id, item.token, item.queue, message,
-                                                                     due, stats))
-            log.info("retry in %.3gs", wait, extra={"task_id": env.id, "task": task.name, "queue": item.queue,
-                                                     "attempt": attempt})
+            await self._settle(
+                item.token, lambda: self.broker.retry(self.id, item.token, item.queue, message, due, stats)
+            )
+            log.info(
+                "retry in %.3gs",
+                wait,
+                extra={"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt},
+            )
         if self.exit_code == EXIT_REPLACE:
             os.kill(os.getpid(), 15)  # a stuck thread: stop taking work and let the runner replace us
 
-    async def _bury(self, item: Taken, env: envelope_mod.Envelope | None, error: str, trace: str,
-                    attempts: int) -> None:
+    async def _bury(
+        self, item: Taken, env: envelope_mod.Envelope | None, error: str, trace: str, attempts: int
+    ) -> None:
         name = env.task if env else "(invalid)"
         task_id = env.id if env else f"invalid-{self.id}-{item.token.decode()}"
         raw = envelope_mod.preview(item.raw, 64 * 1024)
-        record = DeadRecord(task_id, name, item.queue, raw, len(raw) < len(item.raw), error, trace, attempts,
-                            env.enqueued_at if env else None, time.time(), self.id)
+        record = DeadRecord(
+            task_id,
+            name,
+            item.queue,
+            raw,
+            len(raw) < len(item.raw),
+            error,
+            trace,
+            attempts,
+            env.enqueued_at if env else None,
+            time.time(),
+            self.id,
+        )
         stats = [stat_field("failed", item.queue, name), stat_field("dead", item.queue, name)]
-        log.warning("dead-lettered: %s", error, extra={"task_id": task_id, "task": name, "queue": item.queue,
-                                                        "attempt": attempts})
+        log.warning(
+            "dead-lettered: %s",
+            error,
+            extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
+        )
         await self._settle(item.token, lambda: self.broker.bury(self.id, item.token, record, stats))
         ttl = self.registry.get(name)
         if env and ttl and ttl.config.result_ttl_s > 0:
@@ -335,12 +380,8 @@ class Worker:
 
     def _bind_problem(self, task: RegisteredTask, env: envelope_mod.Envelope) -> str | None:
         if task.name not in self._signatures:
-            target = task.target.__init__ if task.is_class else task.target  # type: ignore[misc]
             try:
-                signature: inspect.Signature | None = inspect.signature(target)
-                if task.is_class and signature is not None:
-                    params = list(signature.parameters.values())[1:]  # drop self
-                    signature = signature.replace(parameters=params)
+                signature: inspect.Signature | None = inspect.signature(task.target)  # a class: its __init__
             except (TypeError, ValueError):
                 signature = None
             self._signatures[task.name] = signature
@@ -354,7 +395,7 @@ class Worker:
         return None
 
 
-class _Overrun(Exception):  # noqa: N818 - internal marker
+class _Overrun(Exception):
     """A sync task ran past its timeout."""
 
 

@@ -15,9 +15,9 @@ import sys
 from taskqueue import config as config_mod
 from taskqueue import logs, redisboot, registry
 from taskqueue.broker import Broker
-from taskqueue.loop import run_loop
 from taskqueue.connection import async_client
 from taskqueue.errors import TaskQueueError
+from taskqueue.loop import run_loop
 from taskqueue.worker import Worker
 
 log = logging.getLogger("taskqueue.worker")

@@ -23,7 +23,7 @@ def dotted(path: JsonPath) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
+    return out or "$"
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Document:
     value_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     key_marks: dict[JsonPath, tuple[int, int]] = field(default_factory=dict)
     expanded: set[JsonPath] = field(default_factory=set)  # plain scalars that came from ${VAR}
+    problems: list[str] = field(default_factory=list)  # found while reading; the data is still usable
     origins: dict[JsonPath, str] = field(default_factory=dict)  # values set outside the file (env)
 
     def where(self, path: JsonPath, *, key: bool = False) -> str:
@@ -96,8 +97,11 @@ class _Builder:
         return self._scalar(node, path)
 
     def _mapping(self, node: MappingNode, path: JsonPath) -> dict[str, Any]:
+        merge_tag = "tag:yaml.org,2002:merge"
+        explicit = {id(k) for k, _ in node.value if k.tag != merge_tag}
         self.loader.flatten_mapping(node)  # resolves `<<: *anchor` merge keys the way PyYAML does
         out: dict[str, Any] = {}
+        written: set[str] = set()  # keys written in this mapping itself (merged ones may be overridden)
         for key_node, value_node in node.value:
             mark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             key = self.loader.construct_object(key_node) if isinstance(key_node, ScalarNode) else None
@@ -106,10 +110,12 @@ class _Builder:
                 shown = getattr(key_node, "value", "?")
                 self.problems.append(f"{where}: {dotted(path)}: key {shown!r} must be a string (quote it)")
                 continue
-            if key in out:
-                where = f"{self.doc.file}:{mark[0]}:{mark[1]}"
-                self.problems.append(f"{where}: {dotted((*path, key))}: duplicate key '{key}'")
-                continue
+            if id(key_node) in explicit:
+                if key in written:
+                    where = f"{self.doc.file}:{mark[0]}:{mark[1]}"
+                    self.problems.append(f"{where}: {dotted((*path, key))}: duplicate key '{key}'")
+                    continue
+                written.add(key)
             self.doc.key_marks[(*path, key)] = mark
             out[key] = self.build(value_node, (*path, key))
         return out
@@ -123,8 +129,11 @@ class _Builder:
                 value = expand_vars(value, self.env)
             except KeyError as missing:
                 self.problems.append(
-                    self.doc.problem(path, f"environment variable {missing.args[0]} is not set "
-                                           f"(use ${{{missing.args[0]}:-default}} for a fallback)")
+                    self.doc.problem(
+                        path,
+                        f"environment variable {missing.args[0]} is not set "
+                        f"(use ${{{missing.args[0]}:-default}} for a fallback)",
+                    )
                 )
             if node.style is None:
                 self.doc.expanded.add(path)
@@ -138,18 +147,19 @@ def load(text: str, file: str, env: Mapping[str, str]) -> Document:
     try:
         root = loader.get_single_node()
         if root is None:
-            raise ConfigError([f"{file}:1:1: the file is empty; it needs at least a 'tasks:' section"])
+            raise ConfigError([f"{file}:1:1: $: the file is empty; it needs at least a 'tasks:' section"])
         builder = _Builder(loader, doc, env)
         doc.data = builder.build(root, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
-        raise ConfigError([f"{file}:{line}:{col}: YAML syntax error: {problem}"]) from None
+        if "'\\t'" in problem or "\t" in problem:
+            problem += " (YAML does not allow tabs for indentation: use spaces)"
+        raise ConfigError([f"{file}:{line}:{col}: $: YAML syntax error: {problem}"]) from None
     except yaml.YAMLError as exc:
-        raise ConfigError([f"{file}:1:1: YAML error: {exc}"]) from None
+        raise ConfigError([f"{file}:1:1: $: YAML error: {exc}"]) from None
     finally:
         loader.dispose()
-    if builder.problems:
-        raise ConfigError(builder.problems)
+    doc.problems = builder.problems
     return doc

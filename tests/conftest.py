@@ -52,8 +52,19 @@ class RedisServer:
 
     def start(self) -> None:
         cmd = [
-            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-            "--save", "", "--daemonize", "no", "--logfile", str(self.dir / "redis.log"),
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.dir / "redis.log"),
         ]
         if self.appendonly:
             cmd += ["--appendonly", "yes", "--appendfsync", "always"]

@@ -1,0 +1,1 @@
+"""Tasks the end-to-end tests run: each records what happened in Redis (URL from $TEST_REDIS_URL)."""

@@ -1,0 +1,101 @@
+"""Test tasks. Every run is recorded in Redis so tests can count executions and duplicates."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+import taskqueue
+
+
+@functools.cache
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+
+
+def record(n: int, sleep_s: float = 0.0) -> int:
+    """Sync: count one run of item n."""
+    if sleep_s:
+        time.sleep(sleep_s)
+    _redis().hincrby("test:runs", str(n), 1)
+    return n
+
+
+async def arecord(n: int, sleep_s: float = 0.0) -> int:
+    """Async: count one run of item n."""
+    if sleep_s:
+        await asyncio.sleep(sleep_s)
+    client = aioredis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    await client.hincrby("test:runs", str(n), 1)
+    await client.aclose()
+    return n
+
+
+class Recorder:
+    """Seed-style class task: constructed with the kwargs, then execute()."""
+
+    def __init__(self, n: int, label: str = "") -> None:
+        self.n = n
+        self.label = label
+
+    def execute(self) -> dict[str, Any]:
+        _redis().hincrby("test:runs", str(self.n), 1)
+        return {"n": self.n, "label": self.label}
+
+
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    ctx = taskqueue.current_task()
+    return {
+        "args": list(args),
+        "kwargs": kwargs,
+        "task": ctx.name,
+        "queue": ctx.queue,
+        "attempt": ctx.attempt,
+    }
+
+
+def order(tag: str) -> None:
+    _redis().rpush("test:order", tag)
+
+
+def always_fails(key: str) -> None:
+    """Records the time of every attempt, then fails."""
+    _redis().rpush(f"test:attempts:{key}", repr(time.time()))
+    raise ValueError(f"boom {key}")
+
+
+def retry_once(key: str) -> int:
+    attempt = taskqueue.current_task().attempt
+    _redis().rpush(f"test:attempts:{key}", repr(time.time()))
+    if attempt == 1:
+        raise taskqueue.Retry(delay=0.2)
+    return attempt
+
+
+def reject(key: str) -> None:
+    _redis().rpush(f"test:attempts:{key}", repr(time.time()))
+    raise taskqueue.Reject(f"not acceptable: {key}")
+
+
+def sleep_sync(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+async def sleep_async(seconds: float) -> float:
+    await asyncio.sleep(seconds)
+    return seconds
+
+
+def slow_once(n: int, seconds: float) -> int:
+    """Sleeps `seconds` on the first delivery only (marker in Redis), then records the run."""
+    if _redis().set(f"test:slow:{n}", 1, nx=True):
+        time.sleep(seconds)
+    _redis().hincrby("test:runs", str(n), 1)
+    return n
