@@ -56,7 +56,7 @@ def build(config: Config) -> Registry:
             continue
         is_class = inspect.isclass(target)
         runs = getattr(target, "execute") if is_class else target  # noqa: B009 - checked by callable_problem
-        call_method = getattr(type(runs), "__call__", None)  # async callable objects count too
+        call_method = getattr(type(runs), "__call__", None)  # noqa: B004 - async callable objects count too
         is_async = inspect.iscoroutinefunction(runs) or inspect.iscoroutinefunction(call_method)
         found[name] = RegisteredTask(task, cast(Callable[..., Any], target), is_async, is_class)
     if problems:
