@@ -91,9 +91,8 @@ class EmbeddedRedis:
             stderr=subprocess.DEVNULL,
         )
         log.warning(
-            "no Redis answered at %s: started a private redis-server (pid %d, data in %s); "
-            "set redis.url to use your own",
-            DEFAULT_REDIS_URL,
+            "started a private redis-server on 127.0.0.1:%d (pid %d, data in %s); set redis.url to use your own",
+            self.port,
             self.process.pid,
             self.data_dir,
         )
@@ -119,6 +118,7 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
         await _wait_ping(client, 5.0 if embedded else 0.0)
     except (RedisError, OSError) as exc:
         if want is None and config.redis.url == DEFAULT_REDIS_URL and embedded is None:
+            log.warning("nothing answers at %s (%s)", DEFAULT_REDIS_URL, exc)
             embedded = EmbeddedRedis(config.redis.url, config.redis.embedded_data_dir)
             embedded.start()
             try:

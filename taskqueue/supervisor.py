@@ -194,6 +194,7 @@ class Supervisor:
         self._spawn_background(self._reaper())
         if self.options.scheduler and self.config.scheduler.enabled:
             self._spawn_background(self._promoter())
+        self._warn_inactive()
         log.info(
             "runner ready: %d worker process(es), queues %s",
             len(self.workers),
@@ -206,6 +207,19 @@ class Supervisor:
         await asyncio.gather(*self._background, return_exceptions=True)
         log.info("runner stopped")
         return 0
+
+    def _warn_inactive(self) -> None:
+        """Say plainly which declared features this version does not run yet."""
+        cfg = self.config
+        if cfg.schedules:
+            log.warning("schedules are declared but periodic schedules are not active in this version")
+        if cfg.http.enabled and self.options.scheduler:
+            log.warning("http is enabled but the HTTP server (/health, /metrics) is not active in this version")
+        if cfg.autoscaler.enabled:
+            log.warning(
+                "autoscaler is enabled but not active in this version: running %d worker process(es)",
+                cfg.workers.initial_count,
+            )
 
     def _on_signal(self) -> None:
         if self.stopping:

@@ -64,15 +64,15 @@ def write_config(
 class Runner:
     """One `taskqueue.pex run` subprocess and its worker processes."""
 
-    def __init__(self, pex: Path, config: Path, redis_url: str, log: Path) -> None:
-        self.pex, self.config, self.redis_url, self.log = pex, config, redis_url, log
+    def __init__(self, pex: Path, config: Path, redis_url: str, log: Path, command: str = "run") -> None:
+        self.pex, self.config, self.redis_url, self.log, self.command = pex, config, redis_url, log, command
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, expect_workers: int | None = None) -> Runner:
         env = {**os.environ, "TEST_REDIS_URL": self.redis_url}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), "run", "--log-format", "json"],
+                [str(self.pex), "-c", str(self.config), self.command, "--log-format", "json"],
                 stdout=out,
                 stderr=out,
                 env=env,
@@ -145,6 +145,10 @@ def store(redis_url: str) -> Any:
 
 def live_workers(redis_url: str, prefix: str = "tq") -> list[dict[str, str]]:
     client = store(redis_url)
+    try:
+        client.ping()
+    except redis.RedisError:
+        return []  # not up yet (a runner starting its own Redis)
     ids = client.zrangebyscore(f"{prefix}:workers", int(time.time() * 1000), "+inf")
     found = []
     for wid in ids:

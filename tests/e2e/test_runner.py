@@ -1,0 +1,109 @@
+"""The runner as a user meets it: first run without Redis, an unreachable Redis, the worker-only
+command, the asyncio client and delayed tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+import redis
+
+from taskqueue.client import AsyncClient, Client
+from tests.conftest import free_port, wait_for
+from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
+
+RunnerFactory = Callable[..., Runner]
+
+
+@pytest.fixture
+def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
+    started: list[Runner] = []
+
+    def make(redis_url: str, **kwargs: object) -> Runner:
+        config = write_config(tmp_path, redis_url, **kwargs)  # type: ignore[arg-type]
+        runner = Runner(pex, config, redis_url, tmp_path / f"runner{len(started)}.log")
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        runner.stop()
+
+
+def _answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_first_run_starts_a_private_redis_and_stops_it(make_runner: RunnerFactory, tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    runner = make_runner(url, workers=1, extra="")
+    runner.config.write_text(
+        runner.config.read_text().replace(
+            f'redis: {{url: "{url}"}}', f'redis: {{url: "{url}", embedded: {{enabled: true}}}}'
+        )
+    )
+    runner.start(expect_workers=1)
+    assert _answers(url)
+    assert (tmp_path / ".taskqueue" / "redis").is_dir()  # its AOF lives next to the YAML
+    Client(url).enqueue("record", 1)
+    wait_for(lambda: runs(url) == {1: 1}, timeout=20, what="a task on the private Redis")
+    assert any("started a private redis-server" in line.get("msg", "") for line in runner.logs())
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(30) == 0
+    wait_for(lambda: not _answers(url), timeout=10, what="the private Redis to stop with the runner")
+
+
+def test_unreachable_redis_is_one_clear_line_without_the_password(pex: Path, tmp_path: Path) -> None:
+    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+    config = write_config(tmp_path, url)
+    result = pex_cmd(pex, config, "run", redis_url=url)
+    assert result.returncode == 1
+    assert "cannot reach Redis at redis://user:***@127.0.0.1" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_command_runs_tasks_and_async_client_gets_results(pex: Path, tmp_path: Path, redis_url: str) -> None:
+    config = write_config(tmp_path, redis_url, workers=1)
+    runner = Runner(pex, config, redis_url, tmp_path / "worker.log")
+    runner.start(expect_workers=1)  # `run` once, to publish the task table for the client
+    runner.stop()
+    worker = Runner(pex, config, redis_url, tmp_path / "worker2.log", command="worker")
+    try:
+        worker.start(expect_workers=1)
+
+        async def produce() -> list[object]:
+            client = AsyncClient(redis_url)
+            ids = await client.enqueue_many([("record", (n,), {}) for n in range(3)])
+            one = await client.enqueue("echo", 1, k="v")
+            results = [await client.result(i, timeout=10) for i in [*ids, one]]
+            await client.aclose()
+            return results
+
+        results = asyncio.run(produce())
+        assert results[:3] == [0, 1, 2]
+        assert results[3] == {"args": [1], "kwargs": {"k": "v"}, "task": "echo", "queue": "default", "attempt": 1}
+    finally:
+        worker.stop()
+
+
+def test_delayed_task_waits_then_runs(make_runner: RunnerFactory, redis_url: str) -> None:
+    make_runner(redis_url, workers=1).start(expect_workers=1)
+    client = Client(redis_url)
+    due = time.time() + 1.0
+    task_id = client.enqueue("echo", "later", delay=1.0)
+    db = store(redis_url)
+    assert db.zcard("tq:delayed") == 1
+    assert db.get(f"tq:result:{task_id}") is None
+    assert client.result(task_id, timeout=10)["args"] == ["later"]
+    finished = msgpack.unpackb(db.get(f"tq:result:{task_id}"))["finished_at"]
+    assert due <= finished < due + 1.0  # not early; promptly once due (the timer is woken, not polling)
+    assert db.zcard("tq:delayed") == 0
