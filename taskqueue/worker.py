@@ -171,7 +171,7 @@ class Worker:
             await self.wake.wait()
             self.wake.clear()
             want = 0 if self.stopping else self.slots - len(self.held)
-            if want <= 0 and not self.acks and not self.counters:
+            if want <= 0 and not (self.acks or self.counters or self.results):
                 continue
             try:
                 taken = await self._exchange(want)
@@ -207,7 +207,7 @@ class Worker:
             raise
 
     async def _flush(self) -> None:
-        if self.acks or self.counters:
+        if self.acks or self.counters or self.results:
             try:
                 await self._exchange(0)
             except RedisError as exc:
