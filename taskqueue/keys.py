@@ -78,11 +78,6 @@ class Keys:
         return f"{self.prefix}:queues"
 
 
-def stat_field(counter: str, queue: str, task: str) -> str:
-    """Field of the stats hash: `processed:default:send_email`."""
-    return f"{counter}:{queue}:{task}"
-
-
 def split_member(member: bytes) -> tuple[str, bytes]:
     """`b"default|<message>"` → ("default", b"<message>"); queue names never contain '|'."""
     queue, _, message = member.partition(b"|")

@@ -8,7 +8,8 @@ import time
 
 from taskqueue import envelope
 from taskqueue.broker import Broker, DeadRecord
-from taskqueue.keys import split_member, stat_field
+from taskqueue.keys import split_member
+from taskqueue.stats import field as stat_field
 
 log = logging.getLogger("taskqueue.recovery")
 

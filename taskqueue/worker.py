@@ -20,12 +20,13 @@ import msgpack
 from redis.exceptions import RedisError
 
 from taskqueue import envelope as envelope_mod
+from taskqueue import stats
 from taskqueue.broker import HOST, Broker, DeadRecord, Taken, now_ms
 from taskqueue.config import Config, TaskConfig
 from taskqueue.context import TaskContext, set_current
 from taskqueue.errors import Reject, Retry
-from taskqueue.keys import stat_field
 from taskqueue.registry import RegisteredTask, Registry
+from taskqueue.stats import field as stat_field
 
 log = logging.getLogger("taskqueue.worker")
 
@@ -263,24 +264,42 @@ class Worker:
                 value = await self._run_sync(task, env, timeout)
         except asyncio.CancelledError:
             raise  # hand back: the shutdown path requeues the message
-        except Reject as exc:
-            await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
-        except Retry as exc:
-            await self._fail(item, env, task, context, f"retry requested: {exc.reason}", "", exc.delay)
-        except (TimeoutError, _Overrun):
-            log.warning("task timed out after %.3gs", timeout, extra=fields)
-            await self._fail(item, env, task, context, f"timed out after {timeout:g}s", "", None)
         except Exception as exc:
-            trace = traceback.format_exc(limit=20)
-            log.warning("task failed: %s: %s", type(exc).__name__, exc, extra=fields)
-            await self._fail(item, env, task, context, f"{type(exc).__name__}: {exc}", trace, None)
+            self._observe(item.queue, task.name, time.monotonic() - started)
+            await self._failed(item, env, task, context, exc, timeout)
         else:
+            elapsed = time.monotonic() - started
+            self._observe(item.queue, task.name, elapsed)
             self._succeed(item, env, task, value)
             if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "task done",
-                    extra={**fields, "duration_ms": round((time.monotonic() - started) * 1000, 2)},
-                )
+                log.debug("task done", extra={**fields, "duration_ms": round(elapsed * 1000, 2)})
+
+    def _observe(self, queue: str, task: str, seconds: float) -> None:
+        bucket, total, micros = stats.duration_fields(queue, task, seconds)
+        self.counters[bucket] += 1
+        self.counters[total] += micros
+
+    async def _failed(
+        self,
+        item: Taken,
+        env: envelope_mod.Envelope,
+        task: RegisteredTask,
+        context: TaskContext,
+        exc: Exception,
+        timeout: float,
+    ) -> None:
+        fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": context.attempt}
+        if isinstance(exc, Reject):
+            await self._bury(item, env, f"rejected: {exc.reason}", "", context.attempt)
+        elif isinstance(exc, Retry):
+            await self._fail(item, env, task, context, f"retry requested: {exc.reason}", "", exc.delay)
+        elif isinstance(exc, TimeoutError | _Overrun):
+            log.warning("task timed out after %.3gs", timeout, extra=fields)
+            await self._fail(item, env, task, context, f"timed out after {timeout:g}s", "", None)
+        else:
+            trace = "".join(traceback.format_exception(exc, limit=20))
+            log.warning("task failed: %s: %s", type(exc).__name__, exc, extra=fields)
+            await self._fail(item, env, task, context, f"{type(exc).__name__}: {exc}", trace, None)
 
     async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope, timeout: float) -> Any:
         ctx = contextvars.copy_context()
@@ -317,13 +336,13 @@ class Worker:
         else:
             wait = backoff_s(task.config, attempt) if delay is None else delay
             env.attempt = attempt
-            stats = [
+            counted = [
                 stat_field("failed", item.queue, task.name),
                 stat_field("retried", item.queue, task.name),
             ]
             message, due = env.encode(), now_ms() + int(wait * 1000)
             await self._settle(
-                item.token, lambda: self.broker.retry(self.id, item.token, item.queue, message, due, stats)
+                item.token, lambda: self.broker.retry(self.id, item.token, item.queue, message, due, counted)
             )
             log.info(
                 "retry in %.3gs",
@@ -352,13 +371,13 @@ class Worker:
             time.time(),
             self.id,
         )
-        stats = [stat_field("failed", item.queue, name), stat_field("dead", item.queue, name)]
+        counted = [stat_field("failed", item.queue, name), stat_field("dead", item.queue, name)]
         log.warning(
             "dead-lettered: %s",
             error,
             extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
         )
-        await self._settle(item.token, lambda: self.broker.bury(self.id, item.token, record, stats))
+        await self._settle(item.token, lambda: self.broker.bury(self.id, item.token, record, counted))
         ttl = self.registry.get(name)
         if env and ttl and ttl.config.result_ttl_s > 0:
             self.results.append((env.id, int(ttl.config.result_ttl_s * 1000), _result_bytes("dead", None, error)))

@@ -1,0 +1,30 @@
+"""Fields of the `{p}:stats` hash: counters every worker process bumps (in batches, inside its exchange
+script) and every runner reads, so the numbers are right however many processes and hosts there are.
+
+    processed:<queue>:<task>          tasks that succeeded
+    failed:<queue>:<task>             failed attempts (each retry and each dead-lettering counts)
+    retried:<queue>:<task>            attempts scheduled again
+    dead:<queue>:<task>               tasks dead-lettered
+    enqueued:<queue>:<task>           tasks enqueued through taskqueue itself (CLI, HTTP, schedules)
+    duration:<queue>:<task>:<le>      attempts that took at most `le` seconds (and more than the bucket below)
+    duration_us:<queue>:<task>        total run time of those attempts, in microseconds
+"""
+
+from __future__ import annotations
+
+import bisect
+
+# Prometheus' default buckets, seconds.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
+_BUCKET_NAMES = tuple("+Inf" if b == float("inf") else repr(b) for b in DURATION_BUCKETS)
+
+
+def field(counter: str, queue: str, task: str) -> str:
+    """`processed:default:send_email`; queue and task names never contain ':'."""
+    return f"{counter}:{queue}:{task}"
+
+
+def duration_fields(queue: str, task: str, seconds: float) -> tuple[str, str, int]:
+    """(bucket field, sum field, microseconds) for one observed attempt."""
+    index = bisect.bisect_left(DURATION_BUCKETS, seconds)
+    return f"duration:{queue}:{task}:{_BUCKET_NAMES[index]}", f"duration_us:{queue}:{task}", int(seconds * 1e6)
