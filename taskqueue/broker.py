@@ -74,6 +74,7 @@ class Broker:
         self._promote = client.register_script(scripts.source("promote"))
         self._enqueue = client.register_script(scripts.source("enqueue"))
         self._schedule = client.register_script(scripts.source("schedule"))
+        self._revive = client.register_script(scripts.source("revive"))
 
     async def exchange(
         self,
@@ -238,6 +239,11 @@ class Broker:
             removed, _ = await pipe.execute()
         return int(removed)
 
+    async def revive(self, task_id: str, queue: str, message: bytes) -> bool:
+        """Move a dead task back to a ready queue (atomically: never both dead and queued)."""
+        keys = [self.keys.dead, self.keys.dead_index, self.keys.queue(queue)]
+        return bool(await self._revive(keys=keys, args=[task_id, message]))
+
     async def live_workers(self) -> list[dict[str, str]]:
         ids = await self.redis.zrangebyscore(self.keys.workers, now_ms(), "+inf")
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -248,6 +254,9 @@ class Broker:
             {"id": wid.decode(), **{k.decode(): v.decode() for k, v in info.items()}}
             for wid, info in zip(ids, infos, strict=True)
         ]
+
+    async def dead_count(self) -> int:
+        return int(await self.redis.zcard(self.keys.dead_index))
 
     async def delayed_count(self) -> int:
         return int(await self.redis.zcard(self.keys.delayed))

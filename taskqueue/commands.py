@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from taskqueue import admin, envelope, redisboot, registry, validation
 from taskqueue import config as config_mod
-from taskqueue import envelope, redisboot, registry, validation
 from taskqueue.broker import Broker
 from taskqueue.connection import async_client
 from taskqueue.errors import QueueFull, UnknownTask, UsageError
@@ -87,27 +87,9 @@ def enqueue(args: argparse.Namespace) -> int:
     return _with_broker(args, action)
 
 
-async def _status(broker: Broker) -> dict[str, Any]:
-    depths = await broker.queue_depths()
-    stats = await broker.stats()
-    queues = []
-    for name in broker.queue_names:
-        counts = {
-            c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:"))
-            for c in ("processed", "failed", "retried", "dead")
-        }
-        queues.append({"name": name, "pending": depths[name], **counts})
-    return {
-        "queues": queues,
-        "delayed": await broker.delayed_count(),
-        "dead": int(await broker.redis.zcard(broker.keys.dead_index)),
-        "workers": await broker.live_workers(),
-    }
-
-
 def status(args: argparse.Namespace) -> int:
     async def action(broker: Broker) -> int:
-        found = await _status(broker)
+        found = await admin.status(broker)
         if args.json:
             print(json.dumps(found, indent=2))
             return 0
@@ -135,23 +117,11 @@ def dead(args: argparse.Namespace) -> int:
         if args.action == "purge":
             print(f"purged {await broker.drop_dead([r.id for r in records])}")
             return 0
-        retried = 0
-        for record in records:
-            if record.truncated:
-                print(f"{record.id}: cannot retry, the message was too large to keep whole")
-                continue
-            try:
-                env = envelope.decode(record.message, broker.config.max_payload_bytes)
-                env.attempt = 0
-                message = env.encode()
-            except envelope.InvalidEnvelope:
-                message = record.message  # re-examined by a worker (e.g. after the YAML gained the task)
-            queue = record.queue if record.queue in broker.queue_names else broker.queue_names[-1]
-            if await broker.enqueue(queue, [message]):
-                await broker.drop_dead([record.id])
-                retried += 1
-        print(f"re-enqueued {retried}")
-        return 0 if retried == len(records) else 1
+        done, problems = await admin.retry_dead(broker, ids)
+        for problem in problems:
+            print(problem)
+        print(f"re-enqueued {len(done)}")
+        return 0 if not problems else 1
 
     return _with_broker(args, action)
 

@@ -10,6 +10,7 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ class Supervisor:
         self.stopped = asyncio.Event()
         self.redis_ok_since: float | None = time.monotonic()
         self._crashes: list[float] = []
+        self.last_tick: float | None = None  # when the delayed-task timer last ran (for /health)
+        self.started_at = time.time()
         self._background: set[asyncio.Task[Any]] = set()
 
     # ---- worker processes ----------------------------------------------------------------------
@@ -170,6 +173,7 @@ class Supervisor:
                     await pubsub.subscribe(self.broker.keys.delayed_wake)
                     subscribed = True
                 moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
+                self.last_tick = time.time()
                 if moved >= sched.max_tasks_per_tick:
                     continue
                 wait = sched.tick_interval_s
@@ -194,6 +198,7 @@ class Supervisor:
         self._spawn_background(self._reaper())
         if self.options.scheduler and self.config.scheduler.enabled:
             self._spawn_background(self._promoter())
+        stop_http = await self._start_http()
         self._warn_inactive()
         log.info(
             "runner ready: %d worker process(es), queues %s",
@@ -201,6 +206,7 @@ class Supervisor:
             ", ".join(self.broker.queue_names),
         )
         await self.stopped.wait()
+        await stop_http()
         await self._stop_workers()
         for job in list(self._background):
             job.cancel()
@@ -208,13 +214,19 @@ class Supervisor:
         log.info("runner stopped")
         return 0
 
+    async def _start_http(self) -> Callable[[], Awaitable[None]]:
+        """The aiohttp server of `run` (not of `worker`, which serves nothing unless asked)."""
+        if not (self.options.scheduler and self.config.http.enabled):
+            return _nothing
+        from taskqueue import web  # aiohttp is imported only by runners that serve HTTP
+
+        return await web.start(self)
+
     def _warn_inactive(self) -> None:
         """Say plainly which declared features this version does not run yet."""
         cfg = self.config
         if cfg.schedules:
             log.warning("schedules are declared but periodic schedules are not active in this version")
-        if cfg.http.enabled and self.options.scheduler:
-            log.warning("http is enabled but the HTTP server (/health, /metrics) is not active in this version")
         if cfg.autoscaler.enabled:
             log.warning(
                 "autoscaler is enabled but not active in this version: running %d worker process(es)",
@@ -246,3 +258,7 @@ class Supervisor:
                 await handle.process.wait()
                 await self._recover(handle.id)
         await asyncio.sleep(0)  # let the child watchers finish their bookkeeping
+
+
+async def _nothing() -> None:
+    return None

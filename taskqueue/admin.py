@@ -1,0 +1,49 @@
+"""Operations the CLI and the HTTP API share: the status overview and re-running dead tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from taskqueue import envelope
+from taskqueue.broker import Broker
+
+COUNTERS = ("processed", "failed", "retried", "dead")
+
+
+async def status(broker: Broker) -> dict[str, Any]:
+    """Queues (pending and counters), delayed and dead-letter sizes, live workers of every runner."""
+    depths = await broker.queue_depths()
+    stats = await broker.stats()
+    queues = []
+    for name in broker.queue_names:
+        counts = {c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:")) for c in COUNTERS}
+        queues.append({"name": name, "pending": depths[name], **counts})
+    return {
+        "queues": queues,
+        "delayed": await broker.delayed_count(),
+        "dead": await broker.dead_count(),
+        "workers": await broker.live_workers(),
+    }
+
+
+async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Enqueue dead tasks again with their attempts reset; returns (re-enqueued ids, problems)."""
+    done: list[str] = []
+    problems: list[str] = []
+    for record in await broker.dead_records(ids):
+        if record.truncated:
+            problems.append(f"{record.id}: cannot retry, the message was too large to keep whole")
+            continue
+        try:
+            env = envelope.decode(record.message, broker.config.max_payload_bytes)
+            env.attempt = 0
+            message = env.encode()
+        except envelope.InvalidEnvelope:
+            message = record.message  # looked at again by a worker (e.g. after the YAML gained the task)
+        queue = record.queue if record.queue in broker.queue_names else broker.queue_names[-1]
+        if await broker.revive(record.id, queue, message):
+            done.append(record.id)
+    missing = set(ids) - {r.id for r in await broker.dead_records(ids)} - set(done)
+    problems += [f"{i}: not in the dead-letter store" for i in sorted(missing)]
+    return done, problems

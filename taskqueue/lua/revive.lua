@@ -1,0 +1,10 @@
+-- Take one task out of the dead-letter store and enqueue it again, atomically.
+-- KEYS[1] = dead hash, KEYS[2] = dead index zset, KEYS[3] = ready list of its queue
+-- ARGV[1] = task id, ARGV[2] = message to enqueue (attempts reset)
+-- Returns 1, or 0 when the id was no longer dead (retried or purged meanwhile).
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+return 1
