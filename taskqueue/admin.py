@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskqueue import envelope
+from taskqueue import envelope, scheduler
 from taskqueue.broker import Broker
 
 COUNTERS = ("processed", "failed", "retried", "dead")
@@ -21,6 +21,7 @@ async def status(broker: Broker) -> dict[str, Any]:
         queues.append({"name": name, "pending": depths[name], **counts})
     return {
         "queues": queues,
+        "schedules": scheduler.describe(broker.config, await broker.schedule_state(), stats),
         "delayed": await broker.delayed_count(),
         "dead": await broker.dead_count(),
         "workers": await broker.live_workers(),

@@ -75,6 +75,7 @@ class Broker:
         self._enqueue = client.register_script(scripts.source("enqueue"))
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
+        self._fire = client.register_script(scripts.source("fire"))
 
     async def exchange(
         self,
@@ -244,6 +245,16 @@ class Broker:
         keys = [self.keys.dead, self.keys.dead_index, self.keys.queue(queue)]
         return bool(await self._revive(keys=keys, args=[task_id, message]))
 
+    async def fire(self, schedule: str, queue: str, fire_ms: int, next_ms: int, message: bytes | None) -> bool:
+        """Fire (or, with no message, skip) one schedule time; False when another runner already did."""
+        keys = [self.keys.schedules, self.keys.queue(queue), self.keys.stats]
+        mode = "fire" if message is not None else "skip"
+        return bool(await self._fire(keys=keys, args=[schedule, fire_ms, next_ms, mode, message or b""]))
+
+    async def schedule_state(self) -> dict[str, int]:
+        found = await self.redis.hgetall(self.keys.schedules)
+        return {k.decode(): int(v) for k, v in found.items()}
+
     async def live_workers(self) -> list[dict[str, str]]:
         ids = await self.redis.zrangebyscore(self.keys.workers, now_ms(), "+inf")
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -260,6 +271,20 @@ class Broker:
 
     async def delayed_count(self) -> int:
         return int(await self.redis.zcard(self.keys.delayed))
+
+    # ---- read-only views for /health, /metrics and the JSON API (web.py, metrics.py) -------------
+    async def oldest_ready(self) -> dict[str, bytes | None]:
+        """Each queue's oldest ready message (the right end of its list: producers LPUSH), or None."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.queue_keys:
+                pipe.lindex(key, -1)
+            found = await pipe.execute()
+        return dict(zip(self.queue_names, found, strict=True))
+
+    async def worker_leases(self) -> dict[str, int]:
+        """Worker id → lease deadline (ms) of every registered worker; deadline - lease = last heartbeat."""
+        found = await self.redis.zrange(self.keys.workers, 0, -1, withscores=True)
+        return {w.decode(): int(score) for w, score in found}
 
 
 HOST = socket.gethostname()

@@ -100,6 +100,11 @@ def status(args: argparse.Namespace) -> int:
                 f"{q['retried']:>8} {q['dead']:>6}"
             )
         print(f"delayed: {found['delayed']}   dead-letter: {found['dead']}   live workers: {len(found['workers'])}")
+        for s in found["schedules"]:
+            print(
+                f"schedule {s['name']:<18} {s['trigger']:<22} last={s['last_fire']}  next={s['next_fire']}"
+                f"  fired={s['fired']} skipped={s['skipped']}"
+            )
         for w in found["workers"]:
             print(f"  {w['id']}  host={w.get('host')} pid={w.get('pid')} active={w.get('active')}/{w.get('slots')}")
         return 0

@@ -11,7 +11,7 @@
 {p}:stats             hash   "<counter>:<queue>:<task>" -> count (processed, failed, retried, dead)
 {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
 {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
-{p}:runners           zset   runner id -> lease deadline (ms)
+{p}:schedules         hash   "<schedule>:last|next|fired" -> fire times (ms) of periodic schedules
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 """
 
@@ -51,8 +51,8 @@ class Keys:
         return f"{self.prefix}:worker:{worker_id}"
 
     @property
-    def runners(self) -> str:
-        return f"{self.prefix}:runners"
+    def schedules(self) -> str:
+        return f"{self.prefix}:schedules"
 
     @property
     def dead(self) -> str:

@@ -21,6 +21,7 @@ import taskqueue
 from taskqueue import recovery
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
+from taskqueue.scheduler import Scheduler
 from taskqueue.worker import EXIT_REPLACE, lease_s
 
 log = logging.getLogger("taskqueue.runner")
@@ -198,6 +199,7 @@ class Supervisor:
         self._spawn_background(self._reaper())
         if self.options.scheduler and self.config.scheduler.enabled:
             self._spawn_background(self._promoter())
+            self._spawn_background(Scheduler(self.broker, self.config).run())
         stop_http = await self._start_http()
         self._warn_inactive()
         log.info(
@@ -225,8 +227,6 @@ class Supervisor:
     def _warn_inactive(self) -> None:
         """Say plainly which declared features this version does not run yet."""
         cfg = self.config
-        if cfg.schedules:
-            log.warning("schedules are declared but periodic schedules are not active in this version")
         if cfg.autoscaler.enabled:
             log.warning(
                 "autoscaler is enabled but not active in this version: running %d worker process(es)",

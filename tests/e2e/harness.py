@@ -32,6 +32,7 @@ BASE_TASKS = """
   sleep_sync: {path: testjobs.tasks:sleep_sync, timeout: 500ms, max_retries: 0}
   sleep_async: {path: testjobs.tasks:sleep_async, timeout: 500ms, max_retries: 0}
   slow_once: {path: testjobs.tasks:slow_once}
+  fire_log: {path: testjobs.tasks:fire_log}
 """
 
 

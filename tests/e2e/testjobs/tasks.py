@@ -99,3 +99,8 @@ def slow_once(n: int, seconds: float) -> int:
         time.sleep(seconds)
     _redis().hincrby("test:runs", str(n), 1)
     return n
+
+
+def fire_log() -> None:
+    """Records which fire this is (the deterministic id) and when it started."""
+    _redis().rpush("test:fires", f"{taskqueue.current_task().id}|{time.time()!r}")

@@ -1,0 +1,19 @@
+-- One fire of a periodic schedule, at most once per fire time however many runners try.
+-- Fire times of a schedule only move forward: a fire at or before the recorded last one is refused.
+-- KEYS[1] = schedules state hash ({p}:schedules), KEYS[2] = ready list, KEYS[3] = stats hash
+-- ARGV[1] = schedule name, ARGV[2] = fire time (ms), ARGV[3] = next fire time (ms)
+-- ARGV[4] = "fire" or "skip", ARGV[5] = message (fire only)
+-- Returns 1 when this call fired (or recorded the skip), 0 when another runner already had it.
+local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':last') or '-1')
+if tonumber(ARGV[2]) <= last then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1] .. ':last', ARGV[2], ARGV[1] .. ':next', ARGV[3])
+if ARGV[4] == 'fire' then
+  redis.call('LPUSH', KEYS[2], ARGV[5])
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':fired', ARGV[2])
+  redis.call('HINCRBY', KEYS[3], 'schedule_fired:' .. ARGV[1], 1)
+else
+  redis.call('HINCRBY', KEYS[3], 'schedule_skipped:' .. ARGV[1], 1)
+end
+return 1

@@ -1,0 +1,186 @@
+"""Periodic schedules: APScheduler's triggers are the clock (cron, intervals, time zones); Redis decides.
+
+Every runner computes the same fire times (intervals are anchored at the Unix epoch, so they do not
+depend on when a runner started) and tries each fire through one Lua script that accepts a fire time
+only if it is later than the schedule's last one. However many runners join or leave, each fire time
+enqueues once, under the deterministic task id `<schedule>@<fire time>`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from redis.exceptions import RedisError
+
+from taskqueue import crontab, envelope
+from taskqueue.broker import Broker
+from taskqueue.config import Config, ScheduleConfig
+
+log = logging.getLogger("taskqueue.scheduler")
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+TINY = dt.timedelta(microseconds=1)
+MAX_SLEEP_S = 30.0  # wake up now and then anyway: clock changes, and a bounded wait is easier to stop
+MAX_MISSED_SCAN = 100_000  # fire times walked when looking for the latest missed one
+
+T = TypeVar("T")
+
+
+def trigger_of(schedule: ScheduleConfig) -> BaseTrigger:
+    if schedule.cron is not None:
+        return crontab.trigger(schedule.cron, schedule.timezone)
+    assert schedule.every_s is not None
+    return IntervalTrigger(seconds=schedule.every_s, start_date=EPOCH, timezone=schedule.timezone)
+
+
+def _ms(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+@dataclass
+class _Entry:
+    config: ScheduleConfig
+    trigger: BaseTrigger
+    queue: str
+    next: dt.datetime | None = None
+
+    def after(self, moment: dt.datetime) -> dt.datetime | None:
+        found: dt.datetime | None = self.trigger.get_next_fire_time(None, moment + TINY)
+        return found
+
+
+class Scheduler:
+    def __init__(self, broker: Broker, config: Config) -> None:
+        self.broker = broker
+        self.config = config
+        self.entries = [
+            _Entry(s, trigger_of(s), s.queue or config.tasks[s.task].queue) for s in config.schedules if s.enabled
+        ]
+        self._jitters: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> None:
+        """Fire schedules until cancelled."""
+        if not self.entries:
+            return
+        await self._start()
+        while True:
+            now = dt.datetime.now(dt.UTC)
+            pending = [e.next for e in self.entries if e.next is not None]
+            if not pending:
+                return
+            wait = (min(pending) - now).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(min(wait, MAX_SLEEP_S))
+                continue
+            for entry in self.entries:
+                if entry.next is not None and entry.next <= now:
+                    await self._due(entry, entry.next, now)
+
+    async def _start(self) -> None:
+        """Work out each schedule's next fire. Fire times missed while no runner ran: those still within
+        misfire_grace fire as usual; of the older ones, the latest fires once (catch_up) or is skipped."""
+        now = dt.datetime.now(dt.UTC)
+        state = await _retry_forever(self.broker.schedule_state)
+        for entry in self.entries:
+            last_ms = state.get(f"{entry.config.name}:last")
+            grace = dt.timedelta(seconds=entry.config.misfire_grace_s)
+            entry.next = entry.after(now - grace)  # a fire still within its grace is due at once
+            if last_ms is None or entry.next is None:
+                continue
+            old = self._latest_before(entry, dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC), now - grace)
+            if old is None:
+                continue
+            if entry.config.catch_up:
+                log.info("schedule %s: catching up the fire missed at %s", entry.config.name, old.isoformat())
+                await self._fire(entry, old)
+            else:
+                log.info("schedule %s: skipping fires missed while down (catch_up: false)", entry.config.name)
+                await _retry_forever(functools.partial(self._skip, entry, old))
+
+    def _latest_before(self, entry: _Entry, last: dt.datetime, limit: dt.datetime) -> dt.datetime | None:
+        """The latest fire time after `last` and before `limit`, if any."""
+        found = None
+        moment = entry.after(last)
+        for _ in range(MAX_MISSED_SCAN):
+            if moment is None or moment >= limit:
+                break
+            found = moment
+            moment = entry.after(moment)
+        return found
+
+    async def _due(self, entry: _Entry, fire_at: dt.datetime, now: dt.datetime) -> None:
+        entry.next = entry.after(max(fire_at, now - dt.timedelta(seconds=entry.config.misfire_grace_s)))
+        late_s = (now - fire_at).total_seconds()
+        if late_s > entry.config.misfire_grace_s:
+            log.warning("schedule %s: skipped the fire of %s, %.1fs late", entry.config.name, fire_at, late_s)
+            await _retry_forever(lambda: self._skip(entry, fire_at))
+            return
+        if entry.config.jitter_s > 0:
+            job = asyncio.create_task(self._fire_later(entry, fire_at, random.uniform(0, entry.config.jitter_s)))
+            self._jitters.add(job)
+            job.add_done_callback(self._jitters.discard)
+            return
+        await self._fire(entry, fire_at)
+
+    async def _fire_later(self, entry: _Entry, fire_at: dt.datetime, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        await self._fire(entry, fire_at)
+
+    async def _fire(self, entry: _Entry, fire_at: dt.datetime) -> None:
+        cfg = entry.config
+        stamp = fire_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        message = envelope.new(cfg.task, cfg.args, cfg.kwargs, task_id=f"{cfg.name}@{stamp}").encode()
+        following = entry.after(fire_at)
+        next_ms = _ms(following) if following else -1
+        fired = await _retry_forever(lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message))
+        if fired:
+            log.info("schedule %s fired (%s)", cfg.name, stamp, extra={"task": cfg.task, "queue": entry.queue})
+
+    async def _skip(self, entry: _Entry, fire_at: dt.datetime) -> bool:
+        following = entry.after(fire_at)
+        return await self.broker.fire(
+            entry.config.name, entry.queue, _ms(fire_at), _ms(following) if following else -1, None
+        )
+
+
+async def _retry_forever(call: Callable[[], Awaitable[T]]) -> T:
+    """Ride out a Redis outage: the schedule's state lives in Redis, so the fire waits for it."""
+    delay = 0.1
+    while True:
+        try:
+            return await call()
+        except (RedisError, OSError) as exc:
+            log.warning("scheduler: Redis unavailable (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+def describe(config: Config, state: dict[str, int], counts: dict[str, int]) -> list[dict[str, object]]:
+    """Each schedule's trigger, last fire and next fire, for `status` and the HTTP API."""
+    out: list[dict[str, object]] = []
+    now = dt.datetime.now(dt.UTC)
+    for s in config.schedules:
+        upcoming = trigger_of(s).get_next_fire_time(None, now) if s.enabled else None
+        last = state.get(f"{s.name}:fired")
+        out.append(
+            {
+                "name": s.name,
+                "task": s.task,
+                "trigger": f"cron {s.cron}" if s.cron else f"every {s.every_s:g}s",
+                "enabled": s.enabled,
+                "last_fire": dt.datetime.fromtimestamp(last / 1000, dt.UTC).isoformat() if last else None,
+                "next_fire": upcoming.astimezone(dt.UTC).isoformat() if upcoming else None,
+                "fired": counts.get(f"schedule_fired:{s.name}", 0),
+                "skipped": counts.get(f"schedule_skipped:{s.name}", 0),
+            }
+        )
+    return out

@@ -1,0 +1,115 @@
+"""Periodic schedules through the built PEX: one fire per fire time across runners that come and go,
+cron precision, and catch-up after downtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from tests.conftest import wait_for
+from tests.e2e.harness import Runner, store, write_config
+
+RunnerFactory = Callable[..., Runner]
+
+
+@pytest.fixture
+def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
+    started: list[Runner] = []
+
+    def make(redis_url: str, schedules: str, **kwargs: object) -> Runner:
+        folder = tmp_path / f"r{len(started)}"
+        folder.mkdir()
+        extra = f"schedules:\n{schedules}" if schedules else ""
+        config = write_config(folder, redis_url, extra=extra, **kwargs)  # type: ignore[arg-type]
+        runner = Runner(pex, config, redis_url, folder / "runner.log")
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        runner.stop()
+
+
+def _fires(redis_url: str) -> list[tuple[str, float]]:
+    """(task id, start time) of every fire_log run, in order."""
+    found = []
+    for raw in store(redis_url).lrange("test:fires", 0, -1):
+        task_id, started = raw.decode().split("|")
+        found.append((task_id, float(started)))
+    return found
+
+
+def _fire_time(task_id: str) -> float:
+    """`<schedule>@2026-11-28T02:10:17.000Z` → epoch seconds of the fire."""
+    stamp = task_id.split("@", 1)[1]
+    return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC).timestamp()
+
+
+def test_runners_joining_and_leaving_fire_each_second_exactly_once(make_runner: RunnerFactory, redis_url: str) -> None:
+    every = "  tick: {task: fire_log, every: 1s}\n"
+    first = make_runner(redis_url, every, workers=1).start(expect_workers=1)
+    second = make_runner(redis_url, every, workers=1).start(expect_workers=1)
+    wait_for(lambda: len(_fires(redis_url)) >= 4, timeout=15, what="4 fires with two runners")
+    third = make_runner(redis_url, every, workers=1).start(expect_workers=1)  # a runner joins
+    wait_for(lambda: len(_fires(redis_url)) >= 8, timeout=15, what="4 more fires with three runners")
+    first.signal(signal.SIGTERM)  # and one leaves
+    assert first.wait(30) == 0
+    wait_for(lambda: len(_fires(redis_url)) >= 12, timeout=15, what="4 more fires with two runners")
+    second.stop()
+    third.stop()
+    ids = [task_id for task_id, _ in _fires(redis_url)]
+    assert [i for i, n in Counter(ids).items() if n > 1] == []  # no double fire
+    times = sorted(_fire_time(i) for i in ids)
+    gaps = {round(b - a, 3) for a, b in itertools.pairwise(times)}
+    assert gaps == {1.0}, f"fire times must be consecutive seconds, got gaps {sorted(gaps)}"  # none missed
+
+
+def test_cron_fires_within_50ms_of_its_second(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner = make_runner(redis_url, "", workers=1)
+    runner.start(expect_workers=1)
+    runner.stop()
+    due = int(time.time()) + 4  # a second a few seconds ahead, with time to start the runner
+    at = dt.datetime.fromtimestamp(due, dt.UTC)
+    cron = f"  precise: {{task: fire_log, cron: '{at.second} {at.minute} {at.hour} * * *'}}\n"
+    make_runner(redis_url, cron, workers=1).start(expect_workers=1)
+    wait_for(lambda: len(_fires(redis_url)) == 1, timeout=15, what="the cron fire")
+    ((task_id, started),) = _fires(redis_url)
+    assert _fire_time(task_id) == due
+    body = msgpack.unpackb(store(redis_url).get(f"tq:result:{task_id}"))
+    assert body["status"] == "ok"
+    lateness = started - due
+    print(f"\ncron fire: task started {lateness * 1000:.1f} ms after its second")
+    assert 0 <= lateness < 0.05
+
+
+def test_catch_up_after_downtime_fires_once_or_not_at_all(make_runner: RunnerFactory, redis_url: str) -> None:
+    schedules = (
+        "  eager: {task: fire_log, every: 1s, catch_up: true, misfire_grace: 100ms}\n"
+        "  lazy: {task: fire_log, every: 1s, catch_up: false, misfire_grace: 100ms}\n"
+    )
+    runner = make_runner(redis_url, schedules, workers=1).start(expect_workers=1)
+    wait_for(
+        lambda: {i.split("@")[0] for i, _ in _fires(redis_url)} == {"eager", "lazy"},
+        timeout=15,
+        what="both schedules to fire once",
+    )
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(30) == 0
+    down_from = time.time()
+    wait_for(lambda: time.time() > down_from + 3.5, timeout=10, what="three fire times to pass while down")
+    before = len(_fires(redis_url))
+    again = make_runner(redis_url, schedules, workers=1).start(expect_workers=1)
+    wait_for(lambda: len(_fires(redis_url)) >= before + 3, timeout=15, what="fires after the restart")
+    again.stop()
+    # A catch-up fire starts long after its fire time; a regular fire within a few milliseconds.
+    missed = [i for i, started in _fires(redis_url) if started - _fire_time(i) > 0.5]
+    assert [i.split("@")[0] for i in missed] == ["eager"], missed  # once for catch_up: true, never for false
+    assert int(store(redis_url).hget("tq:stats", "schedule_skipped:lazy")) == 1
