@@ -25,6 +25,7 @@ async def status(broker: Broker) -> dict[str, Any]:
         "delayed": await broker.delayed_count(),
         "dead": await broker.dead_count(),
         "workers": await broker.live_workers(),
+        "autoscaler": await broker.decisions(),
     }
 
 

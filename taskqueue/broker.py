@@ -10,7 +10,7 @@ from typing import Any
 
 import msgpack
 
-from taskqueue import scripts
+from taskqueue import envelope, scripts
 from taskqueue.config import Config
 from taskqueue.keys import Keys, join_member
 
@@ -218,6 +218,38 @@ class Broker:
             lengths = await pipe.execute()
         return dict(zip(self.queue_names, (int(n) for n in lengths), strict=True))
 
+    async def load(self) -> tuple[int, int, float]:
+        """(ready + due delayed tasks, live workers of all runners, age of the oldest ready task in s)."""
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.queue_keys:
+                pipe.llen(key)
+            pipe.zcount(self.keys.delayed, "-inf", now)
+            pipe.zcount(self.keys.workers, now, "+inf")
+            for key in self.queue_keys:
+                pipe.lindex(key, -1)
+            replies = await pipe.execute()
+        count = len(self.queue_keys)
+        pending = sum(int(n) for n in replies[: count + 1])
+        stamps = [t for t in (_enqueued_at(raw) for raw in replies[count + 2 :] if raw) if t is not None]
+        age = max(0.0, now / 1000 - min(stamps)) if stamps else 0.0
+        return pending, int(replies[count + 1]), age
+
+    async def note_decision(self, runner_id: str, decision: Mapping[str, Any]) -> None:
+        """Record a runner's scaling decision: counted in stats, the latest kept for `status`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hincrby(self.keys.stats, f"autoscaler_{decision['direction']}", 1)
+            pipe.hset(self.keys.autoscaler, runner_id, msgpack.packb(dict(decision)))
+            await pipe.execute()
+
+    async def decisions(self, max_age_s: float = 86400.0) -> dict[str, dict[str, Any]]:
+        """Latest scaling decision of each runner (entries older than `max_age_s` are dropped)."""
+        found = {k.decode(): msgpack.unpackb(v) for k, v in (await self.redis.hgetall(self.keys.autoscaler)).items()}
+        stale = [k for k, v in found.items() if time.time() - float(v.get("at", 0)) > max_age_s]
+        if stale:
+            await self.redis.hdel(self.keys.autoscaler, *stale)
+        return {k: v for k, v in found.items() if k not in stale}
+
     async def stats(self) -> dict[str, int]:
         found = await self.redis.hgetall(self.keys.stats)
         return {k.decode(): int(v) for k, v in found.items()}
@@ -288,3 +320,10 @@ class Broker:
 
 
 HOST = socket.gethostname()
+
+
+def _enqueued_at(raw: bytes) -> float | None:
+    try:
+        return envelope.decode(raw, len(raw)).enqueued_at
+    except envelope.InvalidEnvelope:
+        return None

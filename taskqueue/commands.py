@@ -105,6 +105,9 @@ def status(args: argparse.Namespace) -> int:
                 f"schedule {s['name']:<18} {s['trigger']:<22} last={s['last_fire']}  next={s['next_fire']}"
                 f"  fired={s['fired']} skipped={s['skipped']}"
             )
+        for runner, d in found["autoscaler"].items():
+            when = dt.datetime.fromtimestamp(d["at"], dt.UTC).isoformat(timespec="seconds")
+            print(f"autoscaler {runner}: {when} scale {d['direction']} {d['from']}→{d['to']}: {d['reason']}")
         for w in found["workers"]:
             print(f"  {w['id']}  host={w.get('host')} pid={w.get('pid')} active={w.get('active')}/{w.get('slots')}")
         return 0

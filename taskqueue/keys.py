@@ -8,10 +8,11 @@
 {p}:dead              hash   task id -> dead-letter record (msgpack)
 {p}:dead:index        zset   task id -> time of death (ms); bounds the dead store by size and age
 {p}:result:<id>       string msgpack result of a finished task, kept for the task's result_ttl
-{p}:stats             hash   "<counter>:<queue>:<task>" -> count (processed, failed, retried, dead)
+{p}:stats             hash   counters of every process and runner (fields: see stats.py)
 {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
 {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
 {p}:schedules         hash   "<schedule>:last|next|fired" -> fire times (ms) of periodic schedules
+{p}:autoscaler        hash   runner id -> its last scaling decision (msgpack {at, direction, from, to, reason})
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 """
 
@@ -49,6 +50,10 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def autoscaler(self) -> str:
+        return f"{self.prefix}:autoscaler"
 
     @property
     def schedules(self) -> str:

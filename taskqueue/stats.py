@@ -8,6 +8,7 @@ script) and every runner reads, so the numbers are right however many processes 
     enqueued:<queue>:<task>           tasks enqueued through taskqueue itself (CLI, HTTP, schedules)
     duration:<queue>:<task>:<le>      attempts that took at most `le` seconds (and more than the bucket below)
     duration_us:<queue>:<task>        total run time of those attempts, in microseconds
+    autoscaler_up / autoscaler_down   scaling decisions of all runners
     schedule_fired:<schedule>         fires of a periodic schedule (across all runners)
     schedule_skipped:<schedule>       fires skipped: too late (misfire_grace) or missed while down (catch_up: false)
 """

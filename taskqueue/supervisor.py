@@ -4,6 +4,7 @@ and shuts everything down gracefully on SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -18,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue import recovery
+from taskqueue import autoscaler, recovery
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
 from taskqueue.scheduler import Scheduler
@@ -57,6 +58,8 @@ class Supervisor:
         self.redis_ok_since: float | None = time.monotonic()
         self._crashes: list[float] = []
         self.last_tick: float | None = None  # when the delayed-task timer last ran (for /health)
+        self.last_decision: autoscaler.Decision | None = None
+        self.runner_id = f"{HOST}-{os.getpid()}"
         self.started_at = time.time()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -163,6 +166,45 @@ class Supervisor:
                     continue
                 await self._recover(worker_id)
 
+    def active_workers(self) -> list[WorkerProcess]:
+        """Local worker processes that are not on their way out."""
+        return [w for w in self.workers.values() if not w.retiring]
+
+    async def _autoscale(self) -> None:
+        """Every `autoscaler.interval`: compare the shared load with the thresholds; spawn or retire."""
+        cfg = self.config.autoscaler
+        last_change = float("-inf")
+        while not self.stopping:
+            await asyncio.sleep(cfg.interval_s)
+            try:
+                pending, live, oldest = await self.broker.load()
+            except RedisError as exc:
+                log.warning("autoscaler: Redis unavailable (%s); holding", exc)
+                continue
+            current = len(self.active_workers())
+            decision = autoscaler.decide(
+                cfg, autoscaler.Load(pending, live, oldest), current, time.monotonic() - last_change
+            )
+            self.last_decision = decision
+            if decision.direction == "hold" or self.stopping:
+                continue
+            last_change = time.monotonic()
+            log.info("scale %s %d→%d: %s", decision.direction, current, decision.target, decision.reason)
+            note = {
+                "at": time.time(),
+                "direction": decision.direction,
+                "from": current,
+                "to": decision.target,
+                "reason": decision.reason,
+            }
+            with contextlib.suppress(RedisError):
+                await self.broker.note_decision(self.runner_id, note)
+            for _ in range(decision.target - current):
+                await self.spawn()
+            for handle in self.active_workers()[decision.target :]:
+                handle.retiring = True  # finishes its running tasks, takes no new ones, exits
+                handle.process.send_signal(signal.SIGTERM)
+
     async def _promoter(self) -> None:
         """Move due delayed tasks (delays, retries) to their queues: at the next due time, or when woken."""
         sched = self.config.scheduler
@@ -197,11 +239,12 @@ class Supervisor:
         for _ in range(self.config.workers.initial_count):
             await self.spawn()
         self._spawn_background(self._reaper())
+        if self.config.autoscaler.enabled:
+            self._spawn_background(self._autoscale())
         if self.options.scheduler and self.config.scheduler.enabled:
             self._spawn_background(self._promoter())
             self._spawn_background(Scheduler(self.broker, self.config).run())
         stop_http = await self._start_http()
-        self._warn_inactive()
         log.info(
             "runner ready: %d worker process(es), queues %s",
             len(self.workers),
@@ -223,15 +266,6 @@ class Supervisor:
         from taskqueue import web  # aiohttp is imported only by runners that serve HTTP
 
         return await web.start(self)
-
-    def _warn_inactive(self) -> None:
-        """Say plainly which declared features this version does not run yet."""
-        cfg = self.config
-        if cfg.autoscaler.enabled:
-            log.warning(
-                "autoscaler is enabled but not active in this version: running %d worker process(es)",
-                cfg.workers.initial_count,
-            )
 
     def _on_signal(self) -> None:
         if self.stopping:

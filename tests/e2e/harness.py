@@ -9,7 +9,7 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ BASE_TASKS = """
   sleep_async: {path: testjobs.tasks:sleep_async, timeout: 500ms, max_retries: 0}
   slow_once: {path: testjobs.tasks:slow_once}
   fire_log: {path: testjobs.tasks:fire_log}
+  sleep_long: {path: testjobs.tasks:sleep_sync, timeout: 5m}
 """
 
 
@@ -44,18 +45,21 @@ def write_config(
     slots: int = 10,
     grace: str = "5s",
     heartbeat: str = "500ms",
+    autoscaler: str = "{enabled: false}",
     extra: str = "",
+    http: Mapping[str, object] | None = None,
 ) -> Path:
-    """A runner config for the test tasks; `extra` is appended YAML (top-level sections)."""
+    """A runner config for the test tasks; `extra` is appended YAML (top-level sections); `http` (keys of the
+    `http:` section) turns the HTTP server on, e.g. `http={"port": 0}` for any free port."""
     text = (
         f'redis: {{url: "{redis_url}"}}\n'
         f'python_path: ["{HERE}"]\n'
         f"tasks:{BASE_TASKS}"
         f"workers: {{initial_count: {workers}, max_concurrent_tasks: {slots}, heartbeat_interval: {heartbeat}, "
         f"shutdown_grace_period: {grace}}}\n"
-        "autoscaler: {enabled: false}\n"
+        f"autoscaler: {autoscaler}\n"
         "scheduler: {tick_interval: 200ms}\n"
-        "http: {enabled: false}\n"
+        f"http: {json.dumps({'enabled': True, **http}) if http is not None else '{enabled: false}'}\n"
     ) + textwrap.dedent(extra)
     path = folder / "task-queue.yaml"
     path.write_text(text)
