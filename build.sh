@@ -2,8 +2,8 @@
 # Build ./taskqueue.pex reproducibly from requirements.lock, for CPython 3.11 and 3.12 on linux x86_64.
 #
 # The pex holds runner.py (entry point runner:main) and the taskqueue package with its data files
-# (taskqueue/lua/*.lua, taskqueue/schema/*.json). jobs/ is NOT included: user tasks are imported at
-# run time from the folder of the YAML config.
+# (taskqueue/lua/*.lua, taskqueue/schema/*.json, taskqueue/static/dashboard.html). jobs/ is NOT
+# included: user tasks are imported at run time from the folder of the YAML config.
 #
 # Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7,
 # 3.12.1, and Debian 12's 3.11.2, which alone pulls in async-timeout for redis), so no 3.12 is
@@ -62,7 +62,7 @@ mv -f "$work/taskqueue.pex" "$OUT"
 
 # Check the artifact: pinned dists only, no jobs/, every data file readable via importlib.resources.
 tq_log "verifying contents"
-find taskqueue \( -name '*.lua' -path '*/lua/*' -o -name '*.json' -path '*/schema/*' \) -type f \
+find taskqueue \( -name '*.lua' -path '*/lua/*' -o -name '*.json' -path '*/schema/*' -o -path '*/static/*' \) -type f \
   | LC_ALL=C sort >"$work/data-files"
 python3 - "$OUT" requirements.lock <<'PY'
 import json, re, sys, zipfile

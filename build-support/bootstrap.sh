@@ -35,6 +35,24 @@ tq_ensure_redis_server() {
   command -v redis-server >/dev/null 2>&1 || tq_die "redis-server still not on PATH after apt-get install"
 }
 
+# Tools the HTTP end-to-end tests run, installed from the distro when missing (Debian/Ubuntu apt only):
+# promtool (package prometheus) checks /metrics; chromium + chromium-driver load the dashboard.
+tq_ensure_test_tools() {
+  local missing=()
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+  ((${#missing[@]})) || return 0
+  command -v apt-get >/dev/null 2>&1 || tq_die "missing ${missing[*]} and apt-get unavailable; install them"
+  tq_log "installing ${missing[*]} via apt-get"
+  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+  local tool
+  for tool in promtool chromium chromedriver; do
+    command -v "$tool" >/dev/null 2>&1 || tq_die "$tool still not on PATH after apt-get install"
+  done
+}
+
 # Fingerprint of the lock files; stored in the venv to detect a stale install.
 tq_lock_digest() {
   cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" | sha256sum | cut -d' ' -f1

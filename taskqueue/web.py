@@ -2,51 +2,447 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import html
+import ipaddress
+import json
 import logging
+import math
+import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from importlib import resources
+from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
+from redis.exceptions import RedisError
+from yarl import URL
 
-if TYPE_CHECKING:
-    from taskqueue.supervisor import Supervisor
+from taskqueue import admin, envelope
+from taskqueue import metrics as metrics_mod
+from taskqueue.broker import Broker
+from taskqueue.config import Config, seconds
+from taskqueue.errors import TaskQueueError
+from taskqueue.worker import lease_s
 
 log = logging.getLogger("taskqueue.http")
 
-SUPERVISOR = web.AppKey("supervisor", object)
+HEALTH_TIMEOUT_S = 1.0  # /health answers "unhealthy" this soon when Redis does not
+DEAD_LIMIT_DEFAULT, DEAD_LIMIT_MAX = 50, 500
+ENQUEUE_KEYS = frozenset({"task", "args", "kwargs", "queue", "delay"})
 
 
-def create_app(supervisor: Supervisor) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
-    app[SUPERVISOR] = supervisor
-    http = supervisor.config.http
+class RunnerState(Protocol):
+    """What the HTTP server reads of the runner (the Supervisor); read-only."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def workers(self) -> Mapping[str, object]: ...  # this runner's worker processes, by worker id
+    @property
+    def last_tick(self) -> float | None: ...  # epoch seconds of the delayed-task timer's last pass
+
+
+class ApiError(Exception):
+    """An expected failure of a request: becomes `{"error": message}` with `status`."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+STATE = web.AppKey("state", RunnerState)
+METRICS = web.AppKey("metrics", metrics_mod.Metrics)
+DASHBOARD = web.AppKey("dashboard", bytes)
+DASHBOARD_HEADERS = web.AppKey("dashboard_headers", dict[str, str])
+
+
+def create_app(state: RunnerState) -> web.Application:
+    http = state.config.http
+    app = web.Application(client_max_size=state.config.max_payload_bytes, middlewares=[_errors])
+    app[STATE] = state
+    app[METRICS] = metrics_mod.Metrics(state.config)
+    api = api_base(http.route_prefix)
+    app[DASHBOARD], app[DASHBOARD_HEADERS] = _dashboard(api, http.enable_health_check)
+    routes = [
+        web.get("/", _serve_dashboard),
+        web.get(f"{api}/queues", _queues),
+        web.get(f"{api}/workers", _workers),
+        web.get(f"{api}/dead", _dead_list),
+        web.post(f"{api}/enqueue", _protected(_enqueue)),
+        web.post(f"{api}/dead/{{id}}/retry", _protected(_dead_retry)),
+        web.delete(f"{api}/dead/{{id}}", _protected(_dead_delete)),
+    ]
     if http.enable_health_check:
-        app.router.add_get("/health", _health)
+        routes.append(web.get("/health", _health))
+    if http.enable_metrics:
+        routes.append(web.get("/metrics", _prometheus))
+    if f"{api}/metrics" != "/metrics" or not http.enable_metrics:
+        routes.append(web.get(f"{api}/metrics", _queue_metrics))
+    else:
+        log.warning("http.route_prefix '/' puts the JSON metrics on /metrics: Prometheus' /metrics wins")
+    app.add_routes(routes)
     return app
 
 
-async def _health(request: web.Request) -> web.Response:
-    supervisor: Any = request.app[SUPERVISOR]
-    started = time.perf_counter()
+def api_base(route_prefix: str) -> str:
+    return "" if route_prefix == "/" else route_prefix.rstrip("/")
+
+
+async def start(state: RunnerState) -> Callable[[], Awaitable[None]]:
+    """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server."""
+    http = state.config.http
+    runner = web.AppRunner(create_app(state), access_log=None)
+    await runner.setup()
     try:
-        await supervisor.broker.redis.ping()
-        redis = {"status": "healthy", "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
-    except Exception as exc:  # any failure to answer is "unhealthy", reported, never raised
-        redis = {"status": "unhealthy", "error": str(exc)}
-    live = len(supervisor.workers)
-    workers = {"status": "healthy" if live else "degraded", "live": live}
-    status = "unhealthy" if redis["status"] != "healthy" else workers["status"]
-    body = {"status": status, "components": {"redis": redis, "workers": workers}}
+        await web.TCPSite(runner, http.host, http.port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise TaskQueueError(f"cannot serve HTTP on {http.host}:{http.port}: {exc.strerror or exc}") from None
+    for address in runner.addresses:
+        host, port = address[0], address[1]
+        log.info("HTTP on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+    if not http.auth_token and not _is_loopback(http.host):
+        log.warning(
+            "HTTP listens on %s without http.auth_token: ANYONE who can reach it may enqueue tasks and "
+            "retry or delete dead-lettered ones. Set http.auth_token (e.g. auth_token: ${TASKQUEUE_AUTH_TOKEN}).",
+            http.host,
+        )
+    return runner.cleanup
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# ---- plumbing: JSON errors, request counting, auth -----------------------------------------------
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error with its status; a traceback goes to the log, never to the client."""
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error(exc.status, exc.message)
+    except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 (body above client_max_size)
+        allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = _error(exc.status, exc.reason, allow)
+    except (RedisError, OSError) as exc:
+        log.warning("HTTP %s %s: Redis unavailable (%s)", request.method, request.path, exc)
+        response = _error(503, "Redis is unavailable; try again shortly")
+    except Exception:
+        log.exception("HTTP %s %s failed", request.method, request.path)
+        response = _error(500, "internal error (details are in the runner's log)")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[METRICS].http_requests.labels(request.method, route, str(response.status)).inc()
+    return response
+
+
+def _protected(handler: Handler) -> Handler:
+    """State-changing routes: the bearer token when one is configured, and no cross-site browser requests."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = request.app[STATE].config.http.auth_token
+        if token:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+                return _error(
+                    401,
+                    "missing or wrong bearer token (Authorization: Bearer <http.auth_token>)",
+                    {"WWW-Authenticate": 'Bearer realm="taskqueue"'},
+                )
+        origin = request.headers.get("Origin")
+        if origin is not None and URL(origin).host_port_subcomponent != request.host:
+            # A page on another site cannot make a visitor's browser change our state (CSRF).
+            return _error(403, "cross-origin request refused")
+        return await handler(request)
+
+    return guarded
+
+
+# ---- /health -------------------------------------------------------------------------------------
+async def _health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    redis = await _redis_health(state.broker)
+    workers = await _workers_health(state, redis_up=redis["status"] != "unhealthy")
+    components = {"redis": redis, "workers": workers, "scheduler": _scheduler_health(state)}
+    statuses = {c["status"] for c in components.values()}
+    status = next(s for s in ("unhealthy", "degraded", "healthy") if s in statuses)
+    body = {"status": status, "timestamp": round(time.time(), 3), "components": components}
     return web.json_response(body, status=503 if status == "unhealthy" else 200)
 
 
-async def start(supervisor: Supervisor) -> Callable[[], Awaitable[None]]:
-    """Serve on http.host:http.port; returns the coroutine function that stops the server."""
-    http = supervisor.config.http
-    runner = web.AppRunner(create_app(supervisor), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, http.host, http.port)
-    await site.start()
-    log.info("HTTP on http://%s:%d", http.host, http.port)
-    return runner.cleanup
+async def _redis_health(broker: Broker) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_S):
+            await broker.redis.ping()
+            latency_ms = (time.perf_counter() - started) * 1000
+            info = _single_node(await broker.redis.info())
+    except Exception as exc:  # whatever stops Redis answering makes it unhealthy: reported, never raised
+        reason = str(exc) or type(exc).__name__
+        return {"status": "unhealthy", "message": f"Redis does not answer: {reason}"}
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    evicting = policy != "noeviction"
+    return {
+        "status": "degraded" if evicting else "healthy",
+        "message": f"maxmemory-policy {policy} may silently evict queued tasks" if evicting else None,
+        "latency_ms": round(latency_ms, 3),
+        "version": info.get("redis_version"),
+        "used_memory": info.get("used_memory"),
+        "maxmemory": info.get("maxmemory"),
+        "maxmemory_policy": policy,
+        "persistence": {
+            "aof_enabled": bool(info.get("aof_enabled")),
+            "rdb_last_bgsave": info.get("rdb_last_bgsave_status"),
+        },
+    }
+
+
+def _single_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Cluster client answers INFO per node ({node: info}): take the first node's."""
+    if "redis_version" not in info and info and all(isinstance(v, Mapping) for v in info.values()):
+        first: Mapping[str, Any] = next(iter(info.values()))
+        return first
+    return info
+
+
+async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
+    config = state.config
+    live = len(state.workers)
+    expected = int(getattr(state, "expected_workers", config.workers.initial_count))
+    body: dict[str, Any] = {"live": live, "expected": expected, "cluster_live": None, "heartbeat_age_s": None}
+    if redis_up:
+        # Redis may go away between the two checks: the redis component says so.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                leases, cluster = await state.broker.worker_leases(), await state.broker.live_workers()
+            ages = heartbeat_ages(leases, config)
+            mine = [ages[w] for w in state.workers if w in ages]
+            body["cluster_live"] = len(cluster)
+            body["heartbeat_age_s"] = round(max(mine), 3) if mine else None
+    stale = body["heartbeat_age_s"] is not None and body["heartbeat_age_s"] > 2 * config.workers.heartbeat_interval_s
+    if live == 0 and expected > 0:
+        body.update(status="unhealthy", message="no worker process is running")
+    elif live < expected or stale:
+        problem = f"{live} of {expected} worker processes running" if live < expected else "a heartbeat is late"
+        body.update(status="degraded", message=problem)
+    else:
+        body.update(status="healthy", message=None)
+    return body
+
+
+def heartbeat_ages(leases: Mapping[str, int], config: Config, now: float | None = None) -> dict[str, float]:
+    """Worker id → seconds since its last heartbeat (a heartbeat sets the lease to now + lease)."""
+    now_ms = time.time() * 1000 if now is None else now * 1000
+    lease_ms = lease_s(config) * 1000
+    return {w: max(0.0, (now_ms - (deadline - lease_ms)) / 1000) for w, deadline in leases.items()}
+
+
+def _scheduler_health(state: RunnerState) -> dict[str, Any]:
+    sched = state.config.scheduler
+    if not sched.enabled:
+        return {"status": "healthy", "enabled": False, "message": "disabled in the config", "last_tick_age_s": None}
+    if state.last_tick is None:
+        return {"status": "degraded", "enabled": True, "message": "no tick yet", "last_tick_age_s": None}
+    age = max(0.0, time.time() - state.last_tick)
+    late = age > max(5.0, 3 * sched.tick_interval_s)
+    return {
+        "status": "degraded" if late else "healthy",
+        "enabled": True,
+        "message": f"last tick {age:.1f}s ago (tick_interval {sched.tick_interval_s:g}s)" if late else None,
+        "last_tick_age_s": round(age, 3),
+    }
+
+
+# ---- /metrics (Prometheus) and the JSON API ------------------------------------------------------
+async def _prometheus(request: web.Request) -> web.Response:
+    snapshot = await metrics_mod.read_snapshot(request.app[STATE].broker)
+    body = request.app[METRICS].render(snapshot)
+    return web.Response(body=body, headers={"Content-Type": metrics_mod.CONTENT_TYPE})
+
+
+async def _queue_metrics(request: web.Request) -> web.Response:
+    """The seed's TaskQueueMetrics."""
+    found = await admin.status(request.app[STATE].broker)
+    pending = sum(q["pending"] for q in found["queues"])
+    active = len(found["workers"])
+    return web.json_response(
+        {
+            "active_workers": active,
+            "tasks_per_worker": round(pending / max(active, 1), 3),
+            "total_pending_tasks": pending,
+            "delayed_tasks": found["delayed"],
+            "dead_tasks": found["dead"],
+            "queue_metrics": [
+                {
+                    "queue_name": q["name"],
+                    "pending_tasks": q["pending"],
+                    "processed_tasks": q["processed"],
+                    "failed_tasks": q["failed"],
+                }
+                for q in found["queues"]
+            ],
+        }
+    )
+
+
+async def _queues(request: web.Request) -> web.Response:
+    broker = request.app[STATE].broker
+    found = await admin.status(broker)
+    ages = metrics_mod.oldest_ages(await broker.oldest_ready(), broker.config.max_payload_bytes)
+    queues = [
+        {
+            **q,
+            "priority": broker.config.queue(q["name"]).priority,
+            "max_length": broker.config.queue(q["name"]).max_length,
+            "oldest_age_s": round(ages[q["name"]], 3) if q["name"] in ages else None,
+        }
+        for q in found["queues"]
+    ]
+    return web.json_response({"queues": queues, "delayed": found["delayed"], "dead": found["dead"]})
+
+
+async def _workers(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    ages = heartbeat_ages(await state.broker.worker_leases(), state.config)
+    workers = [
+        {
+            **w,
+            "heartbeat_age_s": round(ages[w["id"]], 3) if w["id"] in ages else None,
+            "local": w["id"] in state.workers,
+        }
+        for w in await state.broker.live_workers()
+    ]
+    expected = int(getattr(state, "expected_workers", state.config.workers.initial_count))
+    return web.json_response({"workers": workers, "local": len(state.workers), "expected": expected})
+
+
+async def _dead_list(request: web.Request) -> web.Response:
+    broker = request.app[STATE].broker
+    raw = request.query.get("limit", str(DEAD_LIMIT_DEFAULT))
+    if not raw.isdigit() or not 1 <= int(raw) <= DEAD_LIMIT_MAX:
+        raise ApiError(400, f"limit must be a whole number from 1 to {DEAD_LIMIT_MAX}")
+    records = await broker.dead_records(await broker.dead_ids(int(raw)))
+    return web.json_response({"dead": [r.public() for r in records], "total": await broker.dead_count()})
+
+
+async def _dead_retry(request: web.Request) -> web.Response:
+    task_id = request.match_info["id"]
+    done, problems = await admin.retry_dead(request.app[STATE].broker, [task_id])
+    if done:
+        return web.json_response({"retried": task_id})
+    problem = problems[0] if problems else f"{task_id}: not in the dead-letter store"
+    raise ApiError(404 if problem.endswith("not in the dead-letter store") else 409, problem)
+
+
+async def _dead_delete(request: web.Request) -> web.Response:
+    task_id = request.match_info["id"]
+    if not await request.app[STATE].broker.drop_dead([task_id]):
+        raise ApiError(404, f"{task_id}: not in the dead-letter store")
+    return web.json_response({"deleted": task_id})
+
+
+async def _enqueue(request: web.Request) -> web.Response:
+    """`{"task", "args"?, "kwargs"?, "queue"?, "delay"?}` → 201 `{"id"}`; the same checks as the CLI's enqueue."""
+    broker = request.app[STATE].broker
+    config = broker.config
+    try:
+        body = json.loads(await request.read())
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, f"the body is larger than limits.max_payload_size ({config.max_payload_bytes} bytes)"
+        ) from None
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body must be JSON") from None
+    task, args, kwargs, queue, delay_s = _enqueue_fields(body, config)
+    env = envelope.new(task, args, kwargs)
+    try:
+        message = env.encode()
+    except (TypeError, ValueError, OverflowError):
+        raise ApiError(400, "args/kwargs hold a value MessagePack cannot encode") from None
+    if len(message) > config.max_payload_bytes:
+        raise ApiError(
+            413, f"message of {len(message)} bytes exceeds limits.max_payload_size ({config.max_payload_bytes})"
+        )
+    if not await broker.enqueue(queue, [message], delay_s):
+        raise ApiError(429, f"queue '{queue}' is full (max_length {config.queue(queue).max_length})")
+    return web.json_response({"id": env.id, "queue": queue}, status=201)
+
+
+def _enqueue_fields(body: Any, config: Config) -> tuple[str, tuple[Any, ...], dict[str, Any], str, float]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    unknown = sorted(set(body) - ENQUEUE_KEYS)
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(ENQUEUE_KEYS))})")
+    task, args, kwargs = body.get("task"), body.get("args", []), body.get("kwargs", {})
+    if not isinstance(task, str) or task not in config.tasks:
+        raise ApiError(400, f"unknown task {task!r} (declared: {', '.join(sorted(config.tasks))})")
+    if not isinstance(args, list):
+        raise ApiError(400, "'args' must be an array")
+    if not isinstance(kwargs, dict):
+        raise ApiError(400, "'kwargs' must be an object")
+    queue = body.get("queue") or config.tasks[task].queue
+    if not isinstance(queue, str) or queue not in {q.name for q in config.queues}:
+        raise ApiError(400, f"unknown queue {queue!r} (declared: {', '.join(q.name for q in config.queues)})")
+    return task, tuple(args), kwargs, queue, _delay(body.get("delay", 0))
+
+
+def _delay(value: Any) -> float:
+    try:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        delay_s = seconds(value)
+    except ValueError:
+        raise ApiError(400, "'delay' must be seconds or a duration like 30s, 5m") from None
+    if not math.isfinite(delay_s) or delay_s < 0:
+        raise ApiError(400, "'delay' must be a finite number of seconds, at least 0")
+    return delay_s
+
+
+# ---- the dashboard -------------------------------------------------------------------------------
+def _dashboard(api: str, health: bool) -> tuple[bytes, dict[str, str]]:
+    """The page, with its API prefix filled in and a Content-Security-Policy allowing only its own inline code."""
+    page = resources.files("taskqueue").joinpath("static", "dashboard.html").read_text("utf-8")
+    page = page.replace("__TQ_API__", html.escape(api, quote=True)).replace("__TQ_HEALTH__", "1" if health else "0")
+
+    def digest(tag: str) -> str:
+        match = re.search(rf"<{tag}>(.*?)</{tag}>", page, re.DOTALL)
+        assert match is not None, f"dashboard.html has no <{tag}>"
+        return "'sha256-" + base64.b64encode(hashlib.sha256(match.group(1).encode()).digest()).decode() + "'"
+
+    csp = (
+        f"default-src 'none'; script-src {digest('script')}; style-src {digest('style')}; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    headers = {
+        "Content-Type": "text/html; charset=utf-8",
+        "Content-Security-Policy": csp,
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+    }
+    return page.encode("utf-8"), headers
+
+
+async def _serve_dashboard(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DASHBOARD], headers=request.app[DASHBOARD_HEADERS])

@@ -25,6 +25,7 @@ from taskqueue.broker import HOST, Broker, DeadRecord, Taken, now_ms
 from taskqueue.config import Config, TaskConfig
 from taskqueue.context import TaskContext, set_current
 from taskqueue.errors import Reject, Retry
+from taskqueue.keys import split_member
 from taskqueue.registry import RegisteredTask, Registry
 from taskqueue.stats import field as stat_field
 
@@ -215,11 +216,13 @@ class Worker:
                 log.warning("could not record %d finished task(s): %s", len(self.acks), exc)
 
     async def _reconcile(self) -> None:
-        """After a failed round trip, hand back messages Redis recorded for us that we never received."""
+        """After a failed round trip, hand back messages Redis recorded for us that we never received
+        (the script ran but its reply was lost). Finished tasks whose ack is still pending are ours."""
+        finished = set(self.acks)
         for token, member in (await self.broker.inflight(self.id)).items():
-            if token not in self.held:
-                queue, _, raw = member.partition(b"|")
-                await self.broker.requeue(self.id, token, queue.decode(), raw)
+            if token not in self.held and token not in finished:
+                queue, raw = split_member(member)
+                await self.broker.requeue(self.id, token, queue, raw)
 
     def _start(self, item: Taken) -> None:
         held = _Held(item.queue, item.raw)
