@@ -1,0 +1,204 @@
+"""`python -m bench`: run the figures against the real runner, print the table, write the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import figures, report
+from bench.figures import Context, Details, Metrics
+from bench.redisserver import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_FIGURES = (1, 2, 3, 4, 5, 6, 7, 8)
+Step = tuple[str, Callable[[Context], tuple[Metrics, Details]]]
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--n", type=int, default=20_000, help="tasks per enqueue/drain run (default 20000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions; the table shows medians (default 3)")
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,8", help="comma-separated figure numbers")
+    parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<timestamp>.json)")
+    parser.add_argument("--pex", type=Path, default=ROOT / "taskqueue.pex", help="the runner (default ./taskqueue.pex)")
+    parser.add_argument("--no-sync", action="store_true", help="skip the extra sync-task variants")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (YAML, runner logs, redis log)")
+    args = parser.parse_args(argv)
+    try:
+        args.figure_set = {int(f) for f in args.figures.split(",") if f.strip()}
+    except ValueError:
+        parser.error(f"--figures: expected numbers like 1,2,3, got {args.figures!r}")
+    if not args.figure_set <= set(ALL_FIGURES):
+        parser.error(f"--figures: known figures are {ALL_FIGURES}")
+    if args.n < 1 or not 1 <= args.repeat <= 20:
+        parser.error("--n must be >= 1 and --repeat between 1 and 20")
+    if not args.pex.exists():
+        parser.error(f"--pex: {args.pex} not found (build it with ./build.sh)")
+    return args
+
+
+def plan(selected: set[int], with_sync: bool) -> list[Step]:
+    steps: list[Step] = []
+    if 1 in selected:
+        steps += [("enqueue", figures.enqueue_one_by_one), ("enqueue_async", figures.enqueue_async)]
+    if 2 in selected:
+        steps.append(("bulk_enqueue", figures.enqueue_bulk))
+    if 7 in selected:
+        steps += [("redis_bytes", figures.redis_bytes), ("idle", figures.idle)]
+    if selected & {3, 6, 7}:
+        steps.append(("drain1", lambda c: figures.drain(c, 1, "anoop_incr", "drain1")))
+    if selected & {3, 6} and with_sync:
+        steps.append(("drain1_sync", lambda c: figures.drain(c, 1, "noop_incr", "drain1_sync")))
+    if 4 in selected:
+        steps.append(("drain2", lambda c: figures.drain(c, 2, "anoop_incr", "drain2")))
+        if with_sync:
+            steps.append(("drain2_sync", lambda c: figures.drain(c, 2, "noop_incr", "drain2_sync")))
+    if 5 in selected:
+        steps.append(("latency", lambda c: figures.latency(c, "alatency", "lat")))
+        if with_sync:
+            steps.append(("latency_sync", lambda c: figures.latency(c, "latency", "lat_sync")))
+    if 8 in selected:
+        steps.append(("delay", figures.delay_lateness))
+    return steps
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not interrupt the clean-up
+    raise SystemExit(128 + signum)  # unwinds through every finally: runners and redis-server are stopped
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run_steps(ctx: Context, steps: list[Step], repeats: int) -> tuple[list[dict[str, Any]], bool]:
+    """Every step `repeats` times; a failed step is recorded and the rest go on. Returns (runs, failed)."""
+    runs: list[dict[str, Any]] = []
+    failed = False
+    for repeat in range(1, repeats + 1):
+        run: dict[str, Any] = {"repeat": repeat, "metrics": {}, "details": {}, "errors": {}}
+        runs.append(run)
+        for name, step in steps:
+            ctx.say(f"[{repeat}/{repeats}] {name} ...")
+            began = time.perf_counter()
+            try:
+                metrics, details = step(ctx)
+            except figures.BenchError as exc:
+                failed = True
+                run["errors"][name] = str(exc)
+                ctx.say(f"  FAILED: {exc}")
+                ctx.kill_all()
+                continue
+            details["wall_s"] = time.perf_counter() - began
+            run["metrics"].update(metrics)
+            run["details"][name] = details
+            for problem in details.get("problems", []):
+                failed = True
+                ctx.say(f"  problem: {problem}")
+            shown = ", ".join(f"{k} {report.fmt(v)}" for k, v in metrics.items())
+            ctx.say(f"  {shown}  ({details['wall_s']:.1f}s)")
+    return runs, failed
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "n": args.n,
+        "repeat": args.repeat,
+        "figures": sorted(args.figure_set),
+        "sync_variants": not args.no_sync,
+        "poll_s": figures.POLL_S,
+        "enqueue_many_chunk": figures.CHUNK,
+        "latency": {"rate": figures.LATENCY_RATE, "seconds": figures.LATENCY_SECONDS},
+        "delay": {"tasks": figures.DELAYED_TASKS, "delay_s": figures.DELAY_S},
+        "memory_tasks": figures.MEMORY_TASKS,
+        "queues": "the default three (high_priority, default, low_priority); tasks in 'default'",
+    }
+
+
+def show(runs: list[dict[str, Any]], n: int) -> dict[str, float]:
+    """Print the table (medians), the top commands and any errors; returns the medians."""
+    metric_runs = [run["metrics"] for run in runs]
+    median = report.medians(metric_runs)
+    print(report.table(median, metric_runs))
+    last = runs[-1]["details"] if runs else {}
+    for name in ("drain1", "drain2"):
+        if name in last:
+            print(f"top commands per task, {name} (last run): {report.top_commands(last[name], n)}")
+    for run in runs:
+        for name, error in run["errors"].items():
+            print(f"error in run {run['repeat']}, {name}: {error}")
+    return median
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    started_at = dt.datetime.now(dt.UTC)
+    out: Path = args.out or ROOT / "bench" / "results" / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
+    facts: dict[str, Any] = {
+        "command": [sys.executable, "-m", "bench", *(sys.argv[1:] if argv is None else argv)],
+        "started_at": started_at.isoformat(),
+        "machine": report.machine(),  # load average before anything of ours runs
+        "source": report.source_state(ROOT, args.pex),
+    }
+    if facts["source"]["sources_newer_than_pex"]:
+        say(f"warning: taskqueue/ files are newer than the pex: {facts['source']['sources_newer_than_pex']}")
+    folder = Path(tempfile.mkdtemp(prefix="tq-bench-"))
+    pex = folder / "taskqueue.pex"  # a snapshot: a rebuild during the run must not change what is measured
+    shutil.copy2(args.pex, pex)
+    facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
+    server = RedisServer(folder / "redis")
+    ctx = Context(server, pex, folder, args.n, say)
+    runs: list[dict[str, Any]] = []
+    failed = True
+    try:
+        server.start()
+        ctx.store = server.client()
+        say(f"redis-server on {server.url} (pid {server.pid}); temp dir {folder}")
+        facts["versions"] = {
+            "redis-server": server.version(),
+            "pex": report.pex_versions(pex),
+            "bench_side": report.local_versions(),
+        }
+        ctx.config(1)
+        ctx.config(2)
+        facts["warm_up_start_s"] = ctx.publish_tables()  # also warms the PEX's venv cache
+        runs, failed = run_steps(ctx, plan(args.figure_set, not args.no_sync), args.repeat)
+    except (KeyboardInterrupt, SystemExit):
+        say("interrupted: stopping everything, writing what was measured")
+    except Exception:
+        say(traceback.format_exc())
+    finally:
+        ctx.kill_all()
+        if ctx.store is not None:
+            ctx.store.close()
+        server.stop()
+    median = show(runs, args.n)
+    facts["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
+    facts["settings"] = settings(args)
+    facts["yaml"] = {f"{k}_workers": text for k, text in sorted(ctx.yamls.items())}
+    facts["jobs_py"] = (ROOT / "bench" / "jobs.py").read_text()
+    facts["targets"] = {m.key: m.target for m in report.METRICS if m.target}
+    facts["medians"] = median
+    facts["runs"] = runs
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(facts, indent=2, default=str) + "\n")
+    print(f"JSON: {out}")
+    if args.keep or failed:
+        print(f"temp dir kept: {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 1 if failed else 0
