@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,6 +20,11 @@ MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def due_ms(delay_s: float) -> int:
+    """Due time of a delay in whole ms, rounded up: a task may start late by a fraction of a ms, never early."""
+    return math.ceil((time.time() + delay_s) * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +161,7 @@ class Broker:
     async def enqueue(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0) -> bool:
         """Producer side for the runner's own enqueues (CLI, HTTP, schedules). False: QueueFull."""
         if delay_s > 0:
-            due = now_ms() + int(delay_s * 1000)
+            due = due_ms(delay_s)
             argv: list[Any] = [self.keys.delayed_wake]
             for message in messages:
                 argv += (due, join_member(queue, message))

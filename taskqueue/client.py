@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -79,7 +80,7 @@ class _Routing:
         return ids, by_queue
 
     def _delayed_args(self, queue: str, messages: Sequence[bytes], delay_s: float) -> list[Any]:
-        due = int((time.time() + delay_s) * 1000)
+        due = math.ceil((time.time() + delay_s) * 1000)  # rounded up: never due before its time
         argv: list[Any] = [self.keys.delayed_wake]
         for message in messages:
             argv += (due, join_member(queue, message))

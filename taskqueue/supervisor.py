@@ -206,29 +206,44 @@ class Supervisor:
                 handle.process.send_signal(signal.SIGTERM)
 
     async def _promoter(self) -> None:
-        """Move due delayed tasks (delays, retries) to their queues: at the next due time, or when woken."""
+        """Move due delayed tasks (delays, retries) to their queues: at the next due time, or at once when a
+        producer adds an earlier one (it publishes on the wake channel)."""
         sched = self.config.scheduler
-        pubsub = self.broker.redis.pubsub()
-        subscribed = False
-        while not self.stopping:
-            try:
-                if not subscribed:
-                    await pubsub.subscribe(self.broker.keys.delayed_wake)
-                    subscribed = True
-                moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
+        wake = asyncio.Event()
+        listener = asyncio.create_task(self._listen_for_wakes(wake))
+        try:
+            while not self.stopping:
+                wake.clear()  # before promoting: a wake that arrives meanwhile makes the next wait return at once
+                try:
+                    moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
+                except (RedisError, OSError) as exc:
+                    log.warning("delayed-task timer: Redis unavailable (%s)", exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 self.last_tick = time.time()
                 if moved >= sched.max_tasks_per_tick:
-                    continue
+                    continue  # more are due: next round at once
                 wait = sched.tick_interval_s
                 if next_due is not None:
-                    wait = max(0.0, min(wait, (next_due - time.time() * 1000) / 1000))
-                if wait > 0:
-                    await pubsub.get_message(ignore_subscribe_messages=True, timeout=wait)
-            except (RedisError, OSError) as exc:
-                log.warning("delayed-task timer: Redis unavailable (%s)", exc)
-                subscribed = False
+                    wait = max(0.0, min(wait, next_due / 1000 - time.time()))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), wait)
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
+
+    async def _listen_for_wakes(self, wake: asyncio.Event) -> None:
+        while True:
+            pubsub = self.broker.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.broker.keys.delayed_wake)
+                async for _ in pubsub.listen():
+                    wake.set()
+            except (RedisError, OSError):
+                wake.set()  # let the timer look again; it backs off by itself while Redis is away
                 await asyncio.sleep(1.0)
-        await pubsub.aclose()
+            finally:
+                await pubsub.aclose()
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> int:

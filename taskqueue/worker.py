@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from taskqueue import envelope as envelope_mod
 from taskqueue import stats
-from taskqueue.broker import HOST, Broker, DeadRecord, Taken, now_ms
+from taskqueue.broker import HOST, Broker, DeadRecord, Taken, due_ms
 from taskqueue.config import Config, TaskConfig
 from taskqueue.context import TaskContext, set_current
 from taskqueue.errors import Reject, Retry
@@ -343,7 +343,7 @@ class Worker:
                 stat_field("failed", item.queue, task.name),
                 stat_field("retried", item.queue, task.name),
             ]
-            message, due = env.encode(), now_ms() + int(wait * 1000)
+            message, due = env.encode(), due_ms(wait)
             await self._settle(
                 item.token, lambda: self.broker.retry(self.id, item.token, item.queue, message, due, counted)
             )
