@@ -16,6 +16,7 @@ script) and every runner reads, so the numbers are right however many processes 
 from __future__ import annotations
 
 import bisect
+import functools
 
 # Prometheus' default buckets, seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
@@ -27,7 +28,13 @@ def field(counter: str, queue: str, task: str) -> str:
     return f"{counter}:{queue}:{task}"
 
 
+@functools.cache
+def _duration_names(queue: str, task: str) -> tuple[tuple[str, ...], str]:
+    buckets = tuple(f"duration:{queue}:{task}:{name}" for name in _BUCKET_NAMES)
+    return buckets, f"duration_us:{queue}:{task}"
+
+
 def duration_fields(queue: str, task: str, seconds: float) -> tuple[str, str, int]:
-    """(bucket field, sum field, microseconds) for one observed attempt."""
-    index = bisect.bisect_left(DURATION_BUCKETS, seconds)
-    return f"duration:{queue}:{task}:{_BUCKET_NAMES[index]}", f"duration_us:{queue}:{task}", int(seconds * 1e6)
+    """(bucket field, sum field, microseconds) for one observed attempt (names built once per task)."""
+    buckets, total = _duration_names(queue, task)
+    return buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)], total, int(seconds * 1e6)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextvars
+import functools
 import inspect
 import logging
 import os
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="task")
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._pump_failed = False
+        self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, fast_stop: asyncio.Event) -> int:
@@ -90,12 +92,11 @@ class Worker:
         running = [h.job for h in self.held.values() if h.job]
         if running:
             log.info("stopping: waiting up to %.1fs for %d running task(s)", grace, len(running))
+            # until every running task is done, the grace period is over, or a second signal says hurry
+            finished = asyncio.create_task(asyncio.wait(running))
             fast = asyncio.create_task(fast_stop.wait())
-            await asyncio.wait(
-                [*running, fast],
-                timeout=grace,
-                return_when=asyncio.FIRST_COMPLETED if fast_stop.is_set() else asyncio.ALL_COMPLETED,
-            )
+            await asyncio.wait([finished, fast], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            finished.cancel()
             fast.cancel()
         await self._hand_back()
         for helper in helpers:
@@ -228,6 +229,32 @@ class Worker:
         held = _Held(item.queue, item.raw)
         self.held[item.token] = held
         held.job = asyncio.create_task(self._process(item))
+        held.job.add_done_callback(functools.partial(self._job_done, item.token))
+
+    def _job_done(self, token: bytes, job: asyncio.Task[None]) -> None:
+        """A job that ended without settling its message (a bug, or an error we did not foresee) must not
+        keep its slot forever: hand the message back, so it runs again, and say why."""
+        if job.cancelled() or token not in self.held or self.held[token].job is not job:
+            return
+        log.error("a task's bookkeeping failed; its message is handed back", exc_info=job.exception())
+        held = self.held.pop(token)
+        self._spawn(self._give_back(token, held))
+
+    async def _give_back(self, token: bytes, held: _Held) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.broker.requeue(self.id, token, held.queue, held.raw)
+                break
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
 
     # ---- running one task ----------------------------------------------------------------------
     async def _process(self, item: Taken) -> None:
@@ -240,10 +267,6 @@ class Worker:
         if task is None:
             known = ", ".join(sorted(self.registry.tasks))
             await self._bury(item, env, f"unknown task '{env.task}' (declared: {known})", "", env.attempt + 1)
-            return
-        mismatch = self._bind_problem(task, env)
-        if mismatch:
-            await self._bury(item, env, mismatch, "", env.attempt + 1)
             return
         await self._attempt(item, env, task)
 
@@ -258,23 +281,33 @@ class Worker:
             env.max_retries if env.max_retries is not None else task.config.max_retries,
         )
         set_current(context)
-        fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt}
         started = time.monotonic()
+        deadline = asyncio.timeout(timeout)
         try:
-            if task.is_async:
-                value = await asyncio.wait_for(task.call(env.args, env.kwargs), timeout)
-            else:
-                value = await self._run_sync(task, env, timeout)
+            async with deadline:
+                if task.is_async:
+                    value = await task.call(env.args, env.kwargs)
+                else:
+                    value = await self._run_sync(task, env)
         except asyncio.CancelledError:
             raise  # hand back: the shutdown path requeues the message
-        except Exception as exc:
+        except Exception as error:
             self._observe(item.queue, task.name, time.monotonic() - started)
-            await self._failed(item, env, task, context, exc, timeout)
+            failure: Exception = error
+            if deadline.expired():
+                if not task.is_async:
+                    self.exit_code = EXIT_REPLACE  # a thread cannot be stopped: this process is replaced
+                failure = _Overrun()
+            elif isinstance(error, TypeError) and (mismatch := self._bind_problem(task, env)):
+                await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
+                return
+            await self._failed(item, env, task, context, failure, timeout)
         else:
             elapsed = time.monotonic() - started
             self._observe(item.queue, task.name, elapsed)
             self._succeed(item, env, task, value)
             if log.isEnabledFor(logging.DEBUG):
+                fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt}
                 log.debug("task done", extra={**fields, "duration_ms": round(elapsed * 1000, 2)})
 
     def _observe(self, queue: str, task: str, seconds: float) -> None:
@@ -296,7 +329,7 @@ class Worker:
             await self._bury(item, env, f"rejected: {exc.reason}", "", context.attempt)
         elif isinstance(exc, Retry):
             await self._fail(item, env, task, context, f"retry requested: {exc.reason}", "", exc.delay)
-        elif isinstance(exc, TimeoutError | _Overrun):
+        elif isinstance(exc, _Overrun):
             log.warning("task timed out after %.3gs", timeout, extra=fields)
             await self._fail(item, env, task, context, f"timed out after {timeout:g}s", "", None)
         else:
@@ -304,15 +337,9 @@ class Worker:
             log.warning("task failed: %s: %s", type(exc).__name__, exc, extra=fields)
             await self._fail(item, env, task, context, f"{type(exc).__name__}: {exc}", trace, None)
 
-    async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope, timeout: float) -> Any:
-        ctx = contextvars.copy_context()
-        future = asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, task.call, env.args, env.kwargs)
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            # A thread cannot be stopped: this process is replaced once the failure is recorded.
-            self.exit_code = EXIT_REPLACE
-            raise _Overrun() from None
+    async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope) -> Any:
+        ctx = contextvars.copy_context()  # carries current_task() into the thread
+        return await asyncio.get_running_loop().run_in_executor(self.pool, ctx.run, task.call, env.args, env.kwargs)
 
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
         del self.held[item.token]
@@ -418,7 +445,7 @@ class Worker:
 
 
 class _Overrun(Exception):
-    """A sync task ran past its timeout."""
+    """An attempt ran past its timeout."""
 
 
 def _result_bytes(status: str, value: Any, error: str | None) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -35,11 +36,20 @@ async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     worker = Worker(cfg, tasks, broker, watch, worker_id)
     code = await worker.run(stop, fast_stop)
     await watch.aclose()
     await broker.redis.aclose()
     return code
+
+
+def _dump_tasks() -> None:
+    """SIGUSR1: log where every coroutine of this worker is waiting (for a worker that seems stuck)."""
+    buffer = io.StringIO()
+    for job in asyncio.all_tasks():
+        job.print_stack(limit=8, file=buffer)
+    log.warning("SIGUSR1: %d asyncio tasks\n%s", len(asyncio.all_tasks()), buffer.getvalue())
 
 
 def main(argv: list[str]) -> int:

@@ -474,5 +474,5 @@ def test_sentinel_hosts_are_split_into_host_and_port() -> None:
     sentinel = config.load(REPO / "conf" / "sentinel.yaml", env={}).redis.sentinel
     assert sentinel is not None
     assert sentinel.service_name == "mymaster"
-    assert all(isinstance(host, str) and isinstance(port, int) for host, port in sentinel.hosts)
+    assert [(type(host), type(port)) for host, port in sentinel.hosts] == [(str, int)] * len(sentinel.hosts)
     assert sentinel.hosts[0][1] == 26379
