@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import html
@@ -13,41 +11,26 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from yarl import URL
 
-from taskqueue import admin, envelope
+from taskqueue import admin, envelope, health
 from taskqueue import metrics as metrics_mod
-from taskqueue.broker import Broker
 from taskqueue.config import Config, seconds
 from taskqueue.errors import TaskQueueError
-from taskqueue.worker import lease_s
+from taskqueue.health import RunnerState, expected_workers, heartbeat_ages
 
 log = logging.getLogger("taskqueue.http")
 
-HEALTH_TIMEOUT_S = 1.0  # /health answers "unhealthy" this soon when Redis does not
 DEAD_LIMIT_DEFAULT, DEAD_LIMIT_MAX = 50, 500
 ENQUEUE_KEYS = frozenset({"task", "args", "kwargs", "queue", "delay"})
-
-
-class RunnerState(Protocol):
-    """What the HTTP server reads of the runner (the Supervisor); read-only."""
-
-    @property
-    def config(self) -> Config: ...
-    @property
-    def broker(self) -> Broker: ...
-    @property
-    def workers(self) -> Mapping[str, object]: ...  # this runner's worker processes, by worker id
-    @property
-    def last_tick(self) -> float | None: ...  # epoch seconds of the delayed-task timer's last pass
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class ApiError(Exception):
@@ -153,12 +136,13 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     response.headers.setdefault("Cache-Control", "no-store")
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    request.app[METRICS].http_requests.labels(request.method, route, str(response.status)).inc()
+    method = request.method if request.method in KNOWN_METHODS else "other"  # clients cannot add label values
+    request.app[METRICS].count_request(method, route, response.status)
     return response
 
 
 def _protected(handler: Handler) -> Handler:
-    """State-changing routes: the bearer token when one is configured, and no cross-site browser requests."""
+    """State-changing routes: the bearer token when one is configured; without one, no cross-site requests."""
 
     async def guarded(request: web.Request) -> web.StreamResponse:
         token = request.app[STATE].config.http.auth_token
@@ -170,111 +154,32 @@ def _protected(handler: Handler) -> Handler:
                     "missing or wrong bearer token (Authorization: Bearer <http.auth_token>)",
                     {"WWW-Authenticate": 'Bearer realm="taskqueue"'},
                 )
-        origin = request.headers.get("Origin")
-        if origin is not None and URL(origin).host_port_subcomponent != request.host:
-            # A page on another site cannot make a visitor's browser change our state (CSRF).
-            return _error(403, "cross-origin request refused")
+        elif not _same_origin(request):
+            # No token to protect us: a page on another site must not make a visitor's browser change state (CSRF).
+            return _error(403, "cross-origin request refused (set http.auth_token to use the API from other sites)")
         return await handler(request)
 
     return guarded
 
 
-# ---- /health -------------------------------------------------------------------------------------
-async def _health(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    redis = await _redis_health(state.broker)
-    workers = await _workers_health(state, redis_up=redis["status"] != "unhealthy")
-    components = {"redis": redis, "workers": workers, "scheduler": _scheduler_health(state)}
-    statuses = {c["status"] for c in components.values()}
-    status = next(s for s in ("unhealthy", "degraded", "healthy") if s in statuses)
-    body = {"status": status, "timestamp": round(time.time(), 3), "components": components}
-    return web.json_response(body, status=503 if status == "unhealthy" else 200)
-
-
-async def _redis_health(broker: Broker) -> dict[str, Any]:
-    started = time.perf_counter()
+def _same_origin(request: web.Request) -> bool:
+    """No `Origin` (curl, scripts), or one naming this server (directly or as a reverse proxy forwards it)."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    hosts = {request.host, *request.headers.get("X-Forwarded-Host", "").split(",")}
     try:
-        async with asyncio.timeout(HEALTH_TIMEOUT_S):
-            await broker.redis.ping()
-            latency_ms = (time.perf_counter() - started) * 1000
-            info = _single_node(await broker.redis.info())
-    except Exception as exc:  # whatever stops Redis answering makes it unhealthy: reported, never raised
-        reason = str(exc) or type(exc).__name__
-        return {"status": "unhealthy", "message": f"Redis does not answer: {reason}"}
-    policy = str(info.get("maxmemory_policy", "noeviction"))
-    evicting = policy != "noeviction"
-    return {
-        "status": "degraded" if evicting else "healthy",
-        "message": f"maxmemory-policy {policy} may silently evict queued tasks" if evicting else None,
-        "latency_ms": round(latency_ms, 3),
-        "version": info.get("redis_version"),
-        "used_memory": info.get("used_memory"),
-        "maxmemory": info.get("maxmemory"),
-        "maxmemory_policy": policy,
-        "persistence": {
-            "aof_enabled": bool(info.get("aof_enabled")),
-            "rdb_last_bgsave": info.get("rdb_last_bgsave_status"),
-        },
-    }
+        return URL(origin).host_port_subcomponent in {h.strip() for h in hosts if h.strip()}
+    except ValueError:  # not a URL at all
+        return False
 
 
-def _single_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A Cluster client answers INFO per node ({node: info}): take the first node's."""
-    if "redis_version" not in info and info and all(isinstance(v, Mapping) for v in info.values()):
-        first: Mapping[str, Any] = next(iter(info.values()))
-        return first
-    return info
+# ---- /health, /metrics (Prometheus) and the JSON API ------------------------------------------------
+async def _health(request: web.Request) -> web.Response:
+    body = await health.report(request.app[STATE])
+    return web.json_response(body, status=503 if body["status"] == "unhealthy" else 200)
 
 
-async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
-    config = state.config
-    live = len(state.workers)
-    expected = int(getattr(state, "expected_workers", config.workers.initial_count))
-    body: dict[str, Any] = {"live": live, "expected": expected, "cluster_live": None, "heartbeat_age_s": None}
-    if redis_up:
-        # Redis may go away between the two checks: the redis component says so.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(HEALTH_TIMEOUT_S):
-                leases, cluster = await state.broker.worker_leases(), await state.broker.live_workers()
-            ages = heartbeat_ages(leases, config)
-            mine = [ages[w] for w in state.workers if w in ages]
-            body["cluster_live"] = len(cluster)
-            body["heartbeat_age_s"] = round(max(mine), 3) if mine else None
-    stale = body["heartbeat_age_s"] is not None and body["heartbeat_age_s"] > 2 * config.workers.heartbeat_interval_s
-    if live == 0 and expected > 0:
-        body.update(status="unhealthy", message="no worker process is running")
-    elif live < expected or stale:
-        problem = f"{live} of {expected} worker processes running" if live < expected else "a heartbeat is late"
-        body.update(status="degraded", message=problem)
-    else:
-        body.update(status="healthy", message=None)
-    return body
-
-
-def heartbeat_ages(leases: Mapping[str, int], config: Config, now: float | None = None) -> dict[str, float]:
-    """Worker id → seconds since its last heartbeat (a heartbeat sets the lease to now + lease)."""
-    now_ms = time.time() * 1000 if now is None else now * 1000
-    lease_ms = lease_s(config) * 1000
-    return {w: max(0.0, (now_ms - (deadline - lease_ms)) / 1000) for w, deadline in leases.items()}
-
-
-def _scheduler_health(state: RunnerState) -> dict[str, Any]:
-    sched = state.config.scheduler
-    if not sched.enabled:
-        return {"status": "healthy", "enabled": False, "message": "disabled in the config", "last_tick_age_s": None}
-    if state.last_tick is None:
-        return {"status": "degraded", "enabled": True, "message": "no tick yet", "last_tick_age_s": None}
-    age = max(0.0, time.time() - state.last_tick)
-    late = age > max(5.0, 3 * sched.tick_interval_s)
-    return {
-        "status": "degraded" if late else "healthy",
-        "enabled": True,
-        "message": f"last tick {age:.1f}s ago (tick_interval {sched.tick_interval_s:g}s)" if late else None,
-        "last_tick_age_s": round(age, 3),
-    }
-
-
-# ---- /metrics (Prometheus) and the JSON API ------------------------------------------------------
 async def _prometheus(request: web.Request) -> web.Response:
     snapshot = await metrics_mod.read_snapshot(request.app[STATE].broker)
     body = request.app[METRICS].render(snapshot)
@@ -333,8 +238,7 @@ async def _workers(request: web.Request) -> web.Response:
         }
         for w in await state.broker.live_workers()
     ]
-    expected = int(getattr(state, "expected_workers", state.config.workers.initial_count))
-    return web.json_response({"workers": workers, "local": len(state.workers), "expected": expected})
+    return web.json_response({"workers": workers, "local": len(state.workers), "expected": expected_workers(state)})
 
 
 async def _dead_list(request: web.Request) -> web.Response:

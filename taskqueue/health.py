@@ -1,0 +1,129 @@
+"""The runner's health (the seed's HealthStatus): Redis (ping, version, memory, eviction policy,
+persistence), this runner's worker processes (live, expected, heartbeat ages) and the delayed-task timer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from taskqueue.broker import Broker
+from taskqueue.config import Config
+from taskqueue.logs import redact
+from taskqueue.worker import lease_s
+
+TIMEOUT_S = 1.0  # Redis that does not answer this soon is "unhealthy": /health must answer within seconds
+
+
+class RunnerState(Protocol):
+    """What the HTTP server reads of the runner (the Supervisor); read-only."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def workers(self) -> Mapping[str, object]: ...  # this runner's worker processes, by worker id
+    @property
+    def last_tick(self) -> float | None: ...  # epoch seconds of the delayed-task timer's last pass
+
+
+async def report(state: RunnerState) -> dict[str, Any]:
+    """`{"status": healthy|degraded|unhealthy, "timestamp", "components": {redis, workers, scheduler}}`:
+    the worst component decides; /health answers 503 for "unhealthy"."""
+    redis = await _redis_health(state.broker)
+    workers = await _workers_health(state, redis_up=redis["status"] != "unhealthy")
+    components = {"redis": redis, "workers": workers, "scheduler": _scheduler_health(state)}
+    statuses = {c["status"] for c in components.values()}
+    status = next(s for s in ("unhealthy", "degraded", "healthy") if s in statuses)
+    return {"status": status, "timestamp": round(time.time(), 3), "components": components}
+
+
+async def _redis_health(broker: Broker) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            await broker.redis.ping()
+            latency_ms = (time.perf_counter() - started) * 1000
+            info = _single_node(await broker.redis.info())
+    except Exception as exc:  # whatever stops Redis answering makes it unhealthy: reported, never raised
+        reason = redact(str(exc)) or type(exc).__name__
+        return {"status": "unhealthy", "message": f"Redis does not answer: {reason}"}
+    policy = str(info.get("maxmemory_policy", "noeviction"))
+    evicting = policy != "noeviction"
+    return {
+        "status": "degraded" if evicting else "healthy",
+        "message": f"maxmemory-policy {policy} may silently evict queued tasks" if evicting else None,
+        "latency_ms": round(latency_ms, 3),
+        "version": info.get("redis_version"),
+        "used_memory": info.get("used_memory"),
+        "maxmemory": info.get("maxmemory"),
+        "maxmemory_policy": policy,
+        "persistence": {
+            "aof_enabled": bool(info.get("aof_enabled")),
+            "rdb_last_bgsave": info.get("rdb_last_bgsave_status"),
+        },
+    }
+
+
+def _single_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A Cluster client answers INFO per node ({node: info}): take the first node's."""
+    if "redis_version" not in info and info and all(isinstance(v, Mapping) for v in info.values()):
+        first: Mapping[str, Any] = next(iter(info.values()))
+        return first
+    return info
+
+
+async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
+    config = state.config
+    live, expected = len(state.workers), expected_workers(state)
+    body: dict[str, Any] = {"status": "healthy", "message": None, "live": live, "expected": expected}
+    body.update(cluster_live=None, heartbeat_age_s=None)
+    if redis_up:
+        # Redis may go away between the two checks: the redis component says so.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(TIMEOUT_S):
+                leases, cluster = await state.broker.worker_leases(), await state.broker.live_workers()
+            ages = heartbeat_ages(leases, config)
+            mine = [ages[w] for w in state.workers if w in ages]
+            body["cluster_live"] = len(cluster)
+            body["heartbeat_age_s"] = round(max(mine), 3) if mine else None
+    stale = body["heartbeat_age_s"] is not None and body["heartbeat_age_s"] > 2 * config.workers.heartbeat_interval_s
+    if live == 0 and expected > 0:
+        body.update(status="unhealthy", message="no worker process is running")
+    elif live < expected or stale:
+        problem = f"{live} of {expected} worker processes running" if live < expected else "a heartbeat is late"
+        body.update(status="degraded", message=problem)
+    return body
+
+
+def expected_workers(state: RunnerState) -> int:
+    """The autoscaler's latest target when it has decided, else workers.initial_count."""
+    decision = getattr(state, "last_decision", None)
+    target = getattr(decision, "target", None)
+    return target if isinstance(target, int) else state.config.workers.initial_count
+
+
+def heartbeat_ages(leases: Mapping[str, int], config: Config, now: float | None = None) -> dict[str, float]:
+    """Worker id → seconds since its last heartbeat (a heartbeat sets the lease to now + lease)."""
+    now_ms = time.time() * 1000 if now is None else now * 1000
+    lease_ms = lease_s(config) * 1000
+    return {w: max(0.0, (now_ms - (deadline - lease_ms)) / 1000) for w, deadline in leases.items()}
+
+
+def _scheduler_health(state: RunnerState) -> dict[str, Any]:
+    sched = state.config.scheduler
+    if not sched.enabled:
+        return {"status": "healthy", "enabled": False, "message": "disabled in the config", "last_tick_age_s": None}
+    if state.last_tick is None:
+        return {"status": "degraded", "enabled": True, "message": "no tick yet", "last_tick_age_s": None}
+    age = max(0.0, time.time() - state.last_tick)
+    late = age > max(5.0, 3 * sched.tick_interval_s)
+    return {
+        "status": "degraded" if late else "healthy",
+        "enabled": True,
+        "message": f"last tick {age:.1f}s ago (tick_interval {sched.tick_interval_s:g}s)" if late else None,
+        "last_tick_age_s": round(age, 3),
+    }
