@@ -86,20 +86,22 @@ class Scheduler:
                     await self._due(entry, entry.next, now)
 
     async def _start(self) -> None:
-        """Work out each schedule's next fire. Fire times missed while no runner ran: those still within
-        misfire_grace fire as usual; of the older ones, the latest fires once (catch_up) or is skipped."""
+        """Work out each schedule's next fire. Of the fire times missed while no runner ran (a schedule
+        seen for the first time has none), the latest fires if it is still within misfire_grace; an older
+        one fires once (catch_up) or is skipped."""
         now = dt.datetime.now(dt.UTC)
         state = await _retry_forever(self.broker.schedule_state)
         for entry in self.entries:
+            entry.next = entry.after(now - TINY)
             last_ms = state.get(f"{entry.config.name}:last")
-            grace = dt.timedelta(seconds=entry.config.misfire_grace_s)
-            entry.next = entry.after(now - grace)  # a fire still within its grace is due at once
             if last_ms is None or entry.next is None:
                 continue
-            old = self._latest_before(entry, dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC), now - grace)
+            old = self._latest_before(entry, dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC), now)
             if old is None:
                 continue
-            if entry.config.catch_up:
+            if (now - old).total_seconds() <= entry.config.misfire_grace_s:
+                entry.next = old  # merely late: due now, like any fire
+            elif entry.config.catch_up:
                 log.info("schedule %s: catching up the fire missed at %s", entry.config.name, old.isoformat())
                 await self._fire(entry, old)
             else:

@@ -67,6 +67,8 @@ def test_runners_joining_and_leaving_fire_each_second_exactly_once(make_runner: 
     third.stop()
     ids = [task_id for task_id, _ in _fires(redis_url)]
     assert [i for i, n in Counter(ids).items() if n > 1] == []  # no double fire
+    late = [(i, started) for i, started in _fires(redis_url) if not 0 <= started - _fire_time(i) < 0.5]
+    assert late == []  # each fire at its time: none from before the runners started
     times = sorted(_fire_time(i) for i in ids)
     gaps = {round(b - a, 3) for a, b in itertools.pairwise(times)}
     assert gaps == {1.0}, f"fire times must be consecutive seconds, got gaps {sorted(gaps)}"  # none missed
