@@ -14,6 +14,7 @@ import msgpack
 from taskqueue import envelope, scripts
 from taskqueue.config import Config
 from taskqueue.keys import Keys, join_member
+from taskqueue.stats import field as stat_field
 
 MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
 
@@ -158,8 +159,15 @@ class Broker:
         due = int(float(next_due))
         return int(moved), (None if due < 0 else due)
 
-    async def enqueue(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0) -> bool:
-        """Producer side for the runner's own enqueues (CLI, HTTP, schedules). False: QueueFull."""
+    async def enqueue(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0, task: str = "") -> bool:
+        """Producer side for the runner's own enqueues (CLI, HTTP API). False: QueueFull.
+        With `task`, counts them as `enqueued:<queue>:<task>` (the client's one-round-trip enqueue does not)."""
+        accepted = await self._push(queue, messages, delay_s)
+        if accepted and task:
+            await self.redis.hincrby(self.keys.stats, stat_field("enqueued", queue, task), len(messages))
+        return accepted
+
+    async def _push(self, queue: str, messages: Sequence[bytes], delay_s: float) -> bool:
         if delay_s > 0:
             due = due_ms(delay_s)
             argv: list[Any] = [self.keys.delayed_wake]

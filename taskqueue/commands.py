@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from taskqueue import admin, envelope, redisboot, registry, validation
+from taskqueue import admin, redisboot, registry, validation
 from taskqueue import config as config_mod
 from taskqueue.broker import Broker
 from taskqueue.connection import async_client
-from taskqueue.errors import QueueFull, UnknownTask, UsageError
+from taskqueue.errors import UsageError
 from taskqueue.loop import run_loop
 from taskqueue.supervisor import RunOptions, Supervisor
 
@@ -72,16 +72,11 @@ def enqueue(args: argparse.Namespace) -> int:
     delay = config_mod.seconds(args.delay) if args.delay else 0.0
 
     async def action(broker: Broker) -> int:
-        task = broker.config.tasks.get(args.task)
-        if task is None:
-            raise UnknownTask(f"unknown task '{args.task}' (declared: {', '.join(sorted(broker.config.tasks))})")
-        queue = args.queue or task.queue
-        if queue not in broker.queue_names:
-            raise UsageError(f"unknown queue '{queue}' (declared: {', '.join(broker.queue_names)})")
-        env = envelope.new(args.task, tuple(call_args), call_kwargs)
-        if not await broker.enqueue(queue, [env.encode()], delay):
-            raise QueueFull(f"queue '{queue}' is full")
-        print(env.id)
+        try:
+            task_id, _ = await admin.enqueue(broker, args.task, call_args, call_kwargs, args.queue, delay)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        print(task_id)
         return 0
 
     return _with_broker(args, action)

@@ -20,10 +20,10 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from yarl import URL
 
-from taskqueue import admin, envelope, health
+from taskqueue import admin, health
 from taskqueue import metrics as metrics_mod
-from taskqueue.config import Config, seconds
-from taskqueue.errors import TaskQueueError
+from taskqueue.config import seconds
+from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, UnknownTask
 from taskqueue.health import RunnerState, expected_workers, heartbeat_ages
 
 log = logging.getLogger("taskqueue.http")
@@ -278,38 +278,35 @@ async def _enqueue(request: web.Request) -> web.Response:
         ) from None
     except (ValueError, RecursionError):
         raise ApiError(400, "the body must be JSON") from None
-    task, args, kwargs, queue, delay_s = _enqueue_fields(body, config)
-    env = envelope.new(task, args, kwargs)
+    task, args, kwargs, queue, delay_s = _enqueue_fields(body)
     try:
-        message = env.encode()
-    except (TypeError, ValueError, OverflowError):
-        raise ApiError(400, "args/kwargs hold a value MessagePack cannot encode") from None
-    if len(message) > config.max_payload_bytes:
-        raise ApiError(
-            413, f"message of {len(message)} bytes exceeds limits.max_payload_size ({config.max_payload_bytes})"
-        )
-    if not await broker.enqueue(queue, [message], delay_s):
-        raise ApiError(429, f"queue '{queue}' is full (max_length {config.queue(queue).max_length})")
-    return web.json_response({"id": env.id, "queue": queue}, status=201)
+        task_id, queue = await admin.enqueue(broker, task, args, kwargs, queue, delay_s)
+    except (UnknownTask, ValueError) as exc:
+        raise ApiError(400, str(exc)) from None
+    except PayloadTooLarge as exc:
+        raise ApiError(413, str(exc)) from None
+    except QueueFull as exc:
+        raise ApiError(429, str(exc)) from None
+    return web.json_response({"id": task_id, "queue": queue}, status=201)
 
 
-def _enqueue_fields(body: Any, config: Config) -> tuple[str, tuple[Any, ...], dict[str, Any], str, float]:
+def _enqueue_fields(body: Any) -> tuple[str, list[Any], dict[str, Any], str | None, float]:
+    """The body's shape; what it names (task, queue) is checked by admin.enqueue, as for the CLI."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     unknown = sorted(set(body) - ENQUEUE_KEYS)
     if unknown:
         raise ApiError(400, f"unknown field(s) {', '.join(unknown)} (allowed: {', '.join(sorted(ENQUEUE_KEYS))})")
-    task, args, kwargs = body.get("task"), body.get("args", []), body.get("kwargs", {})
-    if not isinstance(task, str) or task not in config.tasks:
-        raise ApiError(400, f"unknown task {task!r} (declared: {', '.join(sorted(config.tasks))})")
+    task, args, kwargs, queue = body.get("task"), body.get("args", []), body.get("kwargs", {}), body.get("queue")
+    if not isinstance(task, str):
+        raise ApiError(400, "'task' must be the name of a declared task")
     if not isinstance(args, list):
         raise ApiError(400, "'args' must be an array")
     if not isinstance(kwargs, dict):
         raise ApiError(400, "'kwargs' must be an object")
-    queue = body.get("queue") or config.tasks[task].queue
-    if not isinstance(queue, str) or queue not in {q.name for q in config.queues}:
-        raise ApiError(400, f"unknown queue {queue!r} (declared: {', '.join(q.name for q in config.queues)})")
-    return task, tuple(args), kwargs, queue, _delay(body.get("delay", 0))
+    if queue is not None and not isinstance(queue, str):
+        raise ApiError(400, "'queue' must be a queue name")
+    return task, args, kwargs, queue, _delay(body.get("delay", 0))
 
 
 def _delay(value: Any) -> float:
