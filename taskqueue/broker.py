@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +17,7 @@ from taskqueue.config import Config
 from taskqueue.keys import Keys, join_member
 from taskqueue.stats import field as stat_field
 
+HOST = socket.gethostname()
 MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
 
 
@@ -249,6 +251,17 @@ class Broker:
         age = max(0.0, now / 1000 - min(stamps)) if stamps else 0.0
         return pending, int(replies[count + 1]), age
 
+    async def register_runner(self, runner_id: str, info: Mapping[str, Any]) -> None:
+        body = {"host": HOST, "pid": os.getpid(), "started": time.time(), **info}
+        await self.redis.hset(self.keys.runners, runner_id, msgpack.packb(body))
+
+    async def unregister_runner(self, runner_id: str) -> None:
+        await self.redis.hdel(self.keys.runners, runner_id)
+
+    async def runners(self) -> dict[str, dict[str, Any]]:
+        found = await self.redis.hgetall(self.keys.runners)
+        return {k.decode(): msgpack.unpackb(v) for k, v in found.items()}
+
     async def note_decision(self, runner_id: str, decision: Mapping[str, Any]) -> None:
         """Record a runner's scaling decision: counted in stats, the latest kept for `status`."""
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -331,9 +344,6 @@ class Broker:
         """Worker id → lease deadline (ms) of every registered worker; deadline - lease = last heartbeat."""
         found = await self.redis.zrange(self.keys.workers, 0, -1, withscores=True)
         return {w.decode(): int(score) for w, score in found}
-
-
-HOST = socket.gethostname()
 
 
 def _enqueued_at(raw: bytes) -> float | None:

@@ -17,14 +17,6 @@ log = logging.getLogger("taskqueue")
 Command = Callable[[argparse.Namespace], int]
 
 
-def _not_yet(name: str) -> Command:
-    def command(args: argparse.Namespace) -> int:
-        print(f"taskqueue: the '{name}' command is not implemented yet in this version", file=sys.stderr)
-        return 1
-
-    return command
-
-
 def _command(name: str) -> Command:
     """Imported only once a command runs, so `--version` and `--help` stay fast."""
     from taskqueue import commands
@@ -37,8 +29,9 @@ def _command(name: str) -> Command:
         "enqueue": commands.enqueue,
         "status": commands.status,
         "dead": commands.dead,
+        "reload": commands.reload,
     }
-    return table.get(name, _not_yet(name))
+    return table[name]  # argparse has already refused any other name
 
 
 def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:

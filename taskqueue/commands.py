@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Any
 
 from taskqueue import admin, redisboot, registry, validation
 from taskqueue import config as config_mod
-from taskqueue.broker import Broker
+from taskqueue.broker import HOST, Broker
 from taskqueue.connection import async_client
 from taskqueue.errors import UsageError
 from taskqueue.loop import run_loop
@@ -125,6 +127,29 @@ def dead(args: argparse.Namespace) -> int:
             print(problem)
         print(f"re-enqueued {len(done)}")
         return 0 if not problems else 1
+
+    return _with_broker(args, action)
+
+
+def reload(args: argparse.Namespace) -> int:
+    """Send SIGHUP to the runners of this config on this host (they register themselves in Redis)."""
+    path = str(Path(args.config).resolve())
+
+    async def action(broker: Broker) -> int:
+        signalled = []
+        for info in (await broker.runners()).values():
+            if info.get("host") != HOST or info.get("config") != path:
+                continue
+            try:
+                os.kill(int(info["pid"]), signal.SIGHUP)
+                signalled.append(str(info["pid"]))
+            except ProcessLookupError:
+                continue  # a runner that died without unregistering
+        if not signalled:
+            print(f"taskqueue: no running runner of {path} on this host", file=sys.stderr)
+            return 1
+        print(f"asked runner(s) {', '.join(signalled)} to reload {path}; their log says whether it was applied")
+        return 0
 
     return _with_broker(args, action)
 

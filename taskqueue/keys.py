@@ -12,6 +12,7 @@
 {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
 {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
 {p}:schedules         hash   "<schedule>:last|next|fired" -> fire times (ms) of periodic schedules
+{p}:runners           hash   runner id -> msgpack {host, pid, config, started} (for `taskqueue reload`)
 {p}:autoscaler        hash   runner id -> its last scaling decision (msgpack {at, direction, from, to, reason})
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 """
@@ -50,6 +51,10 @@ class Keys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
+
+    @property
+    def runners(self) -> str:
+        return f"{self.prefix}:runners"
 
     @property
     def autoscaler(self) -> str:

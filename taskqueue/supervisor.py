@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue import autoscaler, recovery
+from taskqueue import autoscaler, recovery, reload
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
 from taskqueue.scheduler import Scheduler
@@ -60,6 +60,9 @@ class Supervisor:
         self.last_tick: float | None = None  # when the delayed-task timer last ran (for /health)
         self.last_decision: autoscaler.Decision | None = None
         self.runner_id = f"{HOST}-{os.getpid()}"
+        self.reloading = asyncio.Lock()
+        self._services: list[asyncio.Task[None]] = []
+        self._stop_http: Callable[[], Awaitable[None]] = _nothing
         self.started_at = time.time()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -250,29 +253,48 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         await self.broker.publish_tables()
+        await self.broker.register_runner(self.runner_id, {"config": str(self.options.config_path)})
         for _ in range(self.config.workers.initial_count):
             await self.spawn()
-        self._spawn_background(self._reaper())
-        if self.config.autoscaler.enabled:
-            self._spawn_background(self._autoscale())
-        if self.options.scheduler and self.config.scheduler.enabled:
-            self._spawn_background(self._promoter())
-            self._spawn_background(Scheduler(self.broker, self.config).run())
-        stop_http = await self._start_http()
+        await self.start_services()
         log.info(
             "runner ready: %d worker process(es), queues %s",
             len(self.workers),
             ", ".join(self.broker.queue_names),
         )
         await self.stopped.wait()
-        await stop_http()
+        await self.stop_services()
         await self._stop_workers()
+        with contextlib.suppress(RedisError):
+            await self.broker.unregister_runner(self.runner_id)
         for job in list(self._background):
             job.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         log.info("runner stopped")
         return 0
+
+    async def start_services(self) -> None:
+        """The loops that follow the configuration (restarted as a whole by a reload)."""
+        loops = [self._reaper()]
+        if self.config.autoscaler.enabled:
+            loops.append(self._autoscale())
+        if self.options.scheduler and self.config.scheduler.enabled:
+            loops += [self._promoter(), Scheduler(self.broker, self.config).run()]
+        self._services = [asyncio.create_task(loop) for loop in loops]
+        self._stop_http = await self._start_http()
+
+    async def stop_services(self) -> None:
+        await self._stop_http()
+        for job in self._services:
+            job.cancel()
+        await asyncio.gather(*self._services, return_exceptions=True)
+        self._services = []
+
+    def _on_hup(self) -> None:
+        if not self.stopping:
+            self._spawn_background(reload.apply(self))
 
     async def _start_http(self) -> Callable[[], Awaitable[None]]:
         """The aiohttp server of `run` (not of `worker`, which serves nothing unless asked)."""

@@ -104,3 +104,9 @@ def slow_once(n: int, seconds: float) -> int:
 def fire_log() -> None:
     """Records which fire this is (the deterministic id) and when it started."""
     _redis().rpush("test:fires", f"{taskqueue.current_task().id}|{time.time()!r}")
+
+
+def added_later(n: int) -> int:
+    """Declared only by the reloaded YAML."""
+    _redis().hincrby("test:runs", str(n), 1)
+    return n

@@ -1,0 +1,60 @@
+"""Live reload through the built PEX: a broken YAML is rejected and the old config keeps working; a new
+task starts to run without a restart, and no task in flight is lost or run twice."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskqueue.client import Client
+from tests.conftest import wait_for
+from tests.e2e.harness import Runner, pex_cmd, runs, write_config
+
+NEW_TASK = "  added_later: {path: testjobs.tasks:added_later}\n"
+
+
+@pytest.fixture
+def runner(pex: Path, tmp_path: Path, redis_url: str) -> Iterator[Runner]:
+    config = write_config(tmp_path, redis_url, workers=2, slots=5)
+    started = Runner(pex, config, redis_url, tmp_path / "runner.log").start(expect_workers=2)
+    yield started
+    started.stop()
+
+
+def _messages(runner: Runner) -> list[str]:
+    return [str(line.get("msg", "")) for line in runner.logs()]
+
+
+def test_broken_yaml_is_rejected_and_the_running_config_stays(runner: Runner, redis_url: str) -> None:
+    good = runner.config.read_text()
+    runner.config.write_text(good.replace("tasks:", "tasks:\n  broken: {path: 'nope.mod:fn', queue: hihg}", 1))
+    runner.signal(signal.SIGHUP)
+    wait_for(lambda: any("reload rejected" in m for m in _messages(runner)), timeout=15, what="the rejection")
+    problems = [m for m in _messages(runner) if "tasks.broken." in m]
+    assert any("unknown queue 'hihg'" in m for m in problems), problems
+    assert any("cannot import 'nope.mod:fn'" in m for m in problems), problems
+    Client(redis_url).enqueue("record", 1)
+    wait_for(lambda: runs(redis_url) == {1: 1}, timeout=15, what="a task under the old config")
+    assert runner.alive()
+
+
+def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner, redis_url: str) -> None:
+    pids_before = set(runner.worker_pids())
+    client = Client(redis_url)
+    client.enqueue_many([("slow_once", (n, 2.0), {}) for n in range(6)])  # running across the reload
+    wait_for(lambda: len(runner.worker_pids()) == 2, timeout=10, what="workers")
+    runner.config.write_text(runner.config.read_text().replace("tasks:\n", "tasks:\n" + NEW_TASK, 1))
+    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)  # the CLI sends SIGHUP
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(runner)), timeout=15, what="the reload")
+    assert any("tasks added: added_later" in m for m in _messages(runner))
+    client.refresh()
+    client.enqueue("added_later", 100)
+    wait_for(lambda: runs(redis_url).get(100) == 1, timeout=20, what="the new task to run")
+    wait_for(lambda: len(runs(redis_url)) == 7, timeout=30, what="the tasks that were in flight")
+    assert runs(redis_url) == {**{n: 1 for n in range(6)}, 100: 1}  # none lost, none run twice
+    wait_for(lambda: not set(runner.worker_pids()) & pids_before, timeout=20, what="old workers retired")
+    assert len(runner.worker_pids()) == 2
