@@ -6,16 +6,47 @@ Keys: `task` (required), `id`, `args`, `kwargs`, `max_retries`, `timeout`, `enqu
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 _KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt"})
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def _reset_ids() -> None:
+    global _id_prefix, _id_counter  # noqa: PLW0603 - per-process id state, renewed in a forked child
+    _id_prefix = os.urandom(8).hex()
+    _id_counter = itertools.count()
+
+
+_id_prefix = ""
+_id_counter = itertools.count()
+_reset_ids()
+os.register_at_fork(after_in_child=_reset_ids)
+
+
+def new_id() -> str:
+    """A task id unique across processes and hosts: 64 random bits per process, then a counter
+    (several times cheaper than uuid4 on the enqueue hot path)."""
+    return f"{_id_prefix}{next(_id_counter):x}"
+
+
+def pack(task: str, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any], enqueued_at: float) -> bytes:
+    """The message a producer sends (what `Envelope.encode` gives, built without the dataclass)."""
+    body: dict[str, Any] = {"id": task_id, "task": task, "enqueued_at": enqueued_at}
+    if args:
+        body["args"] = list(args)
+    if kwargs:
+        body["kwargs"] = kwargs if isinstance(kwargs, dict) else dict(kwargs)
+    packed: bytes = _packer.pack(body)
+    return packed
 
 
 class InvalidEnvelope(ValueError):
@@ -25,7 +56,7 @@ class InvalidEnvelope(ValueError):
 @dataclass(slots=True)
 class Envelope:
     task: str
-    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    id: str = field(default_factory=new_id)
     args: tuple[Any, ...] = ()
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     max_retries: int | None = None
@@ -45,7 +76,7 @@ class Envelope:
                 body[key] = value
         if self.attempt:
             body["attempt"] = self.attempt
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        packed: bytes = _packer.pack(body)
         return packed
 
 
@@ -54,7 +85,7 @@ def new(
 ) -> Envelope:
     return Envelope(
         task=task,
-        id=task_id or uuid.uuid4().hex,
+        id=task_id or new_id(),
         args=tuple(args),
         kwargs=kwargs or {},
         enqueued_at=round(time.time(), 6),
@@ -83,7 +114,7 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
         raise InvalidEnvelope("'kwargs' must be an object with string keys")
     return Envelope(
         task=task,
-        id=task_id or uuid.uuid4().hex,
+        id=task_id or new_id(),
         args=tuple(args),
         kwargs=kwargs,
         max_retries=_number(body, "max_retries", int),

@@ -1,0 +1,67 @@
+"""The client on its own, against real Redis: routing by the published table, ids, threads, reconnects."""
+
+from __future__ import annotations
+
+import threading
+
+import msgpack
+import pytest
+
+from taskqueue import envelope
+from taskqueue.client import Client
+from taskqueue.errors import PayloadTooLarge, UnknownTask
+from tests.conftest import RedisServer
+
+
+def _publish(client: Client, max_payload: int = 1 << 20) -> None:
+    """What a runner publishes at start-up (tq:tasks, tq:queues)."""
+    client.redis.hset("tq:tasks", "noop", msgpack.packb({"queue": "default", "max_payload": max_payload}))
+    client.redis.hset("tq:queues", "default", msgpack.packb({"priority": 5, "max_length": None}))
+
+
+def test_messages_are_valid_envelopes_with_unique_ids(redis_url: str) -> None:
+    client = Client(redis_url)
+    _publish(client)
+    ids = [client.enqueue("noop", 1, k="v") for _ in range(3)] + client.enqueue_many([("noop", (), {})] * 3)
+    assert len(set(ids)) == 6
+    queued = [envelope.decode(m, 1 << 20) for m in client.redis.lrange("tq:queue:default", 0, -1)]
+    assert sorted(e.id for e in queued) == sorted(ids)
+    assert [(e.args, e.kwargs) for e in queued if e.args] == [((1,), {"k": "v"})] * 3
+
+
+def test_unknown_task_and_oversized_payload_are_refused(redis_url: str) -> None:
+    client = Client(redis_url)
+    with pytest.raises(UnknownTask, match="start the runner once"):
+        client.enqueue("noop")
+    _publish(client, max_payload=100)
+    with pytest.raises(UnknownTask, match="unknown task 'nope'"):
+        client.enqueue("nope")
+    with pytest.raises(PayloadTooLarge):
+        client.enqueue("noop", "x" * 200)
+    assert client.redis.llen("tq:queue:default") == 0
+
+
+def test_threads_share_one_client(redis_url: str) -> None:
+    client = Client(redis_url)
+    _publish(client)
+
+    def produce() -> None:
+        for _ in range(500):
+            client.enqueue("noop")
+
+    threads = [threading.Thread(target=produce) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert client.redis.llen("tq:queue:default") == 2000
+
+
+def test_enqueue_survives_a_redis_restart(own_redis: RedisServer) -> None:
+    client = Client(own_redis.url)
+    _publish(client)
+    client.enqueue("noop")
+    own_redis.stop(kill=True)
+    own_redis.start()  # AOF: the first message and the table survive; the client's connection does not
+    client.enqueue("noop")
+    assert client.redis.llen("tq:queue:default") == 2
