@@ -68,3 +68,9 @@ async def alatency(enqueued_at: float) -> None:
     pipe.rpush(SAMPLES_KEY, repr(started - enqueued_at))
     pipe.incr(DONE_KEY)
     await pipe.execute()
+
+
+def sleep_incr(seconds: float) -> None:
+    """Sync work of a given length (the autoscaling burst): sleep, then one INCR."""
+    time.sleep(seconds)
+    _sync().incr(DONE_KEY)
