@@ -292,7 +292,8 @@ class Worker:
         except asyncio.CancelledError:
             raise  # hand back: the shutdown path requeues the message
         except Exception as error:
-            self._observe(item.queue, task.name, time.monotonic() - started)
+            elapsed = time.monotonic() - started
+            self._observe(item.queue, task.name, elapsed)
             failure: Exception = error
             if deadline.expired():
                 if not task.is_async:
@@ -301,7 +302,7 @@ class Worker:
             elif isinstance(error, TypeError) and (mismatch := self._bind_problem(task, env)):
                 await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
                 return
-            await self._failed(item, env, task, context, failure, timeout)
+            await self._failed(item, env, task, context, failure, timeout, elapsed)
         else:
             elapsed = time.monotonic() - started
             self._observe(item.queue, task.name, elapsed)
@@ -323,8 +324,15 @@ class Worker:
         context: TaskContext,
         exc: Exception,
         timeout: float,
+        elapsed: float,
     ) -> None:
-        fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": context.attempt}
+        fields = {
+            "task_id": env.id,
+            "task": task.name,
+            "queue": item.queue,
+            "attempt": context.attempt,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
         if isinstance(exc, Reject):
             await self._bury(item, env, f"rejected: {exc.reason}", "", context.attempt)
         elif isinstance(exc, Retry):
