@@ -15,3 +15,11 @@ def run_loop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def raise_if_cancelled() -> None:
+    """Loops that talk to Redis call this every round: redis-py (8.1, on 3.11) can swallow a task's
+    cancellation inside a command, and the loop would then go on forever after being told to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

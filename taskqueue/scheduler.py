@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from taskqueue import crontab, envelope
 from taskqueue.broker import Broker
 from taskqueue.config import Config, ScheduleConfig
+from taskqueue.loop import raise_if_cancelled
 
 log = logging.getLogger("taskqueue.scheduler")
 
@@ -73,6 +74,7 @@ class Scheduler:
             return
         await self._start()
         while True:
+            raise_if_cancelled()
             now = dt.datetime.now(dt.UTC)
             pending = [e.next for e in self.entries if e.next is not None]
             if not pending:
@@ -86,27 +88,28 @@ class Scheduler:
                     await self._due(entry, entry.next, now)
 
     async def _start(self) -> None:
-        """Work out each schedule's next fire. Of the fire times missed while no runner ran (a schedule
-        seen for the first time has none), the latest fires if it is still within misfire_grace; an older
-        one fires once (catch_up) or is skipped."""
+        """Work out each schedule's next fire. Of the fire times missed while no runner ran (a schedule seen
+        for the first time has none), those older than misfire_grace fire once (catch_up) or are skipped;
+        the latest one within misfire_grace fires now, as a late regular fire."""
         now = dt.datetime.now(dt.UTC)
         state = await _retry_forever(self.broker.schedule_state)
         for entry in self.entries:
             entry.next = entry.after(now - TINY)
             last_ms = state.get(f"{entry.config.name}:last")
-            if last_ms is None or entry.next is None:
+            if last_ms is None:
                 continue
-            old = self._latest_before(entry, dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC), now)
-            if old is None:
-                continue
-            if (now - old).total_seconds() <= entry.config.misfire_grace_s:
-                entry.next = old  # merely late: due now, like any fire
-            elif entry.config.catch_up:
+            last = dt.datetime.fromtimestamp(last_ms / 1000, dt.UTC)
+            edge = now - dt.timedelta(seconds=entry.config.misfire_grace_s)
+            old = self._latest_before(entry, last, edge)
+            recent = self._latest_before(entry, max(last, edge - TINY), now)
+            if old is not None and entry.config.catch_up:
                 log.info("schedule %s: catching up the fire missed at %s", entry.config.name, old.isoformat())
                 await self._fire(entry, old)
-            else:
+            elif old is not None:
                 log.info("schedule %s: skipping fires missed while down (catch_up: false)", entry.config.name)
                 await _retry_forever(functools.partial(self._skip, entry, old))
+            if recent is not None:
+                await self._fire(entry, recent)
 
     def _latest_before(self, entry: _Entry, last: dt.datetime, limit: dt.datetime) -> dt.datetime | None:
         """The latest fire time after `last` and before `limit`, if any."""
@@ -158,6 +161,7 @@ async def _retry_forever(call: Callable[[], Awaitable[T]]) -> T:
     """Ride out a Redis outage: the schedule's state lives in Redis, so the fire waits for it."""
     delay = 0.1
     while True:
+        raise_if_cancelled()
         try:
             return await call()
         except (RedisError, OSError) as exc:

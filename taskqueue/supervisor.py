@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 import taskqueue
 from taskqueue import autoscaler, recovery, reload
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
+from taskqueue.loop import raise_if_cancelled
 from taskqueue.scheduler import Scheduler
 from taskqueue.worker import EXIT_REPLACE, lease_s
 
@@ -150,6 +151,7 @@ class Supervisor:
         """Recover workers of any runner whose lease ran out (a runner killed with SIGKILL, a lost host)."""
         interval = self.config.workers.heartbeat_interval_s
         while not self.stopping:
+            raise_if_cancelled()
             await asyncio.sleep(interval)
             try:
                 expired = await self.broker.expired_workers()
@@ -178,6 +180,7 @@ class Supervisor:
         cfg = self.config.autoscaler
         last_change = float("-inf")
         while not self.stopping:
+            raise_if_cancelled()
             await asyncio.sleep(cfg.interval_s)
             try:
                 pending, live, oldest = await self.broker.load()
@@ -216,6 +219,7 @@ class Supervisor:
         listener = asyncio.create_task(self._listen_for_wakes(wake))
         try:
             while not self.stopping:
+                raise_if_cancelled()
                 wake.clear()  # before promoting: a wake that arrives meanwhile makes the next wait return at once
                 try:
                     moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
@@ -233,20 +237,25 @@ class Supervisor:
                     await asyncio.wait_for(wake.wait(), wait)
         finally:
             listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            await _settle([listener])
 
     async def _listen_for_wakes(self, wake: asyncio.Event) -> None:
+        """A shortcut only: the timer also looks every tick_interval. With Cluster, redis-py's ClusterPubSub
+        subscribes on the node of the channel's hash tag (PUBLISH reaches every node); it raises
+        RedisClusterException, not a RedisError, when no node serves that slot, hence the wider except."""
         while True:
+            raise_if_cancelled()
             pubsub = self.broker.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.broker.keys.delayed_wake)
                 async for _ in pubsub.listen():
                     wake.set()
-            except (RedisError, OSError):
+            except (RedisError, RedisClusterException, OSError):
                 wake.set()  # let the timer look again; it backs off by itself while Redis is away
                 await asyncio.sleep(1.0)
             finally:
-                await pubsub.aclose()
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await pubsub.aclose()
 
     # ---- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -271,7 +280,7 @@ class Supervisor:
             await self.broker.unregister_runner(self.runner_id)
         for job in list(self._background):
             job.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await _settle(list(self._background))
         log.info("runner stopped")
         return 0
 
@@ -289,7 +298,7 @@ class Supervisor:
         await self._stop_http()
         for job in self._services:
             job.cancel()
-        await asyncio.gather(*self._services, return_exceptions=True)
+        await _settle(self._services)
         self._services = []
 
     def _on_hup(self) -> None:
@@ -333,3 +342,9 @@ class Supervisor:
 
 async def _nothing() -> None:
     return None
+
+
+async def _settle(jobs: list[asyncio.Task[Any]], timeout_s: float = 5.0) -> None:
+    """Wait for cancelled jobs, but not forever: redis-py may swallow a cancellation (see loop.py)."""
+    if jobs:
+        await asyncio.wait(jobs, timeout=timeout_s)

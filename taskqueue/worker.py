@@ -27,6 +27,7 @@ from taskqueue.config import Config, TaskConfig
 from taskqueue.context import TaskContext, set_current
 from taskqueue.errors import Reject, Retry
 from taskqueue.keys import split_member
+from taskqueue.loop import raise_if_cancelled
 from taskqueue.registry import RegisteredTask, Registry
 from taskqueue.stats import field as stat_field
 
@@ -34,6 +35,7 @@ log = logging.getLogger("taskqueue.worker")
 
 EXIT_REPLACE = 75  # "replace me": a sync task overran its timeout and its thread cannot be stopped
 WATCH_BLOCK_S = 2.0
+STOP_WAIT_S = 2.0  # how long cancelled coroutines get to finish at shutdown
 LEASE_HEARTBEATS = 3  # a worker silent for this many heartbeat intervals is presumed dead
 
 
@@ -101,7 +103,7 @@ class Worker:
         await self._hand_back()
         for helper in helpers:
             helper.cancel()
-        await asyncio.gather(*helpers, return_exceptions=True)
+        await asyncio.wait(helpers, timeout=STOP_WAIT_S)
         await self._flush()
         await self.broker.redis.zrem(self.broker.keys.workers, self.id)
         await self.broker.forget_worker(self.id)
@@ -110,11 +112,11 @@ class Worker:
 
     async def _hand_back(self) -> None:
         """Cancel what still runs and put its messages back at the front of their queues."""
-        for held in list(self.held.values()):
-            if held.job and not held.job.done():
-                held.job.cancel(msg="hand back")
-        jobs = [h.job for h in self.held.values() if h.job]
-        await asyncio.gather(*jobs, return_exceptions=True)
+        jobs = [h.job for h in self.held.values() if h.job and not h.job.done()]
+        for job in jobs:
+            job.cancel(msg="hand back")
+        if jobs:  # a task body may swallow its cancellation: do not wait for it forever
+            await asyncio.wait(jobs, timeout=STOP_WAIT_S)
         for token, held in list(self.held.items()):
             try:
                 await self.broker.requeue(self.id, token, held.queue, held.raw)
@@ -139,6 +141,7 @@ class Worker:
         parent = os.getppid()
         interval = self.config.workers.heartbeat_interval_s
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(min(interval, 0.5) if parent != 1 else interval)
             if os.getppid() != parent:
                 log.warning("the runner process went away: stopping")
@@ -157,6 +160,7 @@ class Worker:
         """Block on one ready list without taking anything (BLMOVE q q: a no-op move) until it has work."""
         key = self.broker.keys.queue(queue)
         while True:
+            raise_if_cancelled()
             await self.armed.wait()
             try:
                 found = await self.watch.blmove(key, key, WATCH_BLOCK_S, "RIGHT", "RIGHT")
@@ -171,6 +175,7 @@ class Worker:
         """The worker's single conversation about task state: ack, count, take (one round trip each time)."""
         delay = 0.05
         while True:
+            raise_if_cancelled()
             await self.wake.wait()
             self.wake.clear()
             want = 0 if self.stopping else self.slots - len(self.held)
@@ -243,6 +248,7 @@ class Worker:
     async def _give_back(self, token: bytes, held: _Held) -> None:
         delay = 0.1
         while True:
+            raise_if_cancelled()
             try:
                 await self.broker.requeue(self.id, token, held.queue, held.raw)
                 break
@@ -425,6 +431,7 @@ class Worker:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
         delay = 0.1
         while True:
+            raise_if_cancelled()
             try:
                 await script()
                 break

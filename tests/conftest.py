@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
+pytest_plugins = ["tests.topologies"]  # Cluster, Sentinel, TLS and AUTH fixtures
+
 REPO = Path(__file__).resolve().parent.parent
 PEX = REPO / "taskqueue.pex"
 

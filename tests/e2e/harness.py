@@ -9,7 +9,7 @@ import signal
 import subprocess
 import textwrap
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -193,3 +193,6 @@ def lpush_cli(port: int, key: str, values: Sequence[bytes]) -> None:
             capture_output=True,
             timeout=10,
         )
+
+
+RunnerFactory = Callable[..., Runner]

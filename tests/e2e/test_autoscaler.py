@@ -4,37 +4,15 @@ between the thresholds does not flap, and runners sharing a Redis share the sign
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
 
 from taskqueue.client import Client
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, runs, write_config
+from tests.e2e.harness import Runner, RunnerFactory, runs
 
-RunnerFactory = Callable[..., Runner]
 SCALER = (
     "{{enabled: true, min_workers: 1, max_workers: {max}, scale_up_threshold: 5.0, scale_down_threshold: 1.0, "
     "scale_up_count: 2, scale_down_count: 1, interval: {interval}, cooldown: {cooldown}}}"
 )
-
-
-@pytest.fixture
-def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, **kwargs: object) -> Runner:
-        folder = tmp_path / f"r{len(started)}"
-        folder.mkdir()
-        config = write_config(folder, redis_url, **kwargs)  # type: ignore[arg-type]
-        runner = Runner(pex, config, redis_url, folder / "runner.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
 
 
 def _decisions(runner: Runner) -> list[str]:

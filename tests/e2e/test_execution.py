@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
@@ -13,32 +12,15 @@ import pytest
 
 from taskqueue.client import Client
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, lpush_cli, pex_cmd, runs, store, write_config
-
-RunnerFactory = Callable[..., Runner]
-
-
-@pytest.fixture
-def runner_factory(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, **kwargs: object) -> Runner:
-        config = write_config(tmp_path, redis_url, **kwargs)  # type: ignore[arg-type]
-        runner = Runner(pex, config, redis_url, tmp_path / f"runner{len(started)}.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
+from tests.e2e.harness import Runner, RunnerFactory, lpush_cli, pex_cmd, runs, store
 
 
 def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", maxsplit=1)[0])
 
 
-def test_every_enqueue_path_runs_with_args_intact(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url).start(expect_workers=2)
+def test_every_enqueue_path_runs_with_args_intact(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url).start(expect_workers=2)
     lpush_cli(
         _port(redis_url),
         "tq:queue:default",
@@ -82,8 +64,8 @@ def test_every_enqueue_path_runs_with_args_intact(runner_factory: RunnerFactory,
     assert all(count == 1 for count in runs(redis_url).values())
 
 
-def test_strict_priority_with_one_worker_and_one_slot(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url, workers=1, slots=1)
+def test_strict_priority_with_one_worker_and_one_slot(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url, workers=1, slots=1)
     client = Client(redis_url)
     runner.start(expect_workers=1)  # publishes the task table
     runner.stop()
@@ -100,8 +82,8 @@ def test_strict_priority_with_one_worker_and_one_slot(runner_factory: RunnerFact
     assert done == [f"high{i}" for i in range(5)] + [f"default{i}" for i in range(5)] + [f"low{i}" for i in range(5)]
 
 
-def test_retries_back_off_then_dead_letter_and_dead_retry(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url).start(expect_workers=2)
+def test_retries_back_off_then_dead_letter_and_dead_retry(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url).start(expect_workers=2)
     client = Client(redis_url)
     db = store(redis_url)
     task_id = client.enqueue("always_fails", "a")
@@ -131,8 +113,8 @@ def test_retries_back_off_then_dead_letter_and_dead_retry(runner_factory: Runner
     assert status["dead"] == 2  # failed again after its retries; the rejected one is still there
 
 
-def test_timeouts_fail_the_attempt_while_other_tasks_flow(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url, workers=2, slots=4).start(expect_workers=2)
+def test_timeouts_fail_the_attempt_while_other_tasks_flow(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url, workers=2, slots=4).start(expect_workers=2)
     client = Client(redis_url)
     before = set(runner.worker_pids())
     slow_async = client.enqueue("sleep_async", 30)
@@ -152,8 +134,8 @@ def test_timeouts_fail_the_attempt_while_other_tasks_flow(runner_factory: Runner
     assert runner.alive()
 
 
-def test_bad_input_is_dead_lettered_and_good_input_still_runs(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url).start(expect_workers=2)
+def test_bad_input_is_dead_lettered_and_good_input_still_runs(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url).start(expect_workers=2)
     pids = runner.worker_pids()
     port = _port(redis_url)
     bad = [
@@ -194,8 +176,8 @@ def test_bad_input_is_dead_lettered_and_good_input_still_runs(runner_factory: Ru
     assert db.llen("tq:queue:default") == 0
 
 
-def test_client_refuses_unknown_tasks_and_full_queues(runner_factory: RunnerFactory, redis_url: str) -> None:
-    runner: Runner = runner_factory(redis_url, workers=0)
+def test_client_refuses_unknown_tasks_and_full_queues(make_runner: RunnerFactory, redis_url: str) -> None:
+    runner: Runner = make_runner(redis_url, workers=0)
     runner.config.write_text(
         runner.config.read_text().replace(
             "http:",

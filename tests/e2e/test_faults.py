@@ -5,32 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
-import pytest
 
 from taskqueue.client import Client
 from tests.conftest import RedisServer, wait_for
-from tests.e2e.harness import Runner, runs, store, write_config
+from tests.e2e.harness import RunnerFactory, runs, store
 
 N = 2000
-RunnerFactory = Callable[..., Runner]
-
-
-@pytest.fixture
-def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, **kwargs: object) -> Runner:
-        config = write_config(tmp_path, redis_url, **kwargs)  # type: ignore[arg-type]
-        runner = Runner(pex, config, redis_url, tmp_path / f"runner{len(started)}.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
 
 
 def _report(name: str, done: dict[int, int]) -> int:

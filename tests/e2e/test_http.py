@@ -9,11 +9,9 @@ import shutil
 import subprocess
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
@@ -24,25 +22,10 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from taskqueue.client import Client
 from tests.conftest import REPO, RedisServer, wait_for
-from tests.e2e.harness import Runner, runs, store, write_config
+from tests.e2e.harness import Runner, RunnerFactory, runs, store
 
-RunnerFactory = Callable[..., Runner]
 TOKEN = "e2e-token"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
-
-
-@pytest.fixture
-def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, **kwargs: Any) -> Runner:
-        runner = Runner(pex, write_config(tmp_path, redis_url, **kwargs), redis_url, tmp_path / "runner.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
 
 
 def http_url(runner: Runner) -> str:

@@ -6,33 +6,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgpack
-import pytest
 import redis
 
 from taskqueue.client import AsyncClient, Client
 from tests.conftest import free_port, wait_for
-from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
-
-RunnerFactory = Callable[..., Runner]
-
-
-@pytest.fixture
-def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, **kwargs: object) -> Runner:
-        config = write_config(tmp_path, redis_url, **kwargs)  # type: ignore[arg-type]
-        runner = Runner(pex, config, redis_url, tmp_path / f"runner{len(started)}.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
+from tests.e2e.harness import Runner, RunnerFactory, pex_cmd, runs, store, write_config
 
 
 def _answers(url: str) -> bool:
@@ -52,7 +33,7 @@ def test_first_run_starts_a_private_redis_and_stops_it(make_runner: RunnerFactor
     )
     runner.start(expect_workers=1)
     assert _answers(url)
-    assert (tmp_path / ".taskqueue" / "redis").is_dir()  # its AOF lives next to the YAML
+    assert (runner.config.parent / ".taskqueue" / "redis").is_dir()  # its AOF lives next to the YAML
     Client(url).enqueue("record", 1)
     wait_for(lambda: runs(url) == {1: 1}, timeout=20, what="a task on the private Redis")
     assert any("started a private redis-server" in line.get("msg", "") for line in runner.logs())

@@ -8,34 +8,15 @@ import itertools
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import msgpack
-import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, store, write_config
-
-RunnerFactory = Callable[..., Runner]
+from tests.e2e.harness import RunnerFactory, store
 
 
-@pytest.fixture
-def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    started: list[Runner] = []
-
-    def make(redis_url: str, schedules: str, **kwargs: object) -> Runner:
-        folder = tmp_path / f"r{len(started)}"
-        folder.mkdir()
-        extra = f"schedules:\n{schedules}" if schedules else ""
-        config = write_config(folder, redis_url, extra=extra, **kwargs)  # type: ignore[arg-type]
-        runner = Runner(pex, config, redis_url, folder / "runner.log")
-        started.append(runner)
-        return runner
-
-    yield make
-    for runner in started:
-        runner.stop()
+def _schedules(entries: str) -> str:
+    return f"schedules:\n{entries}"
 
 
 def _fires(redis_url: str) -> list[tuple[str, float]]:
@@ -55,10 +36,10 @@ def _fire_time(task_id: str) -> float:
 
 def test_runners_joining_and_leaving_fire_each_second_exactly_once(make_runner: RunnerFactory, redis_url: str) -> None:
     every = "  tick: {task: fire_log, every: 1s}\n"
-    first = make_runner(redis_url, every, workers=1).start(expect_workers=1)
-    second = make_runner(redis_url, every, workers=1).start(expect_workers=1)
+    first = make_runner(redis_url, extra=_schedules(every), workers=1).start(expect_workers=1)
+    second = make_runner(redis_url, extra=_schedules(every), workers=1).start(expect_workers=1)
     wait_for(lambda: len(_fires(redis_url)) >= 4, timeout=15, what="4 fires with two runners")
-    third = make_runner(redis_url, every, workers=1).start(expect_workers=1)  # a runner joins
+    third = make_runner(redis_url, extra=_schedules(every), workers=1).start(expect_workers=1)  # a runner joins
     wait_for(lambda: len(_fires(redis_url)) >= 8, timeout=15, what="4 more fires with three runners")
     first.signal(signal.SIGTERM)  # and one leaves
     assert first.wait(30) == 0
@@ -75,13 +56,13 @@ def test_runners_joining_and_leaving_fire_each_second_exactly_once(make_runner: 
 
 
 def test_cron_fires_within_50ms_of_its_second(make_runner: RunnerFactory, redis_url: str) -> None:
-    runner = make_runner(redis_url, "", workers=1)
+    runner = make_runner(redis_url, workers=1)
     runner.start(expect_workers=1)
     runner.stop()
     due = int(time.time()) + 4  # a second a few seconds ahead, with time to start the runner
     at = dt.datetime.fromtimestamp(due, dt.UTC)
     cron = f"  precise: {{task: fire_log, cron: '{at.second} {at.minute} {at.hour} * * *'}}\n"
-    make_runner(redis_url, cron, workers=1).start(expect_workers=1)
+    make_runner(redis_url, extra=_schedules(cron), workers=1).start(expect_workers=1)
     wait_for(lambda: len(_fires(redis_url)) == 1, timeout=15, what="the cron fire")
     ((task_id, started),) = _fires(redis_url)
     assert _fire_time(task_id) == due
@@ -97,7 +78,7 @@ def test_catch_up_after_downtime_fires_once_or_not_at_all(make_runner: RunnerFac
         "  eager: {task: fire_log, every: 1s, catch_up: true, misfire_grace: 100ms}\n"
         "  lazy: {task: fire_log, every: 1s, catch_up: false, misfire_grace: 100ms}\n"
     )
-    runner = make_runner(redis_url, schedules, workers=1).start(expect_workers=1)
+    runner = make_runner(redis_url, extra=_schedules(schedules), workers=1).start(expect_workers=1)
     wait_for(
         lambda: {i.split("@")[0] for i, _ in _fires(redis_url)} == {"eager", "lazy"},
         timeout=15,
@@ -108,10 +89,18 @@ def test_catch_up_after_downtime_fires_once_or_not_at_all(make_runner: RunnerFac
     down_from = time.time()
     wait_for(lambda: time.time() > down_from + 3.5, timeout=10, what="three fire times to pass while down")
     before = len(_fires(redis_url))
-    again = make_runner(redis_url, schedules, workers=1).start(expect_workers=1)
+    again = make_runner(redis_url, extra=_schedules(schedules), workers=1).start(expect_workers=1)
     wait_for(lambda: len(_fires(redis_url)) >= before + 3, timeout=15, what="fires after the restart")
     again.stop()
-    # A catch-up fire starts long after its fire time; a regular fire within a few milliseconds.
-    missed = [i for i, started in _fires(redis_url) if started - _fire_time(i) > 0.5]
-    assert [i.split("@")[0] for i in missed] == ["eager"], missed  # once for catch_up: true, never for false
+    said = [str(line.get("msg", "")) for line in again.logs()]
+    caught_up = [m for m in said if m.startswith("schedule eager: catching up the fire missed at ")]
+    assert len(caught_up) == 1, said  # catch_up: true fires once for the whole downtime...
+    missed_at = dt.datetime.fromisoformat(caught_up[0].rsplit(" ", 1)[1]).timestamp()
+    assert down_from < missed_at and [i for i, _ in _fires(redis_url) if _fire_time(i) == missed_at] != []
+    assert any(m.startswith("schedule lazy: skipping fires missed while down") for m in said)  # ...false never
+    restarted_at = float(again.logs()[0]["ts"])
+    lazy_in_downtime = [
+        i for i, _ in _fires(redis_url) if i.startswith("lazy@") and down_from < _fire_time(i) < restarted_at - 0.2
+    ]
+    assert lazy_in_downtime == []
     assert int(store(redis_url).hget("tq:stats", "schedule_skipped:lazy")) == 1

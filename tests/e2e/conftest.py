@@ -1,0 +1,29 @@
+"""Fixtures of the end-to-end tests: runners of the built PEX, each in its own folder, stopped at the end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.harness import Runner, RunnerFactory, write_config
+
+
+@pytest.fixture
+def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
+    """`make_runner(redis_url, command="run", **write_config options)` → a Runner, not started yet."""
+    started: list[Runner] = []
+
+    def make(redis_url: str, *, command: str = "run", **options: Any) -> Runner:
+        folder = tmp_path / f"r{len(started)}"
+        folder.mkdir()
+        config = write_config(folder, redis_url, **options)
+        runner = Runner(pex, config, redis_url, folder / "runner.log", command=command)
+        started.append(runner)
+        return runner
+
+    yield make
+    for runner in started:
+        runner.stop()

@@ -1,0 +1,324 @@
+"""The built PEX against real Redis topologies on loopback (fixtures in tests/topologies.py): a Redis Cluster
+with a manual failover and a SIGKILLed primary, a Sentinel-managed primary/replica with a forced failover, a
+mutual-TLS Redis, and a password-protected one. Tasks record their runs in the session's plain Redis
+(`redis_url`), so the count survives whatever happens to the Redis under test; duplicates are reported."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskqueue.client import Call, Client
+from taskqueue.connection import RedisOptions, sync_client
+from tests.conftest import wait_for
+from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
+from tests.topologies import (
+    AUTH_PASSWORD,
+    PREFIX,
+    SENTINEL_SERVICE,
+    AuthRedis,
+    Cluster,
+    SentinelSet,
+    TlsRedis,
+)
+
+N = 1500
+RunnerFactory = Callable[[str], Runner]
+
+
+def topology_config(folder: Path, redis_yaml: str, workers: int = 2) -> Path:
+    """The harness config with its `redis:` line replaced by `redis_yaml` (a flow mapping). Heartbeats every
+    1 s (a 3 s lease): a failover takes 1-2 s, so live workers are not mistaken for lost ones."""
+    path = write_config(folder, "redis://unused", workers=workers, slots=10, heartbeat="1s")
+    lines = path.read_text().splitlines(keepends=True)
+    assert lines[0].startswith("redis:")
+    lines[0] = f"redis: {redis_yaml}\n"
+    path.write_text("".join(lines))
+    return path
+
+
+@pytest.fixture
+def make_runner(pex: Path, tmp_path: Path, redis_url: str) -> Iterator[RunnerFactory]:
+    """Runners whose tasks record in the session Redis (`redis_url`), whatever Redis they work against."""
+    started: list[Runner] = []
+
+    def make(redis_yaml: str) -> Runner:
+        config = topology_config(tmp_path, redis_yaml)
+        runner = Runner(pex, config, redis_url, tmp_path / f"runner{len(started)}.log")
+        started.append(runner)
+        return runner.start()
+
+    yield make
+    for runner in started:
+        runner.stop()
+
+
+def wait_workers(options: RedisOptions, prefix: str, count: int, runner: Runner) -> None:
+    db = sync_client(options)
+
+    def live() -> bool:
+        assert runner.alive(), runner.log.read_text()[-3000:]
+        return int(db.zcount(f"{prefix}:workers", int(time.time() * 1000), "+inf")) >= count
+
+    wait_for(live, timeout=30, interval=0.1, what=f"{count} live workers")
+    db.close()
+
+
+class Producer:
+    """Enqueues `record` tasks 0, 1, 2, ... in batches from a thread until stopped; a batch that fails (the
+    primary is moving) is sent again, so a task may be enqueued twice (a duplicate, never a loss)."""
+
+    def __init__(self, client: Client, batch: int = 20, pause_s: float = 0.02, sleep_s: float = 0.01) -> None:
+        self.client, self.batch, self.pause_s, self.sleep_s = client, batch, pause_s, sleep_s
+        self.sent = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Producer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            calls: list[Call] = [("record", (n, self.sleep_s), {}) for n in range(self.sent, self.sent + self.batch)]
+            try:
+                self.client.enqueue_many(calls)
+            except Exception as exc:  # any failure: send the batch again
+                self.errors.append(type(exc).__name__)
+                self._stop.wait(0.05)
+                continue
+            self.sent += self.batch
+            self._stop.wait(self.pause_s)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.sent
+
+
+def report(name: str, done: dict[int, int]) -> int:
+    duplicates = sum(count - 1 for count in done.values())
+    print(f"\n{name}: {len(done)} distinct tasks completed, {duplicates} duplicate run(s)")
+    return duplicates
+
+
+def assert_settled(options: RedisOptions, prefix: str) -> None:
+    """Nothing dead, nothing left in flight once every task has run."""
+    db = sync_client(options)
+    assert db.zcard(f"{prefix}:dead:index") == 0
+    workers = [w.decode() for w in db.zrange(f"{prefix}:workers", 0, -1)]
+    wait_for(
+        lambda: all(db.hlen(f"{prefix}:inflight:{w}") == 0 for w in workers),
+        timeout=10,
+        what="nothing left in flight",
+    )
+    db.close()
+
+
+# ---- Redis Cluster -------------------------------------------------------------------------------
+
+
+def cluster_yaml(c: Cluster) -> str:
+    return f'{{url: "{c.url}", cluster: true, key_prefix: "{PREFIX}", command_timeout: 2s, connection_timeout: 1s}}'
+
+
+def test_cluster_runs_delays_retries_and_dead_letters(
+    cluster: Cluster, make_runner: RunnerFactory, redis_url: str, pex: Path
+) -> None:
+    runner = make_runner(cluster_yaml(cluster))
+    options = RedisOptions(url=cluster.url, cluster=True)
+    wait_workers(options, PREFIX, 2, runner)
+    client = Client(cluster.url, cluster=True, key_prefix=PREFIX)
+    client.enqueue_many([("record", (n,), {}) for n in range(50)])
+    due = time.time() + 0.5
+    client.enqueue("record", 1000, delay=0.5)
+    retried = client.enqueue("retry_once", "r1")
+    client.enqueue("always_fails", "d1")
+    assert client.result(client.enqueue("echo", 1, b=2), timeout=10)["args"] == [1]
+    assert client.result(retried, timeout=10) == 2  # second attempt, after a promotion from the delayed set
+    wait_for(lambda: len(runs(redis_url)) == 51, timeout=15, what="51 record tasks")
+    db = store(redis_url)
+    assert float(db.lrange("test:attempts:r1", 1, 1)[0]) >= float(db.lrange("test:attempts:r1", 0, 0)[0]) + 0.2
+    wait_for(lambda: db.llen("test:attempts:d1") == 3, timeout=15, what="always_fails: 3 attempts")
+    dead = sync_client(options)
+    wait_for(lambda: dead.zcard(f"{PREFIX}:dead:index") == 1, timeout=10, what="one dead-lettered task")
+    assert runs(redis_url) == {n: 1 for n in [*range(50), 1000]}
+    status = pex_cmd(pex, runner.config, "status", "--json", redis_url=redis_url)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)
+    listed = pex_cmd(pex, runner.config, "dead", "list", "--json", redis_url=redis_url)
+    assert [r["task"] for r in json.loads(listed.stdout)] == ["always_fails"]
+    assert time.time() >= due
+    client.close()
+
+
+def test_cluster_failover_and_primary_sigkill_lose_nothing(
+    cluster: Cluster, make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """The shard holding `{tq}` is the only one that matters (every key lives in its slot): a manual
+    `CLUSTER FAILOVER` of its replica while a producer keeps enqueueing, then a SIGKILL of the new primary
+    (the cluster promotes the remaining replica by itself) while tasks run, then the killed node restarts and
+    rejoins as a replica. A SIGKILL loses what the primary acknowledged but had not yet replicated, so the
+    producer stops first and its last enqueue is checked to be on the replica before the kill."""
+    runner = make_runner(cluster_yaml(cluster))
+    options = RedisOptions(url=cluster.url, cluster=True)
+    wait_workers(options, PREFIX, 2, runner)
+    client = Client(cluster.url, cluster=True, key_prefix=PREFIX)
+    owner = cluster.owner()
+    replica = cluster.replica_of(owner)
+    with Producer(client) as producer:
+        wait_for(lambda: len(runs(redis_url)) >= 300, timeout=30, what="300 tasks done")
+        replica.client().execute_command("CLUSTER", "FAILOVER")
+        wait_for(lambda: cluster.owner_port() == replica.port, timeout=15, what="the replica to take the {tq} slot")
+        at_failover = len(runs(redis_url))
+        wait_for(lambda: len(runs(redis_url)) >= at_failover + 300, timeout=30, what="300 tasks after the failover")
+    client.enqueue_many([("record", (n, 0.01), {}) for n in range(producer.sent, producer.sent + 1000)])
+    sent = producer.sent + 1000
+    cluster.wait_healthy()
+    acknowledged = replica.info("replication")["master_repl_offset"]
+    wait_for(lambda: owner.info("replication")["slave_repl_offset"] >= acknowledged, what="the replica in sync")
+    replica.kill()
+    wait_for(lambda: cluster.owner_port() == owner.port, timeout=20, what="the cluster to promote the old primary")
+    at_kill = len(runs(redis_url))
+    assert at_kill < sent, "the SIGKILL came too late to test anything"
+    replica.start()
+    cluster.wait_healthy()
+
+    wait_for(lambda: len(runs(redis_url)) == sent, timeout=40, what="all tasks after the failover and the SIGKILL")
+    done = runs(redis_url)
+    report(f"Cluster: {sent} tasks, failover at {at_failover}, SIGKILL at {at_kill}", done)
+    assert set(done) == set(range(sent))
+    assert runner.alive()
+    assert_settled(options, PREFIX)
+    client.close()
+
+
+def test_cluster_full_restart_resumes(cluster: Cluster, make_runner: RunnerFactory, redis_url: str) -> None:
+    """Every node SIGKILLed at once (AOF, appendfsync always) and restarted: redis-py's Cluster client then
+    raises RedisClusterException, which is not a RedisError; the runner must wait it out, not hang."""
+    runner = make_runner(cluster_yaml(cluster))
+    options = RedisOptions(url=cluster.url, cluster=True)
+    wait_workers(options, PREFIX, 2, runner)
+    client = Client(cluster.url, cluster=True, key_prefix=PREFIX)
+    client.enqueue_many([("record", (n, 0.01), {}) for n in range(N)])
+    wait_for(lambda: len(runs(redis_url)) >= 300, timeout=30, what="300 tasks done")
+    for node in cluster.nodes:
+        node.kill()
+    at_kill = len(runs(redis_url))
+    outage = re.compile(r"Redis unavailable|cannot be connected")
+    wait_for(
+        lambda: sum(1 for e in runner.logs() if outage.search(str(e.get("msg", "")))) >= 3,
+        timeout=15,
+        what="the runner and its workers to notice the outage",
+    )
+    for node in cluster.nodes:
+        node.start(wait=False)
+    for node in cluster.nodes:
+        node.wait_up()
+    cluster.wait_healthy()
+    wait_for(lambda: len(runs(redis_url)) == N, timeout=40, what="all tasks after the restart")
+    report(f"Cluster: all nodes SIGKILLed at {at_kill} and restarted", runs(redis_url))
+    assert runner.alive()
+    assert not [e for e in runner.logs() if "Traceback" in str(e.get("msg", ""))]
+    assert_settled(options, PREFIX)
+    client.close()
+
+
+# ---- Sentinel ------------------------------------------------------------------------------------
+
+
+def test_sentinel_forced_failover_loses_nothing(
+    sentinels: SentinelSet, make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """`SENTINEL FAILOVER` while a producer enqueues and the runner works; the producer keeps going until the
+    clients have had time to follow the new primary."""
+    hosts = json.dumps(sentinels.hosts)
+    runner = make_runner(
+        f"{{sentinel: {{service_name: {SENTINEL_SERVICE}, hosts: {hosts}}}, command_timeout: 2s, "
+        "connection_timeout: 1s}"
+    )
+    sentinel = (SENTINEL_SERVICE, tuple(("127.0.0.1", s.port) for s in sentinels.sentinels), None)
+    options = RedisOptions(sentinel=sentinel)
+    wait_workers(options, "tq", 2, runner)
+    client = Client(sentinel=sentinel)
+    with Producer(client) as producer:
+        wait_for(lambda: len(runs(redis_url)) >= 500, timeout=30, what="500 tasks done")
+        assert sentinels.failover() is sentinels.replica
+        at_failover = len(runs(redis_url))
+        wait_for(lambda: producer.sent >= at_failover + 1500, timeout=30, what="1500 more enqueues after it")
+    sent = producer.sent
+    wait_for(lambda: len(runs(redis_url)) == sent, timeout=45, what="all tasks after the failover")
+    done = runs(redis_url)
+    report(f"Sentinel: {sent} tasks, forced failover at {at_failover}, {len(producer.errors)} enqueue retries", done)
+    assert set(done) == set(range(sent))
+    assert runner.alive()
+    assert_settled(options, "tq")
+    client.close()
+
+
+# ---- TLS and AUTH --------------------------------------------------------------------------------
+
+
+def _tls_yaml(t: TlsRedis, ca: Path) -> str:
+    files = {"ca_file": str(ca), "cert_file": str(t.certs["client"]), "key_file": str(t.certs["client-key"])}
+    return f'{{url: "{t.url}", tls: {json.dumps(files)}, connection_timeout: 2s}}'
+
+
+def test_tls_mutual_runs_a_task(tls_redis: TlsRedis, make_runner: RunnerFactory, pex: Path, redis_url: str) -> None:
+    runner = make_runner(_tls_yaml(tls_redis, tls_redis.certs["ca"]))
+    tls = {"ca_file": tls_redis.certs["ca"], "cert_file": tls_redis.certs["client"]}
+    tls["key_file"] = tls_redis.certs["client-key"]
+    wait_workers(RedisOptions(url=tls_redis.url, tls=tls), "tq", 2, runner)
+    client = Client(tls_redis.url, tls=tls)
+    assert client.result(client.enqueue("echo", "over tls"), timeout=10)["args"] == ["over tls"]
+    client.enqueue("record", 7, delay=0.2)
+    wait_for(lambda: runs(redis_url) == {7: 1}, timeout=10, what="a delayed task over TLS")
+    status = pex_cmd(pex, runner.config, "status", "--json", redis_url=redis_url)
+    assert status.returncode == 0, status.stderr
+    client.close()
+
+
+def _one_clear_line(result: Any) -> str:
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    assert len(lines) == 1, result.stderr
+    return str(lines[0])
+
+
+def test_tls_wrong_ca_is_one_clear_error(tls_redis: TlsRedis, tmp_path: Path, pex: Path, redis_url: str) -> None:
+    config = topology_config(tmp_path, _tls_yaml(tls_redis, tls_redis.certs["other-ca"]))
+    for command in ("run", "status"):
+        line = _one_clear_line(pex_cmd(pex, config, command, "--log-format", "text", redis_url=redis_url))
+        assert "cannot reach Redis" in line and "certificate verify failed" in line, line
+        assert "BEGIN" not in line and ".key" not in line
+
+
+def test_auth_password_never_shown(
+    auth_redis: AuthRedis, make_runner: RunnerFactory, pex: Path, redis_url: str, tmp_path: Path
+) -> None:
+    runner = make_runner(f'{{url: "{auth_redis.url}"}}')
+    wait_workers(RedisOptions(url=auth_redis.url), "tq", 2, runner)
+    client = Client(auth_redis.url)
+    assert client.result(client.enqueue("echo", "authenticated"), timeout=10)["args"] == ["authenticated"]
+    status = pex_cmd(pex, runner.config, "status", redis_url=redis_url)
+    assert status.returncode == 0, status.stderr
+    (tmp_path / "wrong").mkdir()
+    wrong = topology_config(tmp_path / "wrong", f'{{url: "{auth_redis.url.replace("Pa55", "Fa11")}"}}')
+    line = _one_clear_line(pex_cmd(pex, wrong, "run", "--log-format", "text", redis_url=redis_url))
+    assert re.search(r"cannot reach Redis at redis://tqrunner:\*\*\*@127\.0\.0\.1:\d+/0: ", line), line
+    runner.stop()
+    shown = runner.log.read_text() + status.stdout + status.stderr + line
+    assert AUTH_PASSWORD not in shown and "Fa11" not in shown
+    client.close()
