@@ -183,6 +183,8 @@ class Worker:
                 continue
             try:
                 taken = await self._exchange(want)
+                for item in taken:  # held before any reconcile: they are ours, not strays
+                    self._start(item)
                 delay = 0.05
                 if self._pump_failed:
                     self._pump_failed = False
@@ -195,8 +197,6 @@ class Worker:
                 delay = min(delay * 2, 2.0)
                 self.wake.set()
                 continue
-            for item in taken:
-                self._start(item)
             if want > 0 and len(taken) < want:
                 self.armed.set()  # queues ran dry: let the watchers tell us when work arrives
 
