@@ -224,9 +224,9 @@ class Worker:
     async def _reconcile(self) -> None:
         """After a failed round trip, hand back messages Redis recorded for us that we never received
         (the script ran but its reply was lost). Finished tasks whose ack is still pending are ours."""
-        finished = set(self.acks)
         for token, member in (await self.broker.inflight(self.id)).items():
-            if token not in self.held and token not in finished:
+            # checked now, not before an await: a task may finish (its ack still pending) at any await
+            if token not in self.held and token not in self.acks:
                 queue, raw = split_member(member)
                 await self.broker.requeue(self.id, token, queue, raw)
 
