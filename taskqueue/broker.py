@@ -117,7 +117,15 @@ class Broker:
         argv += self.queue_names
         keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
         results = list(results)
-        if results:
+        if results and self.config.redis.cluster:
+            # redis-py refuses EVALSHA inside a Cluster pipeline: store the results first, then the script
+            # (same order as the single pipeline; a retry after a failure between the two only rewrites them).
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id, ttl_ms, value in results:
+                    pipe.set(self.keys.result(task_id), value, px=ttl_ms)
+                await pipe.execute()
+            reply = await self._exchange(keys=keys, args=argv)
+        elif results:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id, ttl_ms, value in results:
                     pipe.set(self.keys.result(task_id), value, px=ttl_ms)

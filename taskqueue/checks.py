@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from taskqueue import crontab, imports
+from taskqueue.connection import cluster_url
 from taskqueue.yamlsource import Document
 
 
@@ -67,16 +68,18 @@ def _redis(doc: Document, data: dict[str, Any]) -> Iterator[str]:
     if not isinstance(redis, dict):
         return
     prefix = redis.get("key_prefix")
-    if redis.get("cluster") is True and isinstance(prefix, str) and not (prefix.startswith("{") and "}" in prefix):
+    url = redis.get("url")
+    cluster = redis.get("cluster") is True or (isinstance(url, str) and cluster_url(url)[1])
+    if cluster and isinstance(prefix, str) and not (prefix.startswith("{") and "}" in prefix):
         yield doc.problem(
             ("redis", "key_prefix"),
             f"with cluster: true the key_prefix must be a hash tag such as '{{{prefix}}}', so every key of a "
             "deployment lives in one slot",
         )
-    if redis.get("cluster") is True and redis.get("sentinel"):
+    if cluster and redis.get("sentinel"):
         yield doc.problem(("redis", "sentinel"), "choose one of cluster and sentinel")
-    url = redis.get("url")
-    if redis.get("tls") and isinstance(url, str) and not url.startswith("rediss://") and not redis.get("sentinel"):
+    tls_url = isinstance(url, str) and url.startswith(("rediss://", "rediss+cluster://"))
+    if redis.get("tls") and isinstance(url, str) and not tls_url and not redis.get("sentinel"):
         yield doc.problem(("redis", "tls"), "tls is set but redis.url does not start with rediss://")
 
 

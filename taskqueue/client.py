@@ -137,7 +137,10 @@ class Client(_Routing):
         self.redis: Any = sync_client(RedisOptions(url=url, **options))
         self._enqueue_script = self.redis.register_script(scripts.source("enqueue"))
         self._schedule_script = self.redis.register_script(scripts.source("schedule"))
-        self._direct = _DirectConnection(self.redis) if type(self.redis) is redis.Redis else None
+        # Plain pools only: a Sentinel connection used outside its pool connects to localhost:6379 (redis-py's
+        # send_packed_command skips SentinelManagedConnection.connect), not to the primary.
+        plain = type(self.redis) is redis.Redis and type(self.redis.connection_pool) is redis.ConnectionPool
+        self._direct = _DirectConnection(self.redis) if plain else None
 
     def refresh(self) -> None:
         """Re-read the task table (after the runner's YAML changed)."""

@@ -56,7 +56,7 @@ def _with_broker(args: argparse.Namespace, action: Callable[[Broker], Awaitable[
     async def main() -> int:
         client = async_client(redisboot.options(cfg))
         try:
-            await redisboot.check(client)
+            await redisboot.check(client, cfg)
             return await action(Broker(client, cfg))
         finally:
             await client.aclose()

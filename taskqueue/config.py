@@ -11,6 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from taskqueue import checks, validation, yamlsource
+from taskqueue.connection import cluster_url
 from taskqueue.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -354,7 +355,7 @@ def _redis(raw: Mapping[str, Any], base_dir: Path) -> RedisConfig:
         connection_timeout_s=seconds(raw["connection_timeout"]),
         command_timeout_s=seconds(raw["command_timeout"]),
         key_prefix=raw["key_prefix"],
-        cluster=raw["cluster"],
+        cluster=raw["cluster"] or cluster_url(raw["url"])[1],
         sentinel=SentinelConfig(
             sentinel["service_name"],
             tuple((h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in sentinel["hosts"]),

@@ -2,20 +2,77 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import redis
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.asyncio.cluster import ClusterPipeline as _AsyncClusterPipeline
+from redis.asyncio.cluster import RedisCluster as _AsyncRedisCluster
 from redis.asyncio.sentinel import Sentinel as _AsyncSentinel
+from redis.asyncio.sentinel import SentinelConnectionPool as _AsyncSentinelPool
 from redis.cluster import RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel as _Sentinel
+from redis.sentinel import SentinelConnectionPool as _SentinelPool
 
 # redis-py leaves the Sentinel classes unannotated; through Any they do not leak untyped calls.
 Sentinel: Any = _Sentinel
 AsyncSentinel: Any = _AsyncSentinel
+SentinelPoolBase: Any = _SentinelPool
+AsyncSentinelPoolBase: Any = _AsyncSentinelPool
+
+AsyncRedisCluster: Any = _AsyncRedisCluster
+AsyncClusterPipeline: Any = _AsyncClusterPipeline
+
+PRIMARY_RECHECK_S = 1.0  # Sentinel: how often a pool asks the Sentinels where the primary is
+
+
+class FollowingSentinelPool(SentinelPoolBase):  # type: ignore[misc]
+    """redis-py's Sentinel pool asks where the primary is only when it opens a connection, so after a failover
+    its open connections keep writing to the old primary until that one is demoted (~10 s later), and those
+    writes are then discarded. This one re-asks at most once per PRIMARY_RECHECK_S; on a change, connections
+    to the old primary are closed as they come back to the pool (redis-py's `owns_connection`)."""
+
+    _next_check = 0.0
+
+    def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + PRIMARY_RECHECK_S
+            with contextlib.suppress(redis.ConnectionError):  # no Sentinel answers: the connect reports it
+                self.get_master_address()  # closes idle connections when the primary moved
+        return super().get_connection(*args, **kwargs)
+
+
+class AsyncFollowingSentinelPool(AsyncSentinelPoolBase):  # type: ignore[misc]
+    """The asyncio flavour of FollowingSentinelPool (whose release does not check ownership: checked here).
+    `primary_changes` counts the moves it saw, for code that must look again after one."""
+
+    _next_check = 0.0
+    primary_changes = 0
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        if time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + PRIMARY_RECHECK_S
+            before = self.master_address
+            with contextlib.suppress(redis.ConnectionError):
+                await self.get_master_address()
+            if before is not None and self.master_address != before:
+                self.primary_changes += 1
+        connection = await super().get_connection(*args, **kwargs)
+        if (
+            self.master_address
+            and connection.is_connected
+            and (connection.host, connection.port) != tuple(self.master_address)
+        ):
+            await connection.disconnect()  # was in use when the primary moved; the next connect asks again
+            await connection.connect()
+        return connection
 
 
 @dataclass(frozen=True)
@@ -38,6 +95,8 @@ class RedisOptions:
             "health_check_interval": 30,
         }
         if self.tls:
+            if self.sentinel:
+                kwargs["ssl"] = True  # no URL to say rediss:// in Sentinel mode
             ca, cert, key = (self.tls.get(k) for k in ("ca_file", "cert_file", "key_file"))
             kwargs["ssl_ca_certs"] = str(ca) if ca else None
             kwargs["ssl_certfile"] = str(cert) if cert else None
@@ -59,14 +118,57 @@ class RedisOptions:
         )
 
 
+class ClusterUnavailable(redis.ConnectionError):
+    """redis-py's Cluster client raises RedisClusterException, which is not a RedisError, when no node answers
+    (e.g. the whole cluster restarts) or no node serves a slot. taskqueue's loops read RedisError as "Redis is
+    away: back off and retry", so the asyncio Cluster client below re-raises it as this ConnectionError."""
+
+
+class TaskqueueCluster(AsyncRedisCluster):  # type: ignore[misc]
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        if shard_hint:
+            return super().pipeline(transaction, shard_hint)  # raises redis-py's own error
+        return TaskqueueClusterPipeline(self, transaction)
+
+
+class TaskqueueClusterPipeline(AsyncClusterPipeline):  # type: ignore[misc]
+    async def initialize(self) -> Any:  # `async with client.pipeline()` starts here
+        try:
+            return await super().initialize()
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute(*args, **kwargs)
+        except RedisClusterException as exc:
+            raise ClusterUnavailable(str(exc)) from exc
+
+
+def cluster_url(url: str) -> tuple[str, bool]:
+    """`redis+cluster://…` / `rediss+cluster://…` → (the plain redis:// or rediss:// URL, True)."""
+    for scheme in ("redis", "rediss"):
+        if url.startswith(f"{scheme}+cluster://"):
+            return scheme + url[len(scheme) + 8 :], True
+    return url, False
+
+
 def sync_client(options: RedisOptions) -> Any:
     """A redis-py client (`redis.Redis`, or the Cluster/Sentinel flavour the options ask for)."""
+    options = _plain_url(options)
     kwargs = options._kwargs()
     if options.sentinel:
         service, hosts, password = options.sentinel
-        sentinel = Sentinel(list(hosts), sentinel_kwargs={"password": password} if password else None)
+        sentinel = Sentinel(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))
         kwargs.pop("max_connections")
-        return sentinel.master_for(service, **kwargs)
+        kwargs.update(_url_login(options.url))
+        return sentinel.master_for(service, connection_pool_class=FollowingSentinelPool, **kwargs)
     if options.cluster:
         kwargs.pop("health_check_interval")
         return RedisCluster.from_url(options.url, **kwargs)
@@ -75,16 +177,47 @@ def sync_client(options: RedisOptions) -> Any:
 
 def async_client(options: RedisOptions) -> Any:
     """The asyncio flavour of `sync_client`."""
+    options = _plain_url(options)
     kwargs = options._kwargs()
     if options.sentinel:
         service, hosts, password = options.sentinel
-        sentinel = AsyncSentinel(list(hosts), sentinel_kwargs={"password": password} if password else None)
+        sentinel = AsyncSentinel(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))
         kwargs.pop("max_connections")
-        return sentinel.master_for(service, **kwargs)
+        kwargs.update(_url_login(options.url))
+        return sentinel.master_for(service, connection_pool_class=AsyncFollowingSentinelPool, **kwargs)
     if options.cluster:
         kwargs.pop("health_check_interval")
-        return AsyncRedisCluster.from_url(options.url, **kwargs)
+        return TaskqueueCluster.from_url(options.url, **kwargs)
     return aioredis.Redis.from_url(options.url, **kwargs)
+
+
+def _url_login(url: str) -> dict[str, Any]:
+    """Sentinel mode: the data nodes' user, password and database still come from `url` (its host is unused)."""
+    parsed = urlparse(url)
+    found: dict[str, Any] = {}
+    if parsed.username:
+        found["username"] = unquote(parsed.username)
+    if parsed.password:
+        found["password"] = unquote(parsed.password)
+    if parsed.path.strip("/").isdigit():
+        found["db"] = int(parsed.path.strip("/"))
+    return found
+
+
+def _plain_url(options: RedisOptions) -> RedisOptions:
+    url, cluster = cluster_url(options.url)
+    return dataclasses.replace(options, url=url, cluster=True) if cluster else options
+
+
+def _sentinel_kwargs(kwargs: dict[str, Any], password: str | None) -> dict[str, Any]:
+    """How to talk to the Sentinels themselves: the same timeouts (redis-py gives them none when
+    `sentinel_kwargs` is set), TLS when the data nodes use it, and their own password if any."""
+    found = {k: v for k, v in kwargs.items() if k.startswith(("socket_", "ssl"))}
+    if found.get("socket_timeout") is None:  # the blocking-watch client has none; a Sentinel query needs one
+        found["socket_timeout"] = kwargs["socket_connect_timeout"]
+    if password:
+        found["password"] = password
+    return found
 
 
 def tls_files(ca_file: Path | None, cert_file: Path | None, key_file: Path | None, verify: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from taskqueue.config import DEFAULT_REDIS_URL, Config
 from taskqueue.connection import RedisOptions, async_client, tls_files
@@ -21,6 +21,16 @@ from taskqueue.logs import redact
 log = logging.getLogger("taskqueue.redis")
 
 MIN_VERSION = (6, 2, 0)  # RPOP with a count, BLMOVE
+# What failing to reach Redis raises: the Cluster client's "no reachable node" is not a RedisError.
+UNREACHABLE = (RedisError, RedisClusterException, OSError)
+
+
+def reason(exc: BaseException) -> str:
+    """An exception as one short line: redis-py's MasterNotFoundError appends a repr of every Sentinel client."""
+    text = str(exc)
+    if type(exc).__name__ == "MasterNotFoundError":
+        text = text.split(" : ", 1)[0] + " (check service_name, and that the Sentinels answer)"
+    return text
 
 
 def options(config: Config, command_timeout: float | None = -1.0) -> RedisOptions:
@@ -31,9 +41,23 @@ def options(config: Config, command_timeout: float | None = -1.0) -> RedisOption
     return RedisOptions(r.url, r.pool_size, r.connection_timeout_s, timeout, r.cluster, sentinel, tls)
 
 
-async def check(client: Any) -> dict[str, Any]:
+def where(config: Config) -> str:
+    """Where the config says Redis is, for messages (password masked): the URL, or the Sentinels."""
+    r = config.redis
+    if r.sentinel:
+        hosts = ", ".join(f"{h}:{p}" for h, p in r.sentinel.hosts)
+        return f"Redis primary '{r.sentinel.service_name}' through the Sentinels at {hosts}"
+    return f"Redis{' Cluster' if r.cluster else ''} at {redact(r.url)}"
+
+
+async def check(client: Any, config: Config | None = None) -> dict[str, Any]:
     """Ping, then refuse a Redis too old for our commands and warn loudly about an evicting one."""
-    info = await client.info()
+    try:
+        info = await client.info()
+        if config and config.redis.cluster:  # the node that holds our slot is the one that matters
+            info = await client.info(target_nodes=client.get_node_from_key(config.redis.key_prefix))
+    except UNREACHABLE as exc:
+        raise BrokerUnavailable(f"cannot reach {where(config) if config else 'Redis'}: {reason(exc)}") from None
     version = tuple(int(p) for p in str(info.get("redis_version", "0.0.0")).split(".")[:3])
     if version < MIN_VERSION:
         raise BrokerUnavailable(
@@ -116,8 +140,9 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
         embedded.start()
     try:
         await _wait_ping(client, 5.0 if embedded else 0.0)
-    except (RedisError, OSError) as exc:
-        if want is None and config.redis.url == DEFAULT_REDIS_URL and embedded is None:
+    except UNREACHABLE as exc:
+        r = config.redis
+        if want is None and r.url == DEFAULT_REDIS_URL and embedded is None and not (r.sentinel or r.cluster):
             log.warning("nothing answers at %s (%s)", DEFAULT_REDIS_URL, exc)
             embedded = EmbeddedRedis(config.redis.url, config.redis.embedded_data_dir)
             embedded.start()
@@ -127,8 +152,8 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
                 embedded.stop()
                 raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
         else:
-            raise BrokerUnavailable(f"cannot reach Redis at {redact(config.redis.url)}: {exc}") from None
-    await check(client)
+            raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
+    await check(client, config)
     return client, embedded
 
 
@@ -138,7 +163,7 @@ async def _wait_ping(client: Any, patience_s: float) -> None:
         try:
             await client.ping()
             return
-        except (RedisError, OSError):
+        except UNREACHABLE:
             if asyncio.get_running_loop().time() >= deadline:
                 raise
             await asyncio.sleep(0.05)
