@@ -77,6 +77,7 @@ class Worker:
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="task")
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._pump_failed = False
+        self._primary_moves = 0
         self._background: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -186,8 +187,9 @@ class Worker:
                 for item in taken:  # held before any reconcile: they are ours, not strays
                     self._start(item)
                 delay = 0.05
-                if self._pump_failed:
-                    self._pump_failed = False
+                moves = getattr(getattr(self.broker.redis, "connection_pool", None), "primary_changes", 0)
+                if self._pump_failed or moves != self._primary_moves:  # a Sentinel failover may lose replies too
+                    self._pump_failed, self._primary_moves = False, moves
                     await self._reconcile()
             except RedisError as exc:
                 if not self._pump_failed:
