@@ -4,12 +4,13 @@ persistence), this runner's worker processes (live, expected, heartbeat ages) an
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from taskqueue.broker import Broker
+from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
 from taskqueue.logs import redact
 from taskqueue.worker import lease_s
@@ -80,7 +81,7 @@ async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
     config = state.config
     live, expected = len(state.workers), expected_workers(state)
     body: dict[str, Any] = {"status": "healthy", "message": None, "live": live, "expected": expected}
-    body.update(cluster_live=None, heartbeat_age_s=None)
+    body.update(host=HOST, cluster_live=None, hosts=None, heartbeat_age_s=None)
     if redis_up:
         # Redis may go away between the two checks: the redis component says so.
         with contextlib.suppress(Exception):
@@ -89,6 +90,7 @@ async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
             ages = heartbeat_ages(leases, config)
             mine = [ages[w] for w in state.workers if w in ages]
             body["cluster_live"] = len(cluster)
+            body["hosts"] = dict(collections.Counter(str(w.get("host", "?")) for w in cluster))  # live workers by host
             body["heartbeat_age_s"] = round(max(mine), 3) if mine else None
     stale = body["heartbeat_age_s"] is not None and body["heartbeat_age_s"] > 2 * config.workers.heartbeat_interval_s
     if live == 0 and expected > 0:

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from taskqueue import config as config_mod
 from taskqueue import metrics, redisboot, stats
-from taskqueue.broker import Broker, DeadRecord
+from taskqueue.broker import HOST, Broker, DeadRecord
 from taskqueue.config import Config
 from taskqueue.connection import async_client
 from taskqueue.web import create_app
@@ -262,7 +262,8 @@ def test_prometheus_metrics_from_redis_counters(cfg: Config) -> None:
 
 def test_health_reports_components(cfg: Config) -> None:
     async def scenario(http: Http, broker: Broker) -> None:
-        await broker.heartbeat("w-local", {"slots": 10, "active": 0}, lease_s(cfg))  # as the worker does
+        info = {"host": HOST, "slots": 10, "active": 0}
+        await broker.heartbeat("w-local", info, lease_s(cfg))  # as the worker does
         response = await http.get("/health")
         body = await response.json()
         assert (response.status, body["status"]) == (200, "healthy"), body
@@ -278,7 +279,9 @@ def test_health_reports_components(cfg: Config) -> None:
             "message": None,
             "live": 1,
             "expected": 1,
+            "host": HOST,
             "cluster_live": 1,
+            "hosts": {HOST: 1},
             "heartbeat_age_s": 0,
         }
         assert 0 <= workers["heartbeat_age_s"] < 1
