@@ -35,6 +35,7 @@ from typing import Any
 import msgpack
 import redis
 
+from bench import tqrunner
 from taskqueue.client import Client
 
 HOST = "127.0.0.1"  # the soak never talks to anything else
@@ -320,38 +321,17 @@ class StopResult:
         return ", ".join(issues) or None
 
 
-class Runner:
+class Runner(tqrunner.Runner):
     """One `taskqueue.pex -c soak.yaml run` and its worker processes (each in its own session)."""
 
+    url_env = "SOAK_REDIS_URL"
+    extra_args = ("--log-format", "json")
+
     def __init__(self, index: int, pex: Path, config: Path, redis_url: str, log: Path) -> None:
-        self.index, self.pex, self.config, self.redis_url, self.log = index, pex, config, redis_url, log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.seen: set[int] = set()  # every worker pid ever seen: killed at cleanup if still alive
+        super().__init__(pex, config, redis_url, log)
+        self.index = index
         self.expected_exit = False  # set before we signal it; an exit without it is an anomaly
         self.exit_code: int | None = None
-
-    def start(self) -> Runner:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PEX_") and k != "PYTHONPATH"}
-        env["SOAK_REDIS_URL"] = self.redis_url
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), "run", "--log-format", "json"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=env,
-                cwd=self.config.parent,
-                start_new_session=True,
-            )
-        return self
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def workers(self) -> list[int]:
         """Live worker processes of this runner (children running taskqueue.workerproc)."""

@@ -10,6 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from bench import procstat
 
@@ -58,17 +59,20 @@ def write_config(folder: Path, redis_url: str, settings: Settings) -> tuple[Path
 class Runner:
     """One runner process and its worker processes (which live in their own sessions)."""
 
+    url_env = "BENCH_REDIS_URL"  # how the task modules find the Redis under test
+    extra_args: tuple[str, ...] = ()
+
     def __init__(self, pex: Path, config: Path, redis_url: str, log: Path) -> None:
         self.pex, self.config, self.redis_url, self.log = pex, config, redis_url, log
         self.process: subprocess.Popen[bytes] | None = None
         self.seen: set[int] = set()  # every worker pid ever seen: killed at cleanup if still alive
 
-    def start(self) -> Runner:
+    def start(self) -> Self:
         env = {k: v for k, v in os.environ.items() if not k.startswith("PEX_") and k != "PYTHONPATH"}
-        env["BENCH_REDIS_URL"] = self.redis_url
+        env[self.url_env] = self.redis_url
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), "run"],
+                [str(self.pex), "-c", str(self.config), "run", *self.extra_args],
                 stdout=out,
                 stderr=out,
                 stdin=subprocess.DEVNULL,
