@@ -161,34 +161,27 @@ def cluster_url(url: str) -> tuple[str, bool]:
 
 def sync_client(options: RedisOptions) -> Any:
     """A redis-py client (`redis.Redis`, or the Cluster/Sentinel flavour the options ask for)."""
-    options = _plain_url(options)
-    kwargs = options._kwargs()
-    if options.sentinel:
-        service, hosts, password = options.sentinel
-        sentinel = Sentinel(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))
-        kwargs.pop("max_connections")
-        kwargs.update(_url_login(options.url))
-        return sentinel.master_for(service, connection_pool_class=FollowingSentinelPool, **kwargs)
-    if options.cluster:
-        kwargs.pop("health_check_interval")
-        return RedisCluster.from_url(options.url, **kwargs)
-    return redis.Redis.from_url(options.url, **kwargs)
+    return _client(options, Sentinel, FollowingSentinelPool, RedisCluster, redis.Redis)
 
 
 def async_client(options: RedisOptions) -> Any:
     """The asyncio flavour of `sync_client`."""
+    return _client(options, AsyncSentinel, AsyncFollowingSentinelPool, TaskqueueCluster, aioredis.Redis)
+
+
+def _client(options: RedisOptions, sentinel_cls: Any, pool_cls: Any, cluster_cls: Any, plain_cls: Any) -> Any:
     options = _plain_url(options)
     kwargs = options._kwargs()
     if options.sentinel:
         service, hosts, password = options.sentinel
-        sentinel = AsyncSentinel(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))
+        sentinel = sentinel_cls(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))
         kwargs.pop("max_connections")
         kwargs.update(_url_login(options.url))
-        return sentinel.master_for(service, connection_pool_class=AsyncFollowingSentinelPool, **kwargs)
+        return sentinel.master_for(service, connection_pool_class=pool_cls, **kwargs)
     if options.cluster:
         kwargs.pop("health_check_interval")
-        return TaskqueueCluster.from_url(options.url, **kwargs)
-    return aioredis.Redis.from_url(options.url, **kwargs)
+        return cluster_cls.from_url(options.url, **kwargs)
+    return plain_cls.from_url(options.url, **kwargs)
 
 
 def _url_login(url: str) -> dict[str, Any]:
