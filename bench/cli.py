@@ -19,6 +19,7 @@ from typing import Any
 
 from bench import figures, report
 from bench.figures import Context, Details, Metrics
+from bench.peers import harness, venvs
 from bench.redisserver import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +36,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pex", type=Path, default=ROOT / "taskqueue.pex", help="the runner (default ./taskqueue.pex)")
     parser.add_argument("--no-sync", action="store_true", help="skip the extra sync-task variants")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (YAML, runner logs, redis log)")
+    parser.add_argument(
+        "--peers",
+        nargs="?",
+        const="all",
+        default=None,
+        help=f"also run the peers (all, or a comma-separated subset of {','.join(venvs.PEERS)}), each in its "
+        "venv bench/.peers/<peer>, and print the comparison table",
+    )
+    parser.add_argument("--peers-only", action="store_true", help="with --peers: skip taskqueue's own figures")
+    parser.add_argument("--peers-fresh", action="store_true", help="with --peers: delete and rebuild the venvs")
     args = parser.parse_args(argv)
+    args.peer_names = []
+    if args.peers is not None:
+        names = venvs.PEERS if args.peers == "all" else [p.strip() for p in args.peers.split(",") if p.strip()]
+        unknown = sorted(set(names) - set(venvs.PEERS))
+        if unknown or not names:
+            parser.error(f"--peers: unknown {unknown}; known: all or {','.join(venvs.PEERS)}")
+        args.peer_names = list(dict.fromkeys(names))
+    elif args.peers_only or args.peers_fresh:
+        parser.error("--peers-only and --peers-fresh need --peers")
     try:
         args.figure_set = {int(f) for f in args.figures.split(",") if f.strip()}
     except ValueError:
@@ -44,7 +64,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--figures: known figures are {ALL_FIGURES}")
     if args.n < 1 or not 1 <= args.repeat <= 20:
         parser.error("--n must be >= 1 and --repeat between 1 and 20")
-    if not args.pex.exists():
+    if not args.peers_only and not args.pex.exists():
         parser.error(f"--pex: {args.pex} not found (build it with ./build.sh)")
     return args
 
@@ -83,33 +103,30 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def run_steps(ctx: Context, steps: list[Step], repeats: int) -> tuple[list[dict[str, Any]], bool]:
-    """Every step `repeats` times; a failed step is recorded and the rest go on. Returns (runs, failed)."""
-    runs: list[dict[str, Any]] = []
+def run_repeat(ctx: Context, steps: list[Step], repeat: int, repeats: int) -> tuple[dict[str, Any], bool]:
+    """One repetition of every step; a failed step is recorded and the rest go on. Returns (run, failed)."""
     failed = False
-    for repeat in range(1, repeats + 1):
-        run: dict[str, Any] = {"repeat": repeat, "metrics": {}, "details": {}, "errors": {}}
-        runs.append(run)
-        for name, step in steps:
-            ctx.say(f"[{repeat}/{repeats}] {name} ...")
-            began = time.perf_counter()
-            try:
-                metrics, details = step(ctx)
-            except figures.BenchError as exc:
-                failed = True
-                run["errors"][name] = str(exc)
-                ctx.say(f"  FAILED: {exc}")
-                ctx.kill_all()
-                continue
-            details["wall_s"] = time.perf_counter() - began
-            run["metrics"].update(metrics)
-            run["details"][name] = details
-            for problem in details.get("problems", []):
-                failed = True
-                ctx.say(f"  problem: {problem}")
-            shown = ", ".join(f"{k} {report.fmt(v)}" for k, v in metrics.items())
-            ctx.say(f"  {shown}  ({details['wall_s']:.1f}s)")
-    return runs, failed
+    run: dict[str, Any] = {"repeat": repeat, "metrics": {}, "details": {}, "errors": {}}
+    for name, step in steps:
+        ctx.say(f"[{repeat}/{repeats}] {name} ...")
+        began = time.perf_counter()
+        try:
+            metrics, details = step(ctx)
+        except figures.BenchError as exc:
+            failed = True
+            run["errors"][name] = str(exc)
+            ctx.say(f"  FAILED: {exc}")
+            ctx.kill_all()
+            continue
+        details["wall_s"] = time.perf_counter() - began
+        run["metrics"].update(metrics)
+        run["details"][name] = details
+        for problem in details.get("problems", []):
+            failed = True
+            ctx.say(f"  problem: {problem}")
+        shown = ", ".join(f"{k} {report.fmt(v)}" for k, v in metrics.items())
+        ctx.say(f"  {shown}  ({details['wall_s']:.1f}s)")
+    return run, failed
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +141,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "delay": {"tasks": figures.DELAYED_TASKS, "delay_s": figures.DELAY_S},
         "memory_tasks": figures.MEMORY_TASKS,
         "queues": "the default three (high_priority, default, low_priority); tasks in 'default'",
+        "peers": args.peer_names,
+        "peers_only": args.peers_only,
     }
 
 
@@ -142,10 +161,66 @@ def show(runs: list[dict[str, Any]], n: int) -> dict[str, float]:
     return median
 
 
+def show_peers(peers: harness.Harness, ours: dict[str, float] | None) -> list[dict[str, Any]]:
+    """Print the comparison table and its legend; returns the rows (kept in the JSON)."""
+    rows = harness.comparison(ours, {p.name: p.medians() for p in peers.peers if p.error is None})
+    names = [p.name for p in peers.peers]
+    print()
+    print("comparison with the peers (medians; same private redis-server, same invocation)")
+    print(harness.render(rows, names, harness.missing_cells(peers.peers)))
+    print(harness.legend(peers.peers))
+    return rows
+
+
+def measure(
+    args: argparse.Namespace, ctx: Context, peers: harness.Harness, facts: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
+    """Start Redis, run every repeat (taskqueue's steps, then the peers'), stop everything. (runs, failed)."""
+    own = not args.peers_only
+    runs: list[dict[str, Any]] = []
+    failed = True
+    server = ctx.server
+    try:
+        if args.peer_names:
+            peers.install()  # before Redis starts: pip may take minutes
+        server.start()
+        ctx.store = server.client()
+        say(f"redis-server on {server.url} (pid {server.pid}); temp dir {ctx.folder}")
+        facts["versions"] = {"redis-server": server.version(), "bench_side": report.local_versions()}
+        if own:
+            facts["versions"]["pex"] = report.pex_versions(ctx.pex)
+            ctx.config(1)
+            ctx.config(2)
+            facts["warm_up_start_s"] = ctx.publish_tables()  # also warms the PEX's venv cache
+        peers.describe()
+        steps = plan(args.figure_set, not args.no_sync) if own else []
+        failed = False
+        for repeat in range(1, args.repeat + 1):  # taskqueue and the peers take turns: the same noise for all
+            if own:
+                run, bad = run_repeat(ctx, steps, repeat, args.repeat)
+                runs.append(run)
+                failed = failed or bad
+            peers.run_repeat(repeat, args.repeat)
+    except (KeyboardInterrupt, SystemExit):
+        failed = True
+        say("interrupted: stopping everything, writing what was measured")
+    except Exception:
+        failed = True
+        say(traceback.format_exc())
+    finally:
+        ctx.kill_all()
+        peers.close()
+        if ctx.store is not None:
+            ctx.store.close()
+        server.stop()
+    return runs, failed
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _terminate)
+    own = not args.peers_only
     started_at = dt.datetime.now(dt.UTC)
     out: Path = args.out or ROOT / "bench" / "results" / f"{started_at.strftime('%Y%m%dT%H%M%SZ')}.json"
     facts: dict[str, Any] = {
@@ -154,39 +229,21 @@ def main(argv: list[str] | None = None) -> int:
         "machine": report.machine(),  # load average before anything of ours runs
         "source": report.source_state(ROOT, args.pex),
     }
-    if facts["source"]["sources_newer_than_pex"]:
+    if own and facts["source"]["sources_newer_than_pex"]:
         say(f"warning: taskqueue/ files are newer than the pex: {facts['source']['sources_newer_than_pex']}")
     folder = Path(tempfile.mkdtemp(prefix="tq-bench-"))
     pex = folder / "taskqueue.pex"  # a snapshot: a rebuild during the run must not change what is measured
-    shutil.copy2(args.pex, pex)
-    facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
+    if own:
+        shutil.copy2(args.pex, pex)
+        facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
     server = RedisServer(folder / "redis")
     ctx = Context(server, pex, folder, args.n, say)
-    runs: list[dict[str, Any]] = []
-    failed = True
-    try:
-        server.start()
-        ctx.store = server.client()
-        say(f"redis-server on {server.url} (pid {server.pid}); temp dir {folder}")
-        facts["versions"] = {
-            "redis-server": server.version(),
-            "pex": report.pex_versions(pex),
-            "bench_side": report.local_versions(),
-        }
-        ctx.config(1)
-        ctx.config(2)
-        facts["warm_up_start_s"] = ctx.publish_tables()  # also warms the PEX's venv cache
-        runs, failed = run_steps(ctx, plan(args.figure_set, not args.no_sync), args.repeat)
-    except (KeyboardInterrupt, SystemExit):
-        say("interrupted: stopping everything, writing what was measured")
-    except Exception:
-        say(traceback.format_exc())
-    finally:
-        ctx.kill_all()
-        if ctx.store is not None:
-            ctx.store.close()
-        server.stop()
-    median = show(runs, args.n)
+    peers = harness.Harness(server, folder, args.n, say, args.peer_names, args.figure_set, fresh=args.peers_fresh)
+    runs, failed = measure(args, ctx, peers, facts)
+    median = show(runs, args.n) if own else {}
+    if args.peer_names:
+        facts["comparison"] = show_peers(peers, median if own else None)
+        facts["peers"] = peers.to_json()
     facts["finished_at"] = dt.datetime.now(dt.UTC).isoformat()
     facts["settings"] = settings(args)
     facts["yaml"] = {f"{k}_workers": text for k, text in sorted(ctx.yamls.items())}

@@ -134,11 +134,10 @@ class Context:
         return sample.total_s if sample else 0.0
 
     def commandstats(self) -> dict[str, int]:
-        stats = self.store.info("commandstats")
-        return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+        return commandstats(self.store)
 
     def used_memory(self) -> int:
-        return int(self.store.info("memory")["used_memory"])
+        return used_memory(self.store)
 
     def fill(self, client: Client, task: str, count: int, args: tuple[Any, ...] = ()) -> None:
         left = count
@@ -151,30 +150,58 @@ class Context:
 
     def wait_done(self, target: int, timeout_s: float, on_first: Callable[[int], None] | None = None) -> float:
         """Poll GET bench:done every 5 ms (monotonic schedule) until it reaches `target`; returns perf_counter()."""
-        deadline = time.monotonic() + timeout_s
-        tick = time.monotonic()
-        first = on_first is None
-        for _ in range(int(timeout_s / POLL_S) + 2):
-            count = self.done()
-            now = time.perf_counter()
-            if not first and count > 0:
-                first = True
-                assert on_first is not None
-                on_first(count)
-            if count >= target:
-                return now
-            if time.monotonic() > deadline:
-                break
-            tick += POLL_S
-            pause = tick - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-            else:
-                tick = time.monotonic()
-        raise BenchError(f"only {self.done()} of {target} tasks done within {timeout_s:g}s")
+        return wait_done(self.done, target, timeout_s, on_first)
 
 
-def _quantile(values: list[float], q: float) -> float:
+# ---- shared with the peers harness (bench/peers/harness.py) ----------------------------------------------
+def commandstats(store: Any) -> dict[str, int]:
+    """`INFO commandstats` as {command: calls}."""
+    stats = store.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def used_memory(store: Any) -> int:
+    return int(store.info("memory")["used_memory"])
+
+
+def wait_done(
+    done: Callable[[], int],
+    target: int,
+    timeout_s: float,
+    on_first: Callable[[int], None] | None = None,
+    check: Callable[[], None] | None = None,
+) -> float:
+    """Poll `done()` (GET bench:done) every 5 ms on a monotonic schedule until it reaches `target`.
+
+    Returns perf_counter() at the poll that saw it. `on_first(count)` runs at the first poll that sees a
+    completion; `check()` runs about every 100 ms and may raise BenchError (e.g. the worker died).
+    """
+    deadline = time.monotonic() + timeout_s
+    tick = time.monotonic()
+    first = on_first is None
+    for poll in range(int(timeout_s / POLL_S) + 2):
+        count = done()
+        now = time.perf_counter()
+        if not first and count > 0:
+            first = True
+            assert on_first is not None
+            on_first(count)
+        if count >= target:
+            return now
+        if time.monotonic() > deadline:
+            break
+        if check is not None and poll % 20 == 19:
+            check()
+        tick += POLL_S
+        pause = tick - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        else:
+            tick = time.monotonic()
+    raise BenchError(f"only {done()} of {target} tasks done within {timeout_s:g}s")
+
+
+def quantile(values: list[float], q: float) -> float:
     """Nearest-rank quantile (q in 0..1) of a non-empty list."""
     ordered = sorted(values)
     rank = max(1, min(len(ordered), round(q * len(ordered) + 0.5)))
@@ -279,7 +306,7 @@ def drain(ctx: Context, workers: int, task: str, key: str) -> tuple[Metrics, Det
     finally:
         code = ctx.stop_runner(runner)
     checks = _after_drain_checks(ctx, ctx.n)
-    commands = _command_delta(before, after, polls=polls, task_incrs=ctx.n)
+    commands = command_delta(before, after, polls=polls, task_incrs=ctx.n)
     steady_tasks = ctx.n - first.done
     steady_s = ended - first.at
     metrics: Metrics = {
@@ -361,7 +388,7 @@ def _lua_inner_estimate(calls: dict[str, int]) -> int:
     )
 
 
-def _command_delta(before: dict[str, int], after: dict[str, int], *, polls: int, task_incrs: int) -> dict[str, Any]:
+def command_delta(before: dict[str, int], after: dict[str, int], *, polls: int, task_incrs: int) -> dict[str, Any]:
     calls = {name: after.get(name, 0) - before.get(name, 0) for name in after}
     calls = {name: n for name, n in calls.items() if n > 0}
     calls.pop("info", None)  # the harness's own INFO
@@ -407,8 +434,8 @@ def latency(ctx: Context, task: str, key: str) -> tuple[Metrics, Details]:
     if len(samples) != count:
         raise BenchError(f"latency: {len(samples)} samples, expected {count}")
     metrics: Metrics = {
-        f"{key}_p50": _quantile(samples, 0.50),
-        f"{key}_p99": _quantile(samples, 0.99),
+        f"{key}_p50": quantile(samples, 0.50),
+        f"{key}_p99": quantile(samples, 0.99),
         f"{key}_max": max(samples),
     }
     details: Details = {
@@ -416,12 +443,12 @@ def latency(ctx: Context, task: str, key: str) -> tuple[Metrics, Details]:
         "tasks": count,
         "rate_target": LATENCY_RATE,
         "rate_achieved": count / produced_s,
-        "producer_lag_ms": {"p50": _quantile(lags, 0.5) * 1000, "max": max(lags) * 1000},
+        "producer_lag_ms": {"p50": quantile(lags, 0.5) * 1000, "max": max(lags) * 1000},
         "latency_ms": {
             "min": min(samples),
             "mean": statistics.fmean(samples),
-            "p90": _quantile(samples, 0.90),
-            "p999": _quantile(samples, 0.999),
+            "p90": quantile(samples, 0.90),
+            "p999": quantile(samples, 0.999),
         },
         "runner_exit_code": code,
     }
@@ -517,12 +544,12 @@ def delay_lateness(ctx: Context) -> tuple[Metrics, Details]:
     if len(spread) != DELAYED_TASKS or len(burst) != DELAYED_TASKS:
         raise BenchError(f"delay: {len(spread)} + {len(burst)} samples, expected {DELAYED_TASKS} each")
     metrics: Metrics = {
-        "late_p50": _quantile(spread, 0.5),
-        "late_p99": _quantile(spread, 0.99),
+        "late_p50": quantile(spread, 0.5),
+        "late_p99": quantile(spread, 0.99),
         "late_max": max(spread),
         "late_min": min(spread),
-        "late_burst_p50": _quantile(burst, 0.5),
-        "late_burst_p99": _quantile(burst, 0.99),
+        "late_burst_p50": quantile(burst, 0.5),
+        "late_burst_p99": quantile(burst, 0.99),
         "late_burst_min": min(burst),
     }
     details: Details = {
