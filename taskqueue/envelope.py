@@ -17,6 +17,8 @@ from typing import Any
 import msgpack
 
 _KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt"})
+_CORE = frozenset({"task", "id", "args", "kwargs", "enqueued_at"})  # what producers send
+_NO_KWARGS: dict[str, Any] = {}  # shared, never mutated: tasks get it unpacked (**kwargs)
 _packer = msgpack.Packer(use_bin_type=True)
 
 
@@ -99,29 +101,28 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
     body = _parse(raw)
     if not isinstance(body, dict):
         raise InvalidEnvelope(f"expected a JSON/MessagePack object, got {type(body).__name__}")
-    unknown = sorted(str(k) for k in body if k not in _KNOWN)
-    if unknown:
+    if not _KNOWN.issuperset(body):
+        unknown = sorted(str(k) for k in body if k not in _KNOWN)
         raise InvalidEnvelope(f"unknown envelope key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_KNOWN))})")
     task, task_id = body.get("task"), body.get("id")
     if not isinstance(task, str) or not task:
         raise InvalidEnvelope("missing 'task' (a task name declared in the YAML)")
     if task_id is not None and (not isinstance(task_id, str) or not task_id or len(task_id) > 200):
         raise InvalidEnvelope("'id' must be a non-empty string of at most 200 characters")
-    args, kwargs = body.get("args", []), body.get("kwargs", {})
-    if not isinstance(args, list):
+    args, kwargs = body.get("args", ()), body.get("kwargs", _NO_KWARGS)
+    if not isinstance(args, list | tuple):
         raise InvalidEnvelope(f"'args' must be an array, got {type(args).__name__}")
-    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+    if not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
         raise InvalidEnvelope("'kwargs' must be an object with string keys")
-    return Envelope(
-        task=task,
-        id=task_id or new_id(),
-        args=tuple(args),
-        kwargs=kwargs,
-        max_retries=_number(body, "max_retries", int),
-        timeout=_number(body, "timeout", float),
-        enqueued_at=_number(body, "enqueued_at", float),
-        attempt=_number(body, "attempt", int) or 0,
-    )
+    env = Envelope(task, task_id or new_id(), tuple(args), kwargs)
+    if not _CORE.issuperset(body):  # max_retries, timeout or attempt: absent from most messages
+        env.max_retries = _number(body, "max_retries", int)
+        env.timeout = _number(body, "timeout", float)
+        env.enqueued_at = _number(body, "enqueued_at", float)
+        env.attempt = _number(body, "attempt", int) or 0
+    else:
+        env.enqueued_at = _number(body, "enqueued_at", float)
+    return env
 
 
 def _parse(raw: bytes) -> Any:
