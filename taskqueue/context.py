@@ -15,7 +15,10 @@ class TaskContext:
     max_retries: int
 
 
-_current: contextvars.ContextVar[TaskContext | None] = contextvars.ContextVar("taskqueue_task", default=None)
+# The worker stores the fields as a plain tuple (cheaper than building a TaskContext for every task,
+# most of which never ask); current_task() builds the object.
+Fields = tuple[str, str, str, int, int]
+_current: contextvars.ContextVar[Fields | None] = contextvars.ContextVar("taskqueue_task", default=None)
 
 
 def current_task() -> TaskContext:
@@ -23,12 +26,13 @@ def current_task() -> TaskContext:
     found = _current.get()
     if found is None:
         raise RuntimeError("current_task() called outside a running task")
-    return found
+    return TaskContext(*found)
 
 
-def set_current(context: TaskContext | None) -> contextvars.Token[TaskContext | None]:
-    return _current.set(context)
+def set_current(fields: Fields | None) -> contextvars.Token[Fields | None]:
+    """(id, name, queue, attempt, max_retries) of the task this coroutine or thread runs."""
+    return _current.set(fields)
 
 
-def reset_current(token: contextvars.Token[TaskContext | None]) -> None:
+def reset_current(token: contextvars.Token[Fields | None]) -> None:
     _current.reset(token)

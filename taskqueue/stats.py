@@ -29,12 +29,18 @@ def field(counter: str, queue: str, task: str) -> str:
 
 
 @functools.cache
-def _duration_names(queue: str, task: str) -> tuple[tuple[str, ...], str]:
+def duration_names(queue: str, task: str) -> tuple[tuple[str, ...], str]:
+    """(bucket fields in DURATION_BUCKETS order, the microseconds-sum field) of one (queue, task)."""
     buckets = tuple(f"duration:{queue}:{task}:{name}" for name in _BUCKET_NAMES)
     return buckets, f"duration_us:{queue}:{task}"
 
 
+def bucket_index(seconds: float) -> int:
+    """Index of the histogram bucket an attempt of `seconds` falls in (the first `le` >= seconds)."""
+    return bisect.bisect_left(DURATION_BUCKETS, seconds)
+
+
 def duration_fields(queue: str, task: str, seconds: float) -> tuple[str, str, int]:
-    """(bucket field, sum field, microseconds) for one observed attempt (names built once per task)."""
-    buckets, total = _duration_names(queue, task)
-    return buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)], total, int(seconds * 1e6)
+    """(bucket field, sum field, microseconds) for one observed attempt."""
+    buckets, total = duration_names(queue, task)
+    return buckets[bucket_index(seconds)], total, int(seconds * 1e6)

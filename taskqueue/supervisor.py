@@ -22,9 +22,10 @@ import taskqueue
 from taskqueue import autoscaler, recovery, reload
 from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
+from taskqueue.execute import EXIT_REPLACE
 from taskqueue.loop import raise_if_cancelled
 from taskqueue.scheduler import Scheduler
-from taskqueue.worker import EXIT_REPLACE, lease_s
+from taskqueue.worker import lease_s
 
 log = logging.getLogger("taskqueue.runner")
 

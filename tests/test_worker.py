@@ -1,9 +1,10 @@
-"""One worker in-process against a real Redis: the pump's bookkeeping after a failed round trip."""
+"""One worker in-process against a real Redis: the pump's bookkeeping after a failed round trip; deadlines."""
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -51,3 +52,53 @@ def test_after_a_failed_round_trip_the_messages_just_taken_are_not_handed_back(t
 
     processed, queued, inflight = asyncio.run(scenario())
     assert (processed, queued, inflight) == (3, 0, 0)  # ran once each; nothing handed back to run again
+
+
+DEADLINES = """
+redis: {url: "REDIS_URL"}
+python_path: ["HERE"]
+tasks:
+  sleep_async: {path: "testjobs.tasks:sleep_async", result_ttl: 60s, max_retries: 0}
+  sleep_sync: {path: "testjobs.tasks:sleep_sync", result_ttl: 60s, max_retries: 0}
+workers: {initial_count: 1, max_concurrent_tasks: 5}
+http: {enabled: false}
+"""
+
+
+def test_each_task_gets_its_own_deadline_from_one_shared_timer(tmp_path: Path, redis_url: str) -> None:
+    """A long deadline armed first, then shorter ones: the timer re-arms for the earliest, every overrun is
+    cut at its own deadline and dead-lettered as a timeout, and the task within its deadline succeeds."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(DEADLINES.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
+    cfg = config_mod.load(path)
+    plan = {"ok": (0.3, 5.0), "short": (30.0, 0.2), "middle": (30.0, 0.6)}  # id: (sleep s, timeout s)
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, str], float]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        await broker.publish_tables()
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-deadlines")
+        messages = [
+            envelope.Envelope("sleep_async", task_id, (sleep,), timeout=timeout).encode()
+            for task_id, (sleep, timeout) in plan.items()
+        ]
+        await client.lpush(broker.keys.queue("default"), *messages)  # RPOP order: ok, short, middle
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        began = asyncio.get_running_loop().time()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        for _ in range(500):  # bounded: until all three settled (10 s)
+            await asyncio.sleep(0.02)
+            if await client.hlen(broker.keys.dead) == 2 and await client.exists(broker.keys.result("ok")):
+                break
+        took = asyncio.get_running_loop().time() - began
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        results = {task_id: await client.get(broker.keys.result(task_id)) for task_id in plan}
+        dead = {record.id: record.error for record in await broker.dead_records(list(plan))}
+        await client.aclose()
+        return results, dead, took
+
+    results, dead, took = asyncio.run(scenario())
+    assert results["ok"] is not None and b"ok" in results["ok"]
+    assert dead == {"short": "timed out after 0.2s", "middle": "timed out after 0.6s"}
+    assert took < 5.0  # cut at their deadlines (0.2 s, 0.6 s), not at the 5 s deadline armed first

@@ -1,0 +1,389 @@
+"""Running the tasks a worker took: decode, call under the task's timeout, settle (ack, retry, dead letter).
+
+The hot path for a task that succeeds is one asyncio Task and no Redis command of its own: the ack, the
+counters and the result go into an outbox that the worker's pump sends in its next exchange. Timeouts
+share one timer (armed for the earliest deadline) instead of one timer per task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import math
+import os
+import random
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from redis.exceptions import RedisError
+
+from taskqueue import envelope as envelope_mod
+from taskqueue import stats
+from taskqueue.broker import Broker, DeadRecord, Taken, due_ms
+from taskqueue.config import Config, TaskConfig
+from taskqueue.context import set_current
+from taskqueue.errors import Reject, Retry
+from taskqueue.loop import raise_if_cancelled
+from taskqueue.registry import RegisteredTask, Registry
+from taskqueue.stats import field as stat_field
+from taskqueue.threads import ThreadRunner
+
+log = logging.getLogger("taskqueue.worker")
+
+EXIT_REPLACE = 75  # "replace me": a sync task overran its timeout and its thread cannot be stopped
+NO_DEADLINE = math.inf
+
+
+@dataclass(slots=True)
+class Held:
+    """A message this worker holds (recorded in its in-flight hash) until it is settled or handed back."""
+
+    queue: str
+    raw: bytes
+    job: asyncio.Task[None] | None = None
+    deadline: float = NO_DEADLINE  # loop time; NO_DEADLINE once the task body has returned
+    overran: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Names:
+    """Counter fields of one (queue, task), built once."""
+
+    processed: str
+    buckets: tuple[str, ...]
+    duration_total: str
+
+
+def backoff_s(task: TaskConfig, attempt: int) -> float:
+    """Delay before attempt `attempt + 1`: base * 2^(attempt-1), capped; equal jitter keeps half of it."""
+    policy = task.retry_backoff
+    delay = min(policy.max_s, policy.base_s * (2 ** max(attempt - 1, 0)))
+    return random.uniform(delay / 2, delay) if policy.jitter else delay
+
+
+class Executor:
+    """Runs taken messages; what they leave for Redis waits in `acks`, `counters` and `results`."""
+
+    def __init__(self, config: Config, registry: Registry, broker: Broker, worker_id: str, wake: asyncio.Event) -> None:
+        self.config = config
+        self.registry = registry
+        self.broker = broker
+        self.worker_id = worker_id
+        self.wake = wake  # set whenever the outbox has something for the pump, or a slot came free
+        self.held: dict[bytes, Held] = {}
+        self.acks: list[bytes] = []
+        self.results: list[tuple[str, int, bytes]] = []
+        self.counters: collections.Counter[str] = collections.Counter()
+        self.exit_code = 0
+        self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
+        self._names: dict[tuple[str, str], _Names] = {}
+        self._signatures: dict[str, inspect.Signature | None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = NO_DEADLINE
+        self._background: set[asyncio.Task[None]] = set()
+
+    def pending_outbox(self) -> bool:
+        return bool(self.acks or self.counters or self.results)
+
+    # ---- starting ----------------------------------------------------------------------------------
+    def start(self, item: Taken) -> None:
+        held = Held(item.queue, item.raw)
+        self.held[item.token] = held
+        try:
+            env = envelope_mod.decode(item.raw, self.config.max_payload_bytes)
+        except envelope_mod.InvalidEnvelope as exc:
+            held.job = asyncio.create_task(self._guard(item, held, self._bury(item, None, f"invalid message: {exc}")))
+            return
+        task = self.registry.get(env.task)
+        if task is None:
+            known = ", ".join(sorted(self.registry.tasks))
+            error = f"unknown task '{env.task}' (declared: {known})"
+            held.job = asyncio.create_task(self._guard(item, held, self._bury(item, env, error, "", env.attempt + 1)))
+            return
+        timeout = env.timeout or task.config.timeout_s
+        held.deadline = asyncio.get_running_loop().time() + timeout
+        if held.deadline < self._timer_at:
+            self._arm(held.deadline)
+        held.job = asyncio.create_task(self._attempt(item, held, env, task, timeout))
+
+    # ---- timeouts: one timer for the earliest deadline -----------------------------------------------
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._timer_at = None, NO_DEADLINE
+        now = asyncio.get_running_loop().time()
+        soonest = NO_DEADLINE
+        for held in self.held.values():
+            if held.deadline <= now:
+                held.deadline, held.overran = NO_DEADLINE, True
+                if held.job is not None:
+                    held.job.cancel(msg="timeout")
+            elif held.deadline < soonest:
+                soonest = held.deadline
+        if soonest < NO_DEADLINE:
+            self._arm(soonest)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.threads.stop()
+
+    # ---- one attempt ---------------------------------------------------------------------------------
+    async def _attempt(
+        self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask, timeout: float
+    ) -> None:
+        attempt = env.attempt + 1
+        max_retries = env.max_retries if env.max_retries is not None else task.config.max_retries
+        set_current((env.id, task.name, item.queue, attempt, max_retries))
+        started = time.monotonic()
+        try:
+            value, failure = await self._call(held, env, task)
+            elapsed = time.monotonic() - started
+            self._observe(item.queue, task.name, elapsed)
+            if failure is None:
+                self._succeed(item, env, task, value)
+                if log.isEnabledFor(logging.DEBUG):
+                    fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt}
+                    log.debug("task done", extra={**fields, "duration_ms": round(elapsed * 1000, 2)})
+            else:
+                await self._failed(item, env, task, attempt, max_retries, failure, timeout, elapsed)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._lost(item.token, held)
+
+    async def _call(self, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> tuple[Any, Exception | None]:
+        """Run the task body: (its value, None) or (None, why it failed). Past its deadline it failed as a timeout."""
+        value: Any = None
+        failure: Exception | None = None
+        try:
+            if task.is_async:
+                value = await task.call(env.args, env.kwargs)
+            else:
+                value = await self._run_sync(task, env)
+        except asyncio.CancelledError:
+            if not held.overran:
+                raise  # hand back: the shutdown path requeues the message
+            failure = _Overrun()
+        except Exception as error:
+            failure = error
+        held.deadline = NO_DEADLINE  # from here on, only bookkeeping: the timer must not cancel it
+        if held.overran:
+            current = asyncio.current_task()
+            if current is not None and current.uncancel() > 0:
+                raise asyncio.CancelledError  # also told to stop (shutdown): hand back
+            if failure is not None:
+                failure = _Overrun()  # whatever it raised once cancelled, the attempt timed out
+                if not task.is_async:
+                    self.exit_code = EXIT_REPLACE  # a thread cannot be stopped: this process is replaced
+        return value, failure
+
+    async def _guard(self, item: Taken, held: Held, settle: Coroutine[Any, Any, None]) -> None:
+        try:
+            await settle
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._lost(item.token, held)
+
+    def _lost(self, token: bytes, held: Held) -> None:
+        """A task's bookkeeping failed (a bug, or an error we did not foresee): the message must not keep its
+        slot forever. Hand it back, so it runs again, and say why."""
+        log.exception("a task's bookkeeping failed; its message is handed back")
+        if self.held.get(token) is held:
+            del self.held[token]
+            self._spawn(self._give_back(token, held))
+
+    async def _give_back(self, token: bytes, held: Held) -> None:
+        delay = 0.1
+        while True:
+            raise_if_cancelled()
+            try:
+                await self.broker.requeue(self.worker_id, token, held.queue, held.raw)
+                break
+            except (RedisError, OSError):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.create_task(coro)
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
+    def _names_for(self, queue: str, task: str) -> _Names:
+        names = self._names.get((queue, task))
+        if names is None:
+            buckets, total = stats.duration_names(queue, task)
+            names = self._names[(queue, task)] = _Names(stat_field("processed", queue, task), buckets, total)
+        return names
+
+    def _observe(self, queue: str, task: str, seconds: float) -> None:
+        names = self._names_for(queue, task)
+        self.counters[names.buckets[stats.bucket_index(seconds)]] += 1
+        self.counters[names.duration_total] += int(seconds * 1e6)
+
+    async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope) -> Any:
+        return await self.threads.run(task.call, env.args, env.kwargs)  # the context carries current_task()
+
+    # ---- outcomes ------------------------------------------------------------------------------------
+    def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
+        del self.held[item.token]
+        self.acks.append(item.token)
+        self.counters[self._names_for(item.queue, task.name).processed] += 1
+        ttl_s = task.config.result_ttl_s
+        if ttl_s > 0:
+            self.results.append((env.id, int(ttl_s * 1000), _result_bytes("ok", value, None)))
+        self.wake.set()
+
+    async def _failed(
+        self,
+        item: Taken,
+        env: envelope_mod.Envelope,
+        task: RegisteredTask,
+        attempt: int,
+        max_retries: int,
+        exc: Exception,
+        timeout: float,
+        elapsed: float,
+    ) -> None:
+        fields = {
+            "task_id": env.id,
+            "task": task.name,
+            "queue": item.queue,
+            "attempt": attempt,
+            "duration_ms": round(elapsed * 1000, 2),
+        }
+        if isinstance(exc, TypeError) and (mismatch := self._bind_problem(task, env)):
+            await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
+        elif isinstance(exc, Reject):
+            await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
+        elif isinstance(exc, Retry):
+            await self._fail(item, env, task, attempt, max_retries, f"retry requested: {exc.reason}", "", exc.delay)
+        elif isinstance(exc, _Overrun):
+            log.warning("task timed out after %.3gs", timeout, extra=fields)
+            await self._fail(item, env, task, attempt, max_retries, f"timed out after {timeout:g}s", "", None)
+        else:
+            trace = "".join(traceback.format_exception(exc, limit=20))
+            log.warning("task failed: %s: %s", type(exc).__name__, exc, extra=fields)
+            await self._fail(item, env, task, attempt, max_retries, f"{type(exc).__name__}: {exc}", trace, None)
+
+    async def _fail(
+        self,
+        item: Taken,
+        env: envelope_mod.Envelope,
+        task: RegisteredTask,
+        attempt: int,
+        max_retries: int,
+        error: str,
+        trace: str,
+        delay: float | None,
+    ) -> None:
+        if attempt > max_retries:
+            await self._bury(item, env, error, trace, attempt)
+        else:
+            wait = backoff_s(task.config, attempt) if delay is None else delay
+            env.attempt = attempt
+            counted = [
+                stat_field("failed", item.queue, task.name),
+                stat_field("retried", item.queue, task.name),
+            ]
+            message, due = env.encode(), due_ms(wait)
+            await self._settle(
+                item.token, lambda: self.broker.retry(self.worker_id, item.token, item.queue, message, due, counted)
+            )
+            log.info(
+                "retry in %.3gs",
+                wait,
+                extra={"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": attempt},
+            )
+        if self.exit_code == EXIT_REPLACE:
+            os.kill(os.getpid(), 15)  # a stuck thread: stop taking work and let the runner replace us
+
+    async def _bury(
+        self, item: Taken, env: envelope_mod.Envelope | None, error: str, trace: str = "", attempts: int = 1
+    ) -> None:
+        name = env.task if env else "(invalid)"
+        task_id = env.id if env else f"invalid-{self.worker_id}-{item.token.decode()}"
+        raw = envelope_mod.preview(item.raw, 64 * 1024)
+        record = DeadRecord(
+            task_id,
+            name,
+            item.queue,
+            raw,
+            len(raw) < len(item.raw),
+            error,
+            trace,
+            attempts,
+            env.enqueued_at if env else None,
+            time.time(),
+            self.worker_id,
+        )
+        counted = [stat_field("failed", item.queue, name), stat_field("dead", item.queue, name)]
+        log.warning(
+            "dead-lettered: %s",
+            error,
+            extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
+        )
+        await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted))
+        registered = self.registry.get(name)
+        if env and registered and registered.config.result_ttl_s > 0:
+            ttl_ms = int(registered.config.result_ttl_s * 1000)
+            self.results.append((env.id, ttl_ms, _result_bytes("dead", None, error)))
+            self.wake.set()
+
+    async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
+        """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
+        delay = 0.1
+        while True:
+            raise_if_cancelled()
+            try:
+                await script()
+                break
+            except RedisError as exc:
+                log.warning("Redis unavailable while settling a task (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.held.pop(token, None)
+        self.wake.set()
+
+    def _bind_problem(self, task: RegisteredTask, env: envelope_mod.Envelope) -> str | None:
+        if task.name not in self._signatures:
+            try:
+                signature: inspect.Signature | None = inspect.signature(task.target)  # a class: its __init__
+            except (TypeError, ValueError):
+                signature = None
+            self._signatures[task.name] = signature
+        signature = self._signatures[task.name]
+        if signature is None:
+            return None
+        try:
+            signature.bind(*env.args, **env.kwargs)
+        except TypeError as exc:
+            return f"arguments do not match {task.name}{signature}: {exc}"
+        return None
+
+
+class _Overrun(Exception):
+    """An attempt ran past its timeout."""
+
+
+def _result_bytes(status: str, value: Any, error: str | None) -> bytes:
+    body = {"status": status, "value": value, "error": error, "finished_at": time.time()}
+    try:
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        body.update(value=None, error=f"result not serialisable: {type(exc).__name__}: {exc}")
+        packed = msgpack.packb(body, use_bin_type=True)
+    return packed
