@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(facts, indent=2, default=str) + "\n")
     print(f"JSON: {out}")
-    if args.keep or failed:
+    if args.keep or failed or peers.troubled():
         print(f"temp dir kept: {folder}")
     else:
         shutil.rmtree(folder, ignore_errors=True)

@@ -32,6 +32,8 @@ ROOT = venvs.ROOT
 ACTION_BASE_TIMEOUT_S = 120.0
 WARMUP_TIMEOUT_S = 60.0  # worker start-up + the first task
 STOP_TIMEOUT_S = 15.0  # graceful stop, then SIGKILL
+STALL_S = 30.0  # a wait for completions fails when bench:done has not moved for this long
+SLOWEST_RATE = 20.0  # tasks/s: the overall bound of a wait is generous (slow peers finish), a stall ends it
 MEMORY_TASKS_SLOW = 20_000  # Redis bytes per task over fewer tasks when the peer's fill is slow
 FILL_BUDGET_S = 60.0  # ... i.e. when 100,000 would take longer than this at the fill rate seen in drain1
 RATE = figures.LATENCY_RATE
@@ -366,11 +368,30 @@ class Harness:
         peer.fill_rate = count / max(seconds - peer.action_overhead_s, 1e-3)  # without the start-up
         return seconds
 
+    def wait(
+        self, worker: PeerWorker, target: int, timeout_s: float, on_first: Callable[[int], None] | None = None
+    ) -> float:
+        """figures.wait_done (5 ms polls), failing early when the worker exits or bench:done stalls."""
+        last = {"count": -1, "at": time.monotonic()}
+
+        def done() -> int:
+            count = self.done()
+            if count != last["count"]:
+                last.update(count=count, at=time.monotonic())
+            return count
+
+        def check() -> None:
+            worker.check()
+            if time.monotonic() - last["at"] > STALL_S:
+                raise BenchError(f"no progress for {STALL_S:g}s at {last['count']:.0f} of {target}: {worker.tail()}")
+
+        return figures.wait_done(done, target, timeout_s, on_first, check)
+
     def warm(self, peer: Peer, worker: PeerWorker) -> float:
         """One incr task through the fresh worker; seconds from its start until that task has run."""
         started = time.perf_counter()
         self.action(peer, "warmup", timeout_s=ACTION_BASE_TIMEOUT_S)
-        ended = figures.wait_done(self.done, 1, WARMUP_TIMEOUT_S, check=worker.check)
+        ended = self.wait(worker, 1, WARMUP_TIMEOUT_S)
         self.store.delete(DONE_KEY, SAMPLES_KEY)
         return ended - started
 
@@ -405,7 +426,7 @@ class Harness:
             def on_first(count: int) -> None:
                 first.update(at=time.perf_counter(), done=count, cpu=worker.cpu_s(), redis=self.redis_cpu_s())
 
-            ended = figures.wait_done(self.done, self.n, 60.0 + self.n / 100, on_first, worker.check)
+            ended = self.wait(worker, self.n, 60.0 + self.n / SLOWEST_RATE, on_first)
             cpu_end, redis_end = worker.cpu_s(), self.redis_cpu_s()
             rss, peak, count = worker.rss()
             after = figures.commandstats(self.store)
@@ -491,7 +512,7 @@ class Harness:
             began = time.perf_counter()
             self.action(peer, "latency", timeout_s=SECONDS + ACTION_BASE_TIMEOUT_S, rate=RATE, seconds=SECONDS)
             produced_s = time.perf_counter() - began
-            figures.wait_done(self.done, count, 30.0, check=worker.check)
+            self.wait(worker, count, 30.0 + count / SLOWEST_RATE)
             samples = [float(v) * 1000 for v in self.store.lrange(SAMPLES_KEY, 0, -1)]
         finally:
             code = self.stop_worker(worker)
@@ -525,7 +546,7 @@ class Harness:
             self.warm(peer, worker)
             time.sleep(figures.IDLE_SETTLE_S)
             self.action(peer, "delay", timeout_s=ACTION_BASE_TIMEOUT_S, tasks=tasks, delay=delay_s)
-            figures.wait_done(self.done, tasks, delay_s + 60.0, check=worker.check)
+            self.wait(worker, tasks, delay_s + 30.0 + tasks / SLOWEST_RATE)
             late = [float(v) * 1000 for v in self.store.lrange(SAMPLES_KEY, 0, -1)]
         finally:
             code = self.stop_worker(worker)
@@ -547,6 +568,10 @@ class Harness:
 
     def to_json(self) -> dict[str, Any]:
         return {peer.name: peer.to_json() for peer in self.peers}
+
+    def troubled(self) -> bool:
+        """A peer failed, or one of its steps did (the temp dir with the worker logs is then kept)."""
+        return any(p.error is not None or any(run["errors"] for run in p.runs) for p in self.peers)
 
 
 # ---- the comparison table -------------------------------------------------------------------------------------
