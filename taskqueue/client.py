@@ -21,6 +21,7 @@ from typing import Any
 
 import msgpack
 import redis
+import redis.asyncio
 
 from taskqueue import envelope, scripts
 from taskqueue.connection import RedisOptions, async_client, sync_client
@@ -129,6 +130,50 @@ class _DirectConnection:
             self.lock.release()
 
 
+class _AsyncDirectConnection:
+    """The asyncio twin of _DirectConnection: one connection of the pool for the plain LPUSH, used by one
+    coroutine at a time (another one meanwhile takes the regular path rather than wait)."""
+
+    def __init__(self, client: Any) -> None:
+        self.pool = client.connection_pool
+        self.conn: Any = None
+        self.busy = False
+
+    async def command(self, *args: Any) -> bool:
+        """True when the command ran here; False: use the regular client. An error reply of Redis raises.
+        A connection that went stale while idle (Redis restarted) is replaced once, at once."""
+        if self.busy:
+            return False
+        self.busy = True
+        try:
+            for fresh in (self.conn is None, True):
+                if fresh:
+                    self.conn = self.pool.make_connection()
+                conn = self.conn
+                try:
+                    await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+                    reply = await conn.read_response()
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    self.conn = None
+                    await conn.disconnect(nowait=True)
+                    if fresh:
+                        return False  # Redis is away: the regular path retries and reports it
+                    continue
+                except BaseException:
+                    self.conn = None  # cancelled between request and reply: the next reader would get this reply
+                    await asyncio.shield(conn.disconnect(nowait=True))
+                    raise
+                return reply is not None
+            return False
+        finally:
+            self.busy = False
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            await conn.disconnect()
+
+
 class Client(_Routing):
     """Synchronous producer. Keyword arguments are the YAML `redis:` options."""
 
@@ -227,9 +272,13 @@ class AsyncClient(_Routing):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, key_prefix: str = "tq", **options: Any) -> None:
         super().__init__(key_prefix)
-        self.redis: Any = async_client(RedisOptions(url=url, **options))
+        self.redis: Any = async_client(RedisOptions(url=url, **options), retry=True)
         self._enqueue_script = self.redis.register_script(scripts.source("enqueue"))
         self._schedule_script = self.redis.register_script(scripts.source("schedule"))
+        plain = (
+            type(self.redis) is redis.asyncio.Redis and type(self.redis.connection_pool) is redis.asyncio.ConnectionPool
+        )
+        self._direct = _AsyncDirectConnection(self.redis) if plain else None
 
     async def refresh(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -282,7 +331,8 @@ class AsyncClient(_Routing):
             return
         limit = self.queues[queue].get("max_length")
         if limit is None:
-            await self.redis.lpush(self.keys.queue(queue), *messages)
+            if self._direct is None or not await self._direct.command("LPUSH", self.keys.queue(queue), *messages):
+                await self.redis.lpush(self.keys.queue(queue), *messages)
         elif await self._enqueue_script(keys=[self.keys.queue(queue)], args=[limit, *messages]) < 0:
             raise QueueFull(f"queue '{queue}' is full (max_length {limit})")
 
@@ -299,4 +349,6 @@ class AsyncClient(_Routing):
             pause = min(pause * 2, _POLL_S[1])
 
     async def aclose(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
         await self.redis.aclose()

@@ -14,8 +14,10 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterPipeline as _AsyncClusterPipeline
 from redis.asyncio.cluster import RedisCluster as _AsyncRedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel as _AsyncSentinel
 from redis.asyncio.sentinel import SentinelConnectionPool as _AsyncSentinelPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster
 from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel as _Sentinel
@@ -164,14 +166,24 @@ def sync_client(options: RedisOptions) -> Any:
     return _client(options, Sentinel, FollowingSentinelPool, RedisCluster, redis.Redis)
 
 
-def async_client(options: RedisOptions) -> Any:
-    """The asyncio flavour of `sync_client`."""
-    return _client(options, AsyncSentinel, AsyncFollowingSentinelPool, TaskqueueCluster, aioredis.Redis)
+def async_client(options: RedisOptions, *, retry: bool = False) -> Any:
+    """The asyncio flavour of `sync_client`. With `retry`, a command that meets a broken connection is sent
+    again on a new one (up to 3 times): for producers, whose commands may run twice. Never for the worker's
+    scripts: a retried exchange would take messages the worker never hears of."""
+    extra = {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)} if retry else {}
+    return _client(options, AsyncSentinel, AsyncFollowingSentinelPool, TaskqueueCluster, aioredis.Redis, extra)
 
 
-def _client(options: RedisOptions, sentinel_cls: Any, pool_cls: Any, cluster_cls: Any, plain_cls: Any) -> Any:
+def _client(
+    options: RedisOptions,
+    sentinel_cls: Any,
+    pool_cls: Any,
+    cluster_cls: Any,
+    plain_cls: Any,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     options = _plain_url(options)
-    kwargs = options._kwargs()
+    kwargs = {**options._kwargs(), **(extra or {})}
     if options.sentinel:
         service, hosts, password = options.sentinel
         sentinel = sentinel_cls(list(hosts), sentinel_kwargs=_sentinel_kwargs(kwargs, password))

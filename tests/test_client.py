@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 
 import msgpack
 import pytest
 
 from taskqueue import envelope
-from taskqueue.client import Client
+from taskqueue.client import AsyncClient, Client
 from taskqueue.errors import PayloadTooLarge, UnknownTask
 from tests.conftest import RedisServer
 
@@ -65,3 +67,39 @@ def test_enqueue_survives_a_redis_restart(own_redis: RedisServer) -> None:
     own_redis.start()  # AOF: the first message and the table survive; the client's connection does not
     client.enqueue("noop")
     assert client.redis.llen("tq:queue:default") == 2
+
+
+def test_async_client_from_many_coroutines_survives_a_restart_and_a_cancelled_call(own_redis: RedisServer) -> None:
+    """The asyncio client's own connection for LPUSH: shared by concurrent coroutines (the ones that find it
+    busy take the pool), dropped when Redis restarts or when a call is cancelled between request and reply
+    (so no later call reads that reply as its own)."""
+    sync = Client(own_redis.url)
+    _publish(sync)
+
+    async def scenario() -> tuple[int, int, int]:
+        client = AsyncClient(own_redis.url)
+
+        async def produce() -> None:
+            for _ in range(200):
+                await client.enqueue("noop")
+
+        await asyncio.wait_for(asyncio.gather(*(produce() for _ in range(10))), timeout=60)
+        concurrent = int(await client.redis.llen("tq:queue:default"))
+        own_redis.stop(kill=True)
+        own_redis.start()  # AOF: what was acknowledged survives; the connection does not
+        await client.enqueue("noop")
+        after_restart = int(await client.redis.llen("tq:queue:default"))
+        for _ in range(20):  # cancel calls at their first suspension: request sent, reply not yet read
+            call = asyncio.ensure_future(client.enqueue("noop"))
+            await asyncio.sleep(0)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        ids = [await client.enqueue("noop", n) for n in range(5)]  # each must get its own reply
+        queued = [envelope.decode(m, 1 << 20) for m in await client.redis.lrange("tq:queue:default", 0, 4)]
+        await client.aclose()
+        assert sorted(e.id for e in queued) == sorted(ids)
+        return concurrent, after_restart, len(ids)
+
+    concurrent, after_restart, last = asyncio.run(scenario())
+    assert (concurrent, after_restart, last) == (2000, 2001, 5)
