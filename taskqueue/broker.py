@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+from redis.exceptions import NoScriptError
 
 from taskqueue import envelope, scripts
 from taskqueue.config import Config
+from taskqueue.connection import DirectConnection
 from taskqueue.keys import Keys, join_member
 from taskqueue.stats import field as stat_field
 
@@ -77,6 +79,8 @@ class Broker:
         self.queue_names = [q.name for q in config.queues]
         self.queue_keys = [self.keys.queue(q) for q in self.queue_names]
         self._exchange = client.register_script(scripts.source("exchange"))
+        # The pump is the only caller of exchange, one call at a time: it gets a connection of its own.
+        self._direct = DirectConnection(client) if DirectConnection.possible(client) else None
         self._retry = client.register_script(scripts.source("retry"))
         self._bury = client.register_script(scripts.source("bury"))
         self._requeue = client.register_script(scripts.source("requeue"))
@@ -132,9 +136,21 @@ class Broker:
                 await self._exchange(keys=keys, args=argv, client=pipe)
                 reply = (await pipe.execute())[-1]
         else:
-            reply = await self._exchange(keys=keys, args=argv)
+            reply = await self._exchange_call(keys, argv)
         names = self.queue_names
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+
+    async def _exchange_call(self, keys: list[str], argv: list[Any]) -> Any:
+        if self._direct is None or self._direct.busy:
+            return await self._exchange(keys=keys, args=argv)
+        try:
+            return await self._direct.execute("EVALSHA", self._exchange.sha, len(keys), *keys, *argv)
+        except NoScriptError:  # not run: Redis lost its scripts (a restart); the regular call loads it
+            return await self._exchange(keys=keys, args=argv)
+
+    async def close(self) -> None:
+        if self._direct is not None:
+            await self._direct.close()
 
     async def retry(
         self, worker_id: str, token: bytes, queue: str, message: bytes, due_ms: int, stats: Sequence[str]

@@ -21,10 +21,9 @@ from typing import Any
 
 import msgpack
 import redis
-import redis.asyncio
 
 from taskqueue import envelope, scripts
-from taskqueue.connection import RedisOptions, async_client, sync_client
+from taskqueue.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.errors import PayloadTooLarge, QueueFull, ResultTimeout, TaskFailed, UnknownTask
 from taskqueue.keys import Keys, join_member
 
@@ -130,50 +129,6 @@ class _DirectConnection:
             self.lock.release()
 
 
-class _AsyncDirectConnection:
-    """The asyncio twin of _DirectConnection: one connection of the pool for the plain LPUSH, used by one
-    coroutine at a time (another one meanwhile takes the regular path rather than wait)."""
-
-    def __init__(self, client: Any) -> None:
-        self.pool = client.connection_pool
-        self.conn: Any = None
-        self.busy = False
-
-    async def command(self, *args: Any) -> bool:
-        """True when the command ran here; False: use the regular client. An error reply of Redis raises.
-        A connection that went stale while idle (Redis restarted) is replaced once, at once."""
-        if self.busy:
-            return False
-        self.busy = True
-        try:
-            for fresh in (self.conn is None, True):
-                if fresh:
-                    self.conn = self.pool.make_connection()
-                conn = self.conn
-                try:
-                    await conn.send_packed_command(conn.pack_command(*args), check_health=False)
-                    reply = await conn.read_response()
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
-                    self.conn = None
-                    await conn.disconnect(nowait=True)
-                    if fresh:
-                        return False  # Redis is away: the regular path retries and reports it
-                    continue
-                except BaseException:
-                    self.conn = None  # cancelled between request and reply: the next reader would get this reply
-                    await asyncio.shield(conn.disconnect(nowait=True))
-                    raise
-                return reply is not None
-            return False
-        finally:
-            self.busy = False
-
-    async def close(self) -> None:
-        if self.conn is not None:
-            conn, self.conn = self.conn, None
-            await conn.disconnect()
-
-
 class Client(_Routing):
     """Synchronous producer. Keyword arguments are the YAML `redis:` options."""
 
@@ -275,10 +230,7 @@ class AsyncClient(_Routing):
         self.redis: Any = async_client(RedisOptions(url=url, **options), retry=True)
         self._enqueue_script = self.redis.register_script(scripts.source("enqueue"))
         self._schedule_script = self.redis.register_script(scripts.source("schedule"))
-        plain = (
-            type(self.redis) is redis.asyncio.Redis and type(self.redis.connection_pool) is redis.asyncio.ConnectionPool
-        )
-        self._direct = _AsyncDirectConnection(self.redis) if plain else None
+        self._direct = DirectConnection(self.redis) if DirectConnection.possible(self.redis) else None
 
     async def refresh(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -331,10 +283,25 @@ class AsyncClient(_Routing):
             return
         limit = self.queues[queue].get("max_length")
         if limit is None:
-            if self._direct is None or not await self._direct.command("LPUSH", self.keys.queue(queue), *messages):
+            if not await self._lpush_direct(self.keys.queue(queue), messages):
                 await self.redis.lpush(self.keys.queue(queue), *messages)
         elif await self._enqueue_script(keys=[self.keys.queue(queue)], args=[limit, *messages]) < 0:
             raise QueueFull(f"queue '{queue}' is full (max_length {limit})")
+
+    async def _lpush_direct(self, key: str, messages: list[bytes]) -> bool:
+        """LPUSH on the client's own connection; False: use the regular path (connection busy, or Redis away).
+        A connection that went stale while idle (Redis restarted) is replaced once, at once."""
+        direct = self._direct
+        if direct is None or direct.busy:
+            return False
+        for _ in range(2):
+            fresh = direct.conn is None
+            try:
+                return await direct.execute("LPUSH", key, *messages) is not None
+            except (redis.ConnectionError, redis.TimeoutError, OSError):
+                if fresh:
+                    return False
+        return False
 
     async def result(self, task_id: str, timeout: float = 10.0) -> Any:
         deadline = time.monotonic() + timeout

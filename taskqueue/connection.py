@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import time
@@ -75,6 +76,44 @@ class AsyncFollowingSentinelPool(AsyncSentinelPoolBase):  # type: ignore[misc]
             await connection.disconnect()  # was in use when the primary moved; the next connect asks again
             await connection.connect()
         return connection
+
+
+class DirectConnection:
+    """One connection of a plain asyncio pool, used by one coroutine at a time, without redis-py's per-command
+    pool checkout, retries and instrumentation (most of the client-side cost of a small command). Nothing is
+    retried here: a connection error, a timeout or a cancellation between request and reply drops the
+    connection (the next call opens a new one) and propagates; an error reply leaves it usable."""
+
+    def __init__(self, client: Any) -> None:
+        self.pool = client.connection_pool
+        self.conn: Any = None
+        self.busy = False
+
+    @staticmethod
+    def possible(client: Any) -> bool:
+        """Plain pools only: a Sentinel or Cluster connection used outside its pool does not find its node."""
+        return type(client) is aioredis.Redis and type(client.connection_pool) is aioredis.ConnectionPool
+
+    async def execute(self, *args: Any) -> Any:
+        self.busy = True
+        conn = self.conn
+        try:
+            if conn is None:
+                conn = self.conn = self.pool.make_connection()
+            await conn.send_packed_command(conn.pack_command(*args), check_health=False)
+            return await conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, redis.ResponseError) and conn is not None:
+                self.conn = None
+                await asyncio.shield(conn.disconnect(nowait=True))
+            raise
+        finally:
+            self.busy = False
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            await conn.disconnect()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str
     worker = Worker(cfg, tasks, broker, watch, worker_id)
     code = await worker.run(stop, fast_stop)
     await watch.aclose()
+    await broker.close()
     await broker.redis.aclose()
     return code
 

@@ -47,6 +47,7 @@ def test_after_a_failed_round_trip_the_messages_just_taken_are_not_handed_back(t
         processed = int((await broker.stats()).get("processed:default:echo", 0))
         queued = int(await client.llen(broker.keys.queue("default")))
         inflight = int(await client.hlen(broker.keys.inflight("w1")))
+        await broker.close()
         await client.aclose()
         return processed, queued, inflight
 
@@ -95,6 +96,7 @@ def test_each_task_gets_its_own_deadline_from_one_shared_timer(tmp_path: Path, r
         await asyncio.wait_for(running, timeout=10)
         results = {task_id: await client.get(broker.keys.result(task_id)) for task_id in plan}
         dead = {record.id: record.error for record in await broker.dead_records(list(plan))}
+        await broker.close()
         await client.aclose()
         return results, dead, took
 
@@ -102,3 +104,35 @@ def test_each_task_gets_its_own_deadline_from_one_shared_timer(tmp_path: Path, r
     assert results["ok"] is not None and b"ok" in results["ok"]
     assert dead == {"short": "timed out after 0.2s", "middle": "timed out after 0.6s"}
     assert took < 5.0  # cut at their deadlines (0.2 s, 0.6 s), not at the 5 s deadline armed first
+
+
+def test_the_pump_reloads_its_script_after_redis_forgot_it(tmp_path: Path, redis_url: str) -> None:
+    """The pump sends EVALSHA on its own connection; after SCRIPT FLUSH (as after a restart without the
+    script cache) the NOSCRIPT reply is not an outage: the script is loaded and the tasks run, once each."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
+    cfg = config_mod.load(path)
+
+    async def scenario() -> int:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-noscript")
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        queue = broker.keys.queue("default")
+        processed = 0
+        for batch in range(2):
+            await client.lpush(queue, *[envelope.new("echo", (batch, n)).encode() for n in range(5)])
+            for _ in range(500):  # bounded: until this batch ran (10 s)
+                await asyncio.sleep(0.02)
+                processed = int((await broker.stats()).get("processed:default:echo", 0))
+                if processed == 5 * (batch + 1):
+                    break
+            await client.script_flush()
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        await broker.close()
+        await client.aclose()
+        return processed
+
+    assert asyncio.run(scenario()) == 10
