@@ -26,7 +26,7 @@ from bench.peers import common
 from bench.peers.common import Unsupported
 
 MODULE = "bench.peers.arq_peer"  # not __name__: `python -m bench.peers.arq_peer` runs this file as __main__
-MAX_JOBS = 50
+MAX_JOBS = 10  # arq's default; see SETTINGS["max_jobs"]
 POLL_DELAY_S = 0.05
 FILL_CONCURRENCY = 100
 STOP_CHILDREN_S = 10.0
@@ -39,7 +39,9 @@ DELIVERY = (
 )
 SETTINGS: dict[str, object] = {
     "redis": "arq.connections.RedisSettings.from_dsn(BENCH_REDIS_URL): arq's defaults otherwise",
-    "max_jobs": f"{MAX_JOBS} (arq's default is 10): concurrent jobs per process, as taskqueue's 50 slots per process",
+    "max_jobs": f"{MAX_JOBS} (arq's default): 50, as taskqueue's 50 slots per process, drained 5-25% slower in 4 of 4 "
+    "paired runs (N=5,000): arq re-reads the ids of jobs in progress (they stay in its sorted set) and re-checks "
+    "each with a WATCH round trip on every poll, so more jobs in flight cost more polling",
     "poll_delay": f"{POLL_DELAY_S} s (arq's default is 0.5 s): arq polls its sorted set and has no blocking fetch; "
     "50 ms is the setting PERFORMANCE.md quotes arq at",
     "queue_read_limit": f"arq's default (max(5 x max_jobs, 100) = {max(5 * MAX_JOBS, 100)} job ids per poll)",
