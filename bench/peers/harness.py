@@ -711,6 +711,12 @@ def legend(peers: list[Peer]) -> str:
             if memory.get("why_fewer"):
                 lines.append(f"    Redis bytes per task over {memory['tasks']:,} tasks ({memory['why_fewer']})")
                 break
+        steady = peer.medians().get("drain1_steady")
+        if steady is not None and steady < RATE:
+            lines.append(
+                f"    its 1-process drain ({steady:.0f}/s) is below the {RATE}/s offered in the latency run: "
+                "latency and delay lateness measure a growing backlog there"
+            )
     failures = [f"  {p.name}: {p.error}" for p in peers if p.error is not None]
     for peer in peers:
         for run in peer.runs:
