@@ -47,3 +47,12 @@ def test_comparison_rows_and_rendering() -> None:
     legend = harness.legend([peer, failed])
     assert "> 1 means taskqueue is better" in legend
     assert "celery: pip install failed" in legend
+
+
+def test_legend_flags_a_peer_slower_than_the_latency_load() -> None:
+    run = {"repeat": 1, "metrics": {"drain1_steady": 68.0}, "details": {}, "errors": {"drain2": "no progress"}}
+    slow = harness.Peer("rq", facts={"version": "3.0.0", "delivery": "at-most-once", "settings": {"a": 1}}, runs=[run])
+    text = harness.legend([slow])
+    assert "its 1-process drain (68/s) is below the 200/s" in text
+    assert "rq, run 1, drain2: no progress" in text
+    assert harness.missing_cells([slow])["rq"]["drain2"] == "err"
