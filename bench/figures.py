@@ -126,12 +126,10 @@ class Context:
 
     def done(self) -> int:
         self.polls += 1
-        raw = self.store.get(DONE_KEY)
-        return int(raw) if raw is not None else 0
+        return done_count(self.store)
 
     def redis_cpu_s(self) -> float:
-        sample = procstat.cpu(self.server.pid)
-        return sample.total_s if sample else 0.0
+        return process_cpu_s(self.server.pid)
 
     def commandstats(self) -> dict[str, int]:
         return commandstats(self.store)
@@ -154,6 +152,18 @@ class Context:
 
 
 # ---- shared with the peers harness (bench/peers/harness.py) ----------------------------------------------
+def done_count(store: Any) -> int:
+    """`GET bench:done` (one poll of the harness): completions so far."""
+    raw = store.get(DONE_KEY)
+    return int(raw) if raw is not None else 0
+
+
+def process_cpu_s(pid: int) -> float:
+    """User+sys seconds of one process (redis-server); 0 when it is gone."""
+    sample = procstat.cpu(pid)
+    return sample.total_s if sample else 0.0
+
+
 def commandstats(store: Any) -> dict[str, int]:
     """`INFO commandstats` as {command: calls}."""
     stats = store.info("commandstats")

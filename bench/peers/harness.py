@@ -340,12 +340,10 @@ class Harness:
 
     def done(self) -> int:
         self.polls += 1
-        raw = self.store.get(DONE_KEY)
-        return int(raw) if raw is not None else 0
+        return figures.done_count(self.store)
 
     def redis_cpu_s(self) -> float:
-        sample = procstat.cpu(self.server.pid)
-        return sample.total_s if sample else 0.0
+        return figures.process_cpu_s(self.server.pid)
 
     def start_worker(self, peer: Peer, processes: int) -> PeerWorker:
         assert peer.python is not None
