@@ -32,6 +32,11 @@ def due_ms(delay_s: float) -> int:
     return math.ceil((time.time() + delay_s) * 1000)
 
 
+def printable(value: Any) -> Any:
+    """A str that UTF-8 can always encode (lone surrogates become `\\udXXX` escapes); other values as they are."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
 @dataclass(frozen=True, slots=True)
 class Taken:
     """One message a worker took: its token (per worker), queue and raw bytes."""
@@ -56,7 +61,11 @@ class DeadRecord:
     worker: str
 
     def encode(self) -> bytes:
-        packed: bytes = msgpack.packb({f: getattr(self, f) for f in self.__slots__}, use_bin_type=True)
+        body = {f: getattr(self, f) for f in self.__slots__}
+        try:
+            packed: bytes = msgpack.packb(body, use_bin_type=True)
+        except UnicodeEncodeError:  # an error text that quotes a broken string: keep it, escaped
+            packed = msgpack.packb({k: printable(v) for k, v in body.items()}, use_bin_type=True)
         return packed
 
     @classmethod
@@ -89,6 +98,7 @@ class Broker:
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
+        self._retire = client.register_script(scripts.source("retire"))
 
     async def exchange(
         self,
@@ -120,6 +130,14 @@ class Broker:
             argv += (name, count)
         argv += self.queue_names
         keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
+        reply = await self._after_results(self._exchange, keys, argv, results)
+        names = self.queue_names
+        return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+
+    async def _after_results(
+        self, script: Any, keys: list[str], argv: list[Any], results: Iterable[tuple[str, int, bytes]]
+    ) -> Any:
+        """Store finished tasks' results, then run `script` (exchange or retire) in the same round trip."""
         results = list(results)
         if results and self.config.redis.cluster:
             # redis-py refuses EVALSHA inside a Cluster pipeline: store the results first, then the script
@@ -128,17 +146,16 @@ class Broker:
                 for task_id, ttl_ms, value in results:
                     pipe.set(self.keys.result(task_id), value, px=ttl_ms)
                 await pipe.execute()
-            reply = await self._exchange(keys=keys, args=argv)
-        elif results:
+            return await script(keys=keys, args=argv)
+        if results:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id, ttl_ms, value in results:
                     pipe.set(self.keys.result(task_id), value, px=ttl_ms)
-                await self._exchange(keys=keys, args=argv, client=pipe)
-                reply = (await pipe.execute())[-1]
-        else:
-            reply = await self._exchange_call(keys, argv)
-        names = self.queue_names
-        return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+                await script(keys=keys, args=argv, client=pipe)
+                return (await pipe.execute())[-1]
+        if script is self._exchange:
+            return await self._exchange_call(keys, argv)
+        return await script(keys=keys, args=argv)
 
     async def _exchange_call(self, keys: list[str], argv: list[Any]) -> Any:
         if self._direct is None or self._direct.busy:
@@ -219,15 +236,50 @@ class Broker:
         found = await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms(), start=0, num=100)
         return [w.decode() for w in found]
 
+    async def unregistered_holders(self, limit: int = 1000) -> list[str]:
+        """Worker ids that have an in-flight hash but no registration (no lease will ever expire for them).
+        A SCAN of the keyspace: for the rare defensive pass of the reaper, not for a hot path."""
+        prefix = self.keys.inflight("")
+        found: list[str] = []
+        async for key in self.redis.scan_iter(match=prefix + "*", count=1000, _type="hash"):
+            found.append(key.decode()[len(prefix) :])
+            if len(found) >= limit:
+                break
+        if not found:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in found:
+                pipe.zscore(self.keys.workers, worker_id)
+            scores = await pipe.execute()
+        return [w for w, score in zip(found, scores, strict=True) if score is None]
+
+    async def count(self, field: str, by: int) -> None:
+        await self.redis.hincrby(self.keys.stats, field, by)
+
     async def inflight(self, worker_id: str) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = await self.redis.hgetall(self.keys.inflight(worker_id))
         return found
 
-    async def forget_worker(self, worker_id: str) -> None:
-        """Drop a worker from the registry once nothing is in flight for it any more."""
-        if not await self.redis.hlen(self.keys.inflight(worker_id)):
-            await self.redis.zrem(self.keys.workers, worker_id)
-            await self.redis.delete(self.keys.worker(worker_id))
+    async def retire(
+        self,
+        worker_id: str,
+        acks: Sequence[bytes] = (),
+        counters: Mapping[str, int] | None = None,
+        results: Sequence[tuple[str, int, bytes]] = (),
+    ) -> int:
+        """Settle a leaving worker's last acks, hand back everything else in its in-flight hash and drop its
+        registration, atomically; returns how many messages went back. Also the last step of recovering a
+        dead worker (with nothing to settle), so no path ever removes a lease and leaves its messages."""
+        acks = list(acks)
+        while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
+            await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, 0)
+            acks = acks[MAX_ACKS_PER_CALL:]
+        counters = counters or {}
+        argv: list[Any] = [worker_id, self.keys.queue_prefix, len(acks), *acks, len(counters)]
+        for name, count in counters.items():
+            argv += (name, count)
+        keys = [self.keys.inflight(worker_id), self.keys.stats, self.keys.workers, self.keys.worker(worker_id)]
+        return int(await self._after_results(self._retire, keys, argv, results))
 
     async def publish_tables(self) -> None:
         """The task and queue tables clients route by (SPEC §8)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -20,6 +21,8 @@ _KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "e
 _CORE = frozenset({"task", "id", "args", "kwargs", "enqueued_at"})  # what producers send
 _NO_KWARGS: dict[str, Any] = {}  # shared, never mutated: tasks get it unpacked (**kwargs)
 _packer = msgpack.Packer(use_bin_type=True)
+MAX_NAME = 200  # characters of a task name or an id
+MAX_COUNT = 1_000_000  # max_retries, attempt
 
 
 def _reset_ids() -> None:
@@ -101,14 +104,19 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
     body = _parse(raw)
     if not isinstance(body, dict):
         raise InvalidEnvelope(f"expected a JSON/MessagePack object, got {type(body).__name__}")
-    if not _KNOWN.issuperset(body):
-        unknown = sorted(str(k) for k in body if k not in _KNOWN)
-        raise InvalidEnvelope(f"unknown envelope key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(_KNOWN))})")
+    if not all(isinstance(k, str) for k in body) or not _KNOWN.issuperset(body):
+        unknown = sorted(_shown(k) for k in body if k not in _KNOWN)
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise InvalidEnvelope(
+            f"unknown envelope key(s) {', '.join(unknown[:5])}{more} (allowed: {', '.join(sorted(_KNOWN))})"
+        )
     task, task_id = body.get("task"), body.get("id")
     if not isinstance(task, str) or not task:
         raise InvalidEnvelope("missing 'task' (a task name declared in the YAML)")
-    if task_id is not None and (not isinstance(task_id, str) or not task_id or len(task_id) > 200):
-        raise InvalidEnvelope("'id' must be a non-empty string of at most 200 characters")
+    if len(task) > MAX_NAME:
+        raise InvalidEnvelope(f"'task' must be a task name of at most {MAX_NAME} characters")
+    if task_id is not None and (not isinstance(task_id, str) or not task_id or len(task_id) > MAX_NAME):
+        raise InvalidEnvelope(f"'id' must be a non-empty string of at most {MAX_NAME} characters")
     args, kwargs = body.get("args", ()), body.get("kwargs", _NO_KWARGS)
     if not isinstance(args, list | tuple):
         raise InvalidEnvelope(f"'args' must be an array, got {type(args).__name__}")
@@ -128,27 +136,46 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
 def _parse(raw: bytes) -> Any:
     if raw[:1] in (b"{", b"[", b" ", b"\n", b"\t", b"\r", b'"'):
         try:
-            return json.loads(raw.decode("utf-8"))
+            body = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as exc:
             raise InvalidEnvelope(f"invalid UTF-8 at byte {exc.start}") from None
         except json.JSONDecodeError as exc:
             raise InvalidEnvelope(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        except RecursionError:
+            raise InvalidEnvelope("invalid JSON: nested too deeply") from None
+        # JSON can say what MessagePack (and so a retry, a result, a dead-letter record) cannot: a lone
+        # surrogate escape ("\ud800", from JavaScript's JSON.stringify of a broken string), integers
+        # beyond 64 bits, nesting deeper than MessagePack's limit. Such a message is refused here, once.
+        try:
+            _packer.pack(body)
+        except UnicodeEncodeError:
+            raise InvalidEnvelope("invalid JSON string: a lone UTF-16 surrogate escape (not valid Unicode)") from None
+        except OverflowError:
+            raise InvalidEnvelope("integer beyond 64 bits (not representable in MessagePack)") from None
+        except (ValueError, TypeError) as exc:
+            raise InvalidEnvelope(f"not representable in MessagePack ({type(exc).__name__}: {exc})") from None
+        return body
     try:
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except UnicodeDecodeError:
         raise InvalidEnvelope("invalid UTF-8 in a MessagePack string") from None
-    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+    except Exception as exc:  # any malformed input: ExtraData, FormatError, StackError, unhashable keys...
         raise InvalidEnvelope(f"neither JSON nor MessagePack ({type(exc).__name__})") from None
+
+
+def _shown(key: object) -> str:
+    text = key if isinstance(key, str) else repr(key)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _number(body: Mapping[str, Any], key: str, kind: type) -> Any:
     value = body.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidEnvelope(f"'{key}' must be a non-negative number, got {value!r}")
-    if kind is int and value != int(value):
-        raise InvalidEnvelope(f"'{key}' must be a whole number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or not math.isfinite(value):
+        raise InvalidEnvelope(f"'{key}' must be a finite non-negative number, got {_shown(value)}")
+    if kind is int and (value != int(value) or value > MAX_COUNT):
+        raise InvalidEnvelope(f"'{key}' must be a whole number of at most {MAX_COUNT}, got {_shown(value)}")
     return kind(value)
 
 

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from taskqueue import envelope as envelope_mod
 from taskqueue import stats
-from taskqueue.broker import Broker, DeadRecord, Taken, due_ms
+from taskqueue.broker import Broker, DeadRecord, Taken, due_ms, printable
 from taskqueue.config import Config, TaskConfig
 from taskqueue.context import set_current
 from taskqueue.errors import Reject, Retry
@@ -37,6 +37,8 @@ from taskqueue.threads import ThreadRunner
 log = logging.getLogger("taskqueue.worker")
 
 EXIT_REPLACE = 75  # "replace me": a sync task overran its timeout and its thread cannot be stopped
+QUARANTINE_AFTER = 3  # bookkeeping failures of one message before it is dead-lettered as it is
+TROUBLES_KEPT = 1000  # messages whose bookkeeping failures this process remembers
 NO_DEADLINE = math.inf
 
 
@@ -87,6 +89,7 @@ class Executor:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
+        self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
 
     def pending_outbox(self) -> bool:
         return bool(self.acks or self.counters or self.results)
@@ -97,8 +100,11 @@ class Executor:
         self.held[item.token] = held
         try:
             env = envelope_mod.decode(item.raw, self.config.max_payload_bytes)
-        except envelope_mod.InvalidEnvelope as exc:
-            held.job = asyncio.create_task(self._guard(item, held, self._bury(item, None, f"invalid message: {exc}")))
+        except Exception as exc:  # InvalidEnvelope, or a decoder bug: either way not a message we can run
+            reason = str(exc) if isinstance(exc, envelope_mod.InvalidEnvelope) else f"{type(exc).__name__}: {exc}"
+            held.job = asyncio.create_task(
+                self._guard(item, held, self._bury(item, None, f"invalid message: {reason}"))
+            )
             return
         task = self.registry.get(env.task)
         if task is None:
@@ -160,8 +166,8 @@ class Executor:
                 await self._failed(item, env, task, attempt, max_retries, failure, timeout, elapsed)
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self._lost(item.token, held)
+        except Exception as exc:
+            self._lost(item, held, exc)
 
     async def _call(self, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> tuple[Any, Exception | None]:
         """Run the task body: (its value, None) or (None, why it failed). Past its deadline it failed as a timeout."""
@@ -194,16 +200,53 @@ class Executor:
             await settle
         except asyncio.CancelledError:
             raise
-        except Exception:
-            self._lost(item.token, held)
+        except Exception as exc:
+            self._lost(item, held, exc)
 
-    def _lost(self, token: bytes, held: Held) -> None:
+    def _lost(self, item: Taken, held: Held, exc: Exception) -> None:
         """A task's bookkeeping failed (a bug, or an error we did not foresee): the message must not keep its
-        slot forever. Hand it back, so it runs again, and say why."""
-        log.exception("a task's bookkeeping failed; its message is handed back")
-        if self.held.get(token) is held:
-            del self.held[token]
-            self._spawn(self._give_back(token, held))
+        slot forever. Hand it back, so it runs again; after QUARANTINE_AFTER failures here, dead-letter it as
+        it is. One log line with the traceback per message, not one per try."""
+        tries = self._troubles.pop(item.raw, 0) + 1
+        if tries == 1:
+            log.exception("a task's bookkeeping failed; its message is handed back", extra={"queue": item.queue})
+        if self.held.get(item.token) is not held:
+            return
+        del self.held[item.token]
+        if tries >= QUARANTINE_AFTER:
+            self._spawn(self._quarantine(item, tries, exc))
+            return
+        self._troubles[item.raw] = tries
+        if len(self._troubles) > TROUBLES_KEPT:
+            del self._troubles[next(iter(self._troubles))]
+        self._spawn(self._give_back(item.token, held))
+
+    async def _quarantine(self, item: Taken, tries: int, exc: Exception) -> None:
+        """Dead-letter a message whose bookkeeping keeps failing, with only what cannot fail: its raw bytes,
+        the queue and the reason (escaped). If even that fails, it stays in the in-flight hash, off the slots,
+        until this worker retires and hands it back."""
+        error = printable(f"quarantined: its bookkeeping failed {tries} times ({type(exc).__name__}: {exc})")
+        raw = envelope_mod.preview(item.raw, 64 * 1024)
+        task_id = f"quarantined-{self.worker_id}-{item.token.decode()}"
+        record = DeadRecord(
+            task_id,
+            "(quarantined)",
+            item.queue,
+            raw,
+            len(raw) < len(item.raw),
+            error,
+            "",
+            tries,
+            None,
+            time.time(),
+            self.worker_id,
+        )
+        counted = [stat_field("failed", item.queue, "(invalid)"), stat_field("dead", item.queue, "(invalid)")]
+        log.warning("dead-lettered: %s", error, extra={"task_id": task_id, "queue": item.queue})
+        try:
+            await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted))
+        except Exception:
+            log.exception("could not quarantine a message; it goes back when this worker stops")
 
     async def _give_back(self, token: bytes, held: Held) -> None:
         delay = 0.1
@@ -316,6 +359,8 @@ class Executor:
     ) -> None:
         name = env.task if env else "(invalid)"
         task_id = env.id if env else f"invalid-{self.worker_id}-{item.token.decode()}"
+        registered = self.registry.get(name)
+        counted_as = name if registered or env is None else "(unknown)"  # counters only for declared names
         raw = envelope_mod.preview(item.raw, 64 * 1024)
         record = DeadRecord(
             task_id,
@@ -330,14 +375,13 @@ class Executor:
             time.time(),
             self.worker_id,
         )
-        counted = [stat_field("failed", item.queue, name), stat_field("dead", item.queue, name)]
+        counted = [stat_field("failed", item.queue, counted_as), stat_field("dead", item.queue, counted_as)]
         log.warning(
             "dead-lettered: %s",
             error,
             extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
         )
         await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted))
-        registered = self.registry.get(name)
         if env and registered and registered.config.result_ttl_s > 0:
             ttl_ms = int(registered.config.result_ttl_s * 1000)
             self.results.append((env.id, ttl_ms, _result_bytes("dead", None, error)))
@@ -384,6 +428,8 @@ def _result_bytes(status: str, value: Any, error: str | None) -> bytes:
     try:
         packed: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:
-        body.update(value=None, error=f"result not serialisable: {type(exc).__name__}: {exc}")
+        if status == "ok":
+            body.update(value=None, error=f"result not serialisable: {type(exc).__name__}: {exc}")
+        body["error"] = printable(body["error"])  # a failure's text may quote a broken string
         packed = msgpack.packb(body, use_bin_type=True)
     return packed

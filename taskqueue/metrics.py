@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from taskqueue import envelope
 from taskqueue.broker import Broker
 from taskqueue.config import Config
-from taskqueue.stats import DURATION_BUCKETS
+from taskqueue.stats import DURATION_BUCKETS, ORPHANS_FIELD
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SNAPSHOT_TIMEOUT_S = 2.5  # a scrape answers (taskqueue_redis_up 0) well inside Prometheus' default 10s
@@ -176,6 +176,12 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
         if fieldname.startswith(AUTOSCALER_PREFIX) and ":" not in fieldname:
             decisions.add_metric([fieldname.removeprefix(AUTOSCALER_PREFIX)], value)
     yield decisions
+    orphans = CounterMetricFamily(
+        "taskqueue_orphaned_tasks_recovered",
+        "Tasks found in flight for a worker that was no longer registered, and recovered (should stay 0).",
+    )
+    orphans.add_metric([], stats.get(ORPHANS_FIELD, 0))
+    yield orphans
 
 
 def _duration_family(stats: Mapping[str, int], config: Config) -> Metric:

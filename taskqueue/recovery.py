@@ -9,9 +9,39 @@ import time
 from taskqueue import envelope
 from taskqueue.broker import Broker, DeadRecord
 from taskqueue.keys import split_member
+from taskqueue.stats import ORPHANS_FIELD
 from taskqueue.stats import field as stat_field
 
 log = logging.getLogger("taskqueue.recovery")
+
+
+class OrphanWatch:
+    """Defence in depth: an in-flight hash whose worker is not registered has no lease that could expire,
+    so no other recovery would ever look at it. No code path should leave one (a worker retires in one
+    atomic step); if one appears anyway, it is recovered like a dead worker's once it is seen on two
+    passes in a row (a worker that is merely late re-registers with its next heartbeat)."""
+
+    def __init__(self) -> None:
+        self.suspects: set[str] = set()
+
+    async def check(self, broker: Broker) -> int:
+        """One pass; returns how many tasks came back."""
+        found = set(await broker.unregistered_holders())
+        confirmed, self.suspects = found & self.suspects, found - self.suspects
+        total = 0
+        for worker_id in sorted(confirmed):
+            requeued, buried = await recover_worker(broker, worker_id)
+            total += requeued + buried
+            log.warning(
+                "worker %s held tasks in flight but was not registered: %d re-queued, %d dead-lettered",
+                worker_id,
+                requeued,
+                buried,
+                extra={"worker": worker_id},
+            )
+        if total:
+            await broker.count(ORPHANS_FIELD, total)
+        return total
 
 
 async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
@@ -51,5 +81,5 @@ async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
         elif await broker.requeue(worker_id, token, queue, env.encode() if task else raw):
             requeued += 1
             log.info("re-queued a task of lost worker %s", worker_id, extra=fields)
-    await broker.forget_worker(worker_id)
+    requeued += await broker.retire(worker_id)  # anything it took meanwhile, and its registration
     return requeued, buried

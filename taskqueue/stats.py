@@ -11,6 +11,7 @@ script) and every runner reads, so the numbers are right however many processes 
     autoscaler_up / autoscaler_down   scaling decisions of all runners
     schedule_fired:<schedule>         fires of a periodic schedule (across all runners)
     schedule_skipped:<schedule>       fires skipped: too late (misfire_grace) or missed while down (catch_up: false)
+    orphaned_recovered                tasks recovered from the in-flight hash of an unregistered worker
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 
 # Prometheus' default buckets, seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
+ORPHANS_FIELD = "orphaned_recovered"
 _BUCKET_NAMES = tuple("+Inf" if b == float("inf") else repr(b) for b in DURATION_BUCKETS)
 
 

@@ -30,6 +30,7 @@ from taskqueue.worker import lease_s
 log = logging.getLogger("taskqueue.runner")
 
 STOP_MARGIN_S = 5.0  # beyond the grace period, before a worker that does not exit is killed
+ORPHAN_SCAN_S = 30.0  # how often the reaper looks for in-flight hashes of unregistered workers
 
 
 @dataclass
@@ -151,9 +152,15 @@ class Supervisor:
     async def _reaper(self) -> None:
         """Recover workers of any runner whose lease ran out (a runner killed with SIGKILL, a lost host)."""
         interval = self.config.workers.heartbeat_interval_s
+        orphans = recovery.OrphanWatch()
+        next_orphan_scan = time.monotonic() + min(ORPHAN_SCAN_S, lease_s(self.config) * 2)
         while not self.stopping:
             raise_if_cancelled()
             await asyncio.sleep(interval)
+            if time.monotonic() >= next_orphan_scan:
+                next_orphan_scan = time.monotonic() + ORPHAN_SCAN_S
+                with contextlib.suppress(RedisError):
+                    await orphans.check(self.broker)
             try:
                 expired = await self.broker.expired_workers()
                 if self.redis_ok_since is None:

@@ -44,7 +44,10 @@ class Worker:
         self.armed = asyncio.Event()
         self.executor = Executor(config, registry, broker, worker_id, self.wake)
         self.held: dict[bytes, Held] = self.executor.held  # the same dict: what the executor runs, the pump counts
-        self.stopping = False
+        self.stopping = False  # take nothing more
+        self.closing = asyncio.Event()  # and leave the pump loop
+        self.idle = asyncio.Event()  # the pump has no round trip under way
+        self.idle.set()
         self.tokens = 0
         self._pump_failed = False
         self._primary_moves = 0
@@ -57,13 +60,18 @@ class Worker:
     async def run(self, stop: asyncio.Event, fast_stop: asyncio.Event) -> int:
         """Work until `stop`; then finish running tasks within the grace period and hand back the rest."""
         await self._heartbeat_once()
-        helpers = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._pump())]
+        pump = asyncio.create_task(self._pump())
+        helpers = [asyncio.create_task(self._heartbeat())]
         helpers += [asyncio.create_task(self._watch(q)) for q in self.broker.queue_names]
         self.armed.set()
         self.wake.set()
         await stop.wait()
-        self.stopping = True
+        self.stopping = True  # the pump takes nothing more; it keeps acknowledging what finishes
         self.wake.set()
+        # What a round trip under way brings still starts, and gets the grace period like the rest.
+        idle = asyncio.create_task(self.idle.wait())
+        await asyncio.wait([idle], timeout=STOP_WAIT_S)
+        idle.cancel()
         grace = self.config.workers.shutdown_grace_period_s if self.exit_code == 0 else 0.0
         running = [h.job for h in self.held.values() if h.job]
         if running:
@@ -74,31 +82,54 @@ class Worker:
             await asyncio.wait([finished, fast], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
             finished.cancel()
             fast.cancel()
-        await self._hand_back()
+        await self._cancel_running()
+        await self._stop_pump(pump)
         for helper in helpers:
             helper.cancel()
         await asyncio.wait(helpers, timeout=STOP_WAIT_S)
-        await self._flush()
+        await self._retire()
         self.executor.close()
-        await self.broker.redis.zrem(self.broker.keys.workers, self.id)
-        await self.broker.forget_worker(self.id)
         log.info("worker stopped", extra={"worker": self.id})
         return self.exit_code
 
-    async def _hand_back(self) -> None:
-        """Cancel what still runs and put its messages back at the front of their queues."""
+    async def _cancel_running(self) -> None:
+        """Cancel what still runs; its message goes back with the rest of the in-flight hash at retirement."""
         jobs = [h.job for h in self.held.values() if h.job and not h.job.done()]
         for job in jobs:
             job.cancel(msg="hand back")
         if jobs:  # a task body may swallow its cancellation: do not wait for it forever
             await asyncio.wait(jobs, timeout=STOP_WAIT_S)
-        for token, held in list(self.held.items()):
-            try:
-                await self.broker.requeue(self.id, token, held.queue, held.raw)
-                log.info("handed back a task that was still running", extra={"queue": held.queue})
-            except RedisError as exc:
-                log.warning("could not hand back a task (%s); it returns when this worker's lease expires", exc)
-            self.held.pop(token, None)
+
+    async def _stop_pump(self, pump: asyncio.Task[None]) -> None:
+        """Let the pump leave between two round trips, so a reply is never cut off; cancel it only when it
+        cannot finish one (Redis unreachable). Either way the in-flight hash still says what we held."""
+        self.closing.set()
+        self.wake.set()
+        await asyncio.wait([pump], timeout=STOP_WAIT_S)
+        if not pump.done():
+            pump.cancel()
+            await asyncio.wait([pump], timeout=STOP_WAIT_S)
+
+    async def _retire(self) -> None:
+        """One atomic step: the last acks and counters, every message still in the in-flight hash back to
+        its queue (running or just taken, received or not), the registration gone. If Redis cannot be
+        reached, the registration stays and its lease expires: recovery then brings the messages back."""
+        out = self.executor
+        try:
+            handed = await self.broker.retire(self.id, out.acks, out.counters, out.results)
+        except RedisError as exc:
+            log.warning(
+                "could not hand back this worker's tasks (%s); they return when its lease expires (%.1fs)",
+                exc,
+                lease_s(self.config),
+                extra={"worker": self.id},
+            )
+            return
+        out.acks, out.results = [], []
+        out.counters.clear()
+        self.held.clear()
+        if handed:
+            log.info("handed back %d task(s) that had not finished", handed, extra={"worker": self.id})
 
     async def _heartbeat_once(self) -> None:
         info = {
@@ -153,11 +184,19 @@ class Worker:
             raise_if_cancelled()
             await self.wake.wait()
             self.wake.clear()
+            if self.closing.is_set():
+                return
             want = 0 if self.stopping else self.slots - len(self.held)
             if want <= 0 and not self.executor.pending_outbox():
                 continue
             try:
-                taken = await self._exchange(want)
+                self.idle.clear()
+                try:
+                    taken = await self._exchange(want)
+                finally:
+                    self.idle.set()
+                if self.closing.is_set():
+                    return  # what this round took stays in the in-flight hash: retirement hands it back
                 for item in taken:  # held before any reconcile: they are ours, not strays
                     self.executor.start(item)
                 delay = 0.05
@@ -190,13 +229,6 @@ class Worker:
             out.results = results + out.results
             out.counters.update(counters)
             raise
-
-    async def _flush(self) -> None:
-        if self.executor.pending_outbox():
-            try:
-                await self._exchange(0)
-            except RedisError as exc:
-                log.warning("could not record %d finished task(s): %s", len(self.executor.acks), exc)
 
     async def _reconcile(self) -> None:
         """After a failed round trip, hand back messages Redis recorded for us that we never received

@@ -9,8 +9,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from taskqueue import config as config_mod
-from taskqueue import envelope, registry
+from taskqueue import envelope, recovery, registry
 from taskqueue.broker import Broker
+from taskqueue.stats import ORPHANS_FIELD
 from taskqueue.worker import Worker
 
 CONFIG = """
@@ -136,3 +137,75 @@ def test_the_pump_reloads_its_script_after_redis_forgot_it(tmp_path: Path, redis
         return processed
 
     assert asyncio.run(scenario()) == 10
+
+
+def test_a_worker_stopped_while_its_exchange_awaits_the_reply_loses_nothing(tmp_path: Path, redis_url: str) -> None:
+    """The loss of issue 12, made deterministic: the exchange script ran (the messages are in this worker's
+    in-flight hash) but the pump is still waiting for the reply when the worker is told to stop. Whatever
+    the pump never received must go back to the queue (or stay under a live lease), never be orphaned."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
+    cfg = config_mod.load(path)
+
+    async def scenario() -> tuple[int, int, bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-cut")
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        real_exchange = broker.exchange
+        never = asyncio.Event()
+
+        async def reply_never_arrives(*args: Any) -> Any:
+            taken = await real_exchange(*args)
+            if taken:  # the script moved them into the hash; the reply is "still on the wire"
+                stop.set()
+                await never.wait()
+            return taken
+
+        broker.exchange = reply_never_arrives  # type: ignore[method-assign,assignment]
+        queue = broker.keys.queue("default")
+        await client.lpush(queue, *[envelope.new("echo", (n,)).encode() for n in range(3)])
+        await asyncio.wait_for(worker.run(stop, fast_stop), timeout=20)
+        queued = int(await client.llen(queue))
+        inflight = int(await client.hlen(broker.keys.inflight("w-cut")))
+        registered = await client.zscore(broker.keys.workers, "w-cut") is not None
+        await broker.close()
+        await client.aclose()
+        return queued, inflight, registered
+
+    queued, inflight, registered = asyncio.run(scenario())
+    assert (queued, inflight, registered) == (3, 0, False)  # all handed back, and the worker retired cleanly
+
+
+def test_an_in_flight_hash_without_a_registration_is_recovered_on_the_second_look(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Defence in depth: messages in the in-flight hash of a worker id that is not in the workers zset have no
+    lease that could expire. The reaper's orphan pass recovers them once seen twice (a late worker
+    re-registers in between), counts them, and leaves registered workers alone."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
+    cfg = config_mod.load(path)
+
+    async def scenario() -> tuple[int, int, int, int, int, str]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        orphan, live = broker.keys.inflight("w-orphan"), broker.keys.inflight("w-live")
+        message = envelope.new("echo", ("lost?",)).encode()
+        await client.hset(orphan, "1", b"default|" + message)
+        await client.hset(live, "1", b"default|" + envelope.new("echo", ("mine",)).encode())
+        await client.zadd(broker.keys.workers, {"w-live": 2**40})
+        watch = recovery.OrphanWatch()
+        first = await watch.check(broker)  # seen once: a suspect only
+        second = await watch.check(broker)
+        queued: list[Any] = await client.lrange(broker.keys.queue("default"), 0, -1)
+        counted = int((await broker.stats()).get(ORPHANS_FIELD, 0))
+        left = int(await client.hlen(live))
+        await client.delete(live)
+        await client.zrem(broker.keys.workers, "w-live")
+        await broker.close()
+        await client.aclose()
+        return first, second, len(queued), counted, left, envelope.decode(queued[0], 1 << 20).args[0]
+
+    first, second, queued, counted, left, arg = asyncio.run(scenario())
+    assert (first, second, queued, counted, left, arg) == (0, 1, 1, 1, 1, "lost?")
