@@ -7,7 +7,6 @@ from typing import Any
 
 from taskqueue import envelope, scheduler
 from taskqueue.broker import Broker
-from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
 
 COUNTERS = ("processed", "failed", "retried", "dead")
 
@@ -55,24 +54,8 @@ async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], lis
 async def enqueue(
     broker: Broker, task: str, args: Sequence[Any], kwargs: dict[str, Any], queue: str | None, delay_s: float
 ) -> tuple[str, str]:
-    """Enqueue one declared task for the CLI and the HTTP API; returns (task id, queue).
+    """Enqueue one declared task for the CLI and the HTTP API through the producer; returns (task id, queue).
     Raises UnknownTask (task or queue), PayloadTooLarge, QueueFull, or ValueError (not encodable)."""
-    config = broker.config
-    declared = config.tasks.get(task)
-    if declared is None:
-        raise UnknownTask(f"unknown task {task!r} (declared: {', '.join(sorted(config.tasks))})")
-    target = queue or declared.queue
-    if target not in broker.queue_names:
-        raise UnknownTask(f"unknown queue {target!r} (declared: {', '.join(broker.queue_names)})")
-    env = envelope.new(task, tuple(args), kwargs)
-    try:
-        message = env.encode()
-    except (TypeError, ValueError, OverflowError):
-        raise ValueError("args/kwargs hold a value MessagePack cannot encode") from None
-    if len(message) > config.max_payload_bytes:
-        raise PayloadTooLarge(
-            f"message of {len(message)} bytes exceeds limits.max_payload_size ({config.max_payload_bytes})"
-        )
-    if not await broker.enqueue(target, [message], delay_s, task=task):
-        raise QueueFull(f"queue '{target}' is full (max_length {config.queue(target).max_length})")
-    return env.id, target
+    ids, pushes = broker.producer.plan([(task, args, kwargs)], queue=queue, delay_s=delay_s)
+    await broker.send(pushes, task=task)
+    return ids[0], pushes[0].queue

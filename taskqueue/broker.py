@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,25 +15,36 @@ from redis.exceptions import NoScriptError
 from taskqueue import envelope, scripts
 from taskqueue.config import Config
 from taskqueue.connection import DirectConnection
-from taskqueue.keys import Keys, join_member
+from taskqueue.features import Effect
+from taskqueue.keys import Keys
+from taskqueue.producer import Producer, Push, Routes, Sender, TaskRoute
 from taskqueue.stats import field as stat_field
 
 HOST = socket.gethostname()
 MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
+DEAD_MESSAGE_BYTES = 64 * 1024  # what a dead-letter record keeps of its message
+
+Hooked = Sequence[tuple[bytes, Sequence[Effect]]]  # finished tokens and the effects of their settle
+
+
+def effect_args(effects: Sequence[Effect]) -> list[Any]:
+    """A block of effects as the settle scripts read it (lua/hooks/_prelude.lua): count, then each one."""
+    argv: list[Any] = [len(effects)]
+    for effect in effects:
+        argv += effect
+    return argv
+
+
+def hooked_args(hooked: Hooked) -> list[Any]:
+    argv: list[Any] = [len(hooked)]
+    for token, effects in hooked:
+        argv.append(token)
+        argv += effect_args(effects)
+    return argv
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
-
-
-def due_ms(delay_s: float) -> int:
-    """Due time of a delay in whole ms, rounded up: a task may start late by a fraction of a ms, never early."""
-    return math.ceil((time.time() + delay_s) * 1000)
-
-
-def printable(value: Any) -> Any:
-    """A str that UTF-8 can always encode (lone surrogates become `\\udXXX` escapes); other values as they are."""
-    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +70,32 @@ class DeadRecord:
     failed_at: float
     worker: str
 
+    @classmethod
+    def now(
+        cls,
+        task_id: str,
+        task: str,
+        queue: str,
+        raw: bytes,
+        error: str,
+        attempts: int,
+        worker: str,
+        *,
+        trace: str = "",
+        enqueued_at: float | None = None,
+    ) -> DeadRecord:
+        """The record of a message dead-lettered now (the message kept up to DEAD_MESSAGE_BYTES)."""
+        kept = envelope.preview(raw, DEAD_MESSAGE_BYTES)
+        return cls(
+            task_id, task, queue, kept, len(kept) < len(raw), error, trace, attempts, enqueued_at, time.time(), worker
+        )
+
     def encode(self) -> bytes:
         body = {f: getattr(self, f) for f in self.__slots__}
         try:
             packed: bytes = msgpack.packb(body, use_bin_type=True)
         except UnicodeEncodeError:  # an error text that quotes a broken string: keep it, escaped
-            packed = msgpack.packb({k: printable(v) for k, v in body.items()}, use_bin_type=True)
+            packed = msgpack.packb({k: envelope.printable(v) for k, v in body.items()}, use_bin_type=True)
         return packed
 
     @classmethod
@@ -98,6 +128,12 @@ class Broker:
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
+        routes = Routes(
+            {name: TaskRoute(t.queue, config.max_payload_bytes) for name, t in config.tasks.items()},
+            {q.name: q.max_length for q in config.queues},
+        )
+        self.producer = Producer(self.keys, routes)
+        self._sender = Sender(client, {"enqueue": self._enqueue, "schedule": self._schedule})
         self._retire = client.register_script(scripts.source("retire"))
 
     async def exchange(
@@ -105,57 +141,36 @@ class Broker:
         worker_id: str,
         acks: Sequence[bytes],
         counters: Mapping[str, int],
-        results: Sequence[tuple[str, int, bytes]],
+        hooked: Hooked,
         want: int,
         token_base: int,
     ) -> list[Taken]:
-        """Store results, ack finished tokens, bump counters and take up to `want` messages: one round trip."""
+        """Settle finished tokens (with their effects), bump counters and take up to `want` messages: one
+        round trip."""
         acks = list(acks)
         while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
             await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, token_base)
             acks = acks[MAX_ACKS_PER_CALL:]
-        return await self._exchange_once(worker_id, acks, counters, results, want, token_base)
+        return await self._exchange_once(worker_id, acks, counters, hooked, want, token_base)
 
     async def _exchange_once(
         self,
         worker_id: str,
         acks: Sequence[bytes],
         counters: Mapping[str, int],
-        results: Iterable[tuple[str, int, bytes]],
+        hooked: Hooked,
         want: int,
         token_base: int,
     ) -> list[Taken]:
         argv: list[Any] = [want, token_base, len(acks), *acks, len(counters)]
         for name, count in counters.items():
             argv += (name, count)
+        argv += hooked_args(hooked)
         argv += self.queue_names
         keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
-        reply = await self._after_results(self._exchange, keys, argv, results)
+        reply = await self._exchange_call(keys, argv)
         names = self.queue_names
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
-
-    async def _after_results(
-        self, script: Any, keys: list[str], argv: list[Any], results: Iterable[tuple[str, int, bytes]]
-    ) -> Any:
-        """Store finished tasks' results, then run `script` (exchange or retire) in the same round trip."""
-        results = list(results)
-        if results and self.config.redis.cluster:
-            # redis-py refuses EVALSHA inside a Cluster pipeline: store the results first, then the script
-            # (same order as the single pipeline; a retry after a failure between the two only rewrites them).
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id, ttl_ms, value in results:
-                    pipe.set(self.keys.result(task_id), value, px=ttl_ms)
-                await pipe.execute()
-            return await script(keys=keys, args=argv)
-        if results:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id, ttl_ms, value in results:
-                    pipe.set(self.keys.result(task_id), value, px=ttl_ms)
-                await script(keys=keys, args=argv, client=pipe)
-                return (await pipe.execute())[-1]
-        if script is self._exchange:
-            return await self._exchange_call(keys, argv)
-        return await script(keys=keys, args=argv)
 
     async def _exchange_call(self, keys: list[str], argv: list[Any]) -> Any:
         if self._direct is None or self._direct.busy:
@@ -170,13 +185,23 @@ class Broker:
             await self._direct.close()
 
     async def retry(
-        self, worker_id: str, token: bytes, queue: str, message: bytes, due_ms: int, stats: Sequence[str]
+        self, worker_id: str, token: bytes, push: Push, stats: Sequence[str], effects: Sequence[Effect] = ()
     ) -> bool:
+        """Settle a failed attempt by the producer's delayed push of its next one (`producer.later(q, [m], wait)`)."""
+        if push.kind != "delayed" or push.count != 1:
+            raise ValueError("a retry is the delayed push of one message")
         keys = [self.keys.inflight(worker_id), self.keys.delayed, self.keys.stats]
-        argv = [token, due_ms, join_member(queue, message), self.keys.delayed_wake, *stats]
+        argv = [token, len(stats), *stats, *effect_args(effects), *push.args]
         return bool(await self._retry(keys=keys, args=argv))
 
-    async def bury(self, worker_id: str, token: bytes | None, record: DeadRecord, stats: Sequence[str]) -> bool:
+    async def bury(
+        self,
+        worker_id: str,
+        token: bytes | None,
+        record: DeadRecord,
+        stats: Sequence[str],
+        effects: Sequence[Effect] = (),
+    ) -> bool:
         """Dead-letter (token None: a message that was never in flight, e.g. from `dead` tooling)."""
         dead = self.config.dead_letter
         now = now_ms()
@@ -188,7 +213,9 @@ class Broker:
             now,
             dead.max_size,
             now - int(dead.max_age_s * 1000),
+            len(stats),
             *stats,
+            *effect_args(effects),
         ]
         return bool(await self._bury(keys=keys, args=argv))
 
@@ -202,27 +229,13 @@ class Broker:
         due = int(float(next_due))
         return int(moved), (None if due < 0 else due)
 
-    async def enqueue(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0, task: str = "") -> bool:
-        """Producer side for the runner's own enqueues (CLI, HTTP API). False: QueueFull.
+    async def send(self, pushes: Sequence[Push], task: str = "") -> None:
+        """Run the producer's pushes for the runner's own enqueues (CLI, HTTP API); raises QueueFull.
         With `task`, counts them as `enqueued:<queue>:<task>` (the client's one-round-trip enqueue does not)."""
-        accepted = await self._push(queue, messages, delay_s)
-        if accepted and task:
-            await self.redis.hincrby(self.keys.stats, stat_field("enqueued", queue, task), len(messages))
-        return accepted
-
-    async def _push(self, queue: str, messages: Sequence[bytes], delay_s: float) -> bool:
-        if delay_s > 0:
-            due = due_ms(delay_s)
-            argv: list[Any] = [self.keys.delayed_wake]
-            for message in messages:
-                argv += (due, join_member(queue, message))
-            await self._schedule(keys=[self.keys.delayed], args=argv)
-            return True
-        limit = self.config.queue(queue).max_length
-        if limit is None:
-            await self.redis.lpush(self.keys.queue(queue), *messages)
-            return True
-        return int(await self._enqueue(keys=[self.keys.queue(queue)], args=[limit, *messages])) >= 0
+        await self._sender.asend(pushes)
+        if task:
+            for push in pushes:
+                await self.redis.hincrby(self.keys.stats, stat_field("enqueued", push.queue, task), push.count)
 
     async def heartbeat(self, worker_id: str, info: Mapping[str, Any], lease_s: float) -> None:
         lease_ms = int(lease_s * 1000)
@@ -265,9 +278,9 @@ class Broker:
         worker_id: str,
         acks: Sequence[bytes] = (),
         counters: Mapping[str, int] | None = None,
-        results: Sequence[tuple[str, int, bytes]] = (),
+        hooked: Hooked = (),
     ) -> int:
-        """Settle a leaving worker's last acks, hand back everything else in its in-flight hash and drop its
+        """Settle a leaving worker's last tokens, hand back everything else in its in-flight hash and drop its
         registration, atomically; returns how many messages went back. Also the last step of recovering a
         dead worker (with nothing to settle), so no path ever removes a lease and leaves its messages."""
         acks = list(acks)
@@ -278,8 +291,9 @@ class Broker:
         argv: list[Any] = [worker_id, self.keys.queue_prefix, len(acks), *acks, len(counters)]
         for name, count in counters.items():
             argv += (name, count)
+        argv += hooked_args(hooked)
         keys = [self.keys.inflight(worker_id), self.keys.stats, self.keys.workers, self.keys.worker(worker_id)]
-        return int(await self._after_results(self._retire, keys, argv, results))
+        return int(await self._retire(keys=keys, args=argv))
 
     async def publish_tables(self) -> None:
         """The task and queue tables clients route by (SPEC §8)."""

@@ -179,6 +179,11 @@ def _number(body: Mapping[str, Any], key: str, kind: type) -> Any:
     return kind(value)
 
 
+def printable(value: Any) -> Any:
+    """A str that UTF-8 can always encode (lone surrogates become `\\udXXX` escapes); other values as they are."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+
+
 def preview(raw: bytes, limit: int = 2048) -> bytes:
     """What a dead-letter record keeps of an oversized or unparseable message."""
     return raw if len(raw) <= limit else raw[:limit]

@@ -20,15 +20,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
 from redis.exceptions import RedisError
 
 from taskqueue import envelope as envelope_mod
 from taskqueue import stats
-from taskqueue.broker import Broker, DeadRecord, Taken, due_ms, printable
+from taskqueue.broker import Broker, DeadRecord, Taken
 from taskqueue.config import Config, TaskConfig
 from taskqueue.context import set_current
+from taskqueue.envelope import printable
 from taskqueue.errors import Reject, Retry
+from taskqueue.features import Effect, Hooks, Outcome
+from taskqueue.features.results import Results
 from taskqueue.loop import raise_if_cancelled
 from taskqueue.registry import RegisteredTask, Registry
 from taskqueue.stats import field as stat_field
@@ -79,8 +81,8 @@ class Executor:
         self.worker_id = worker_id
         self.wake = wake  # set whenever the outbox has something for the pump, or a slot came free
         self.held: dict[bytes, Held] = {}
-        self.acks: list[bytes] = []
-        self.results: list[tuple[str, int, bytes]] = []
+        self.acks: list[bytes] = []  # finished tokens whose settle has no effects: one HDEL for all
+        self.hooked: list[tuple[bytes, list[Effect]]] = []  # finished tokens with their effects
         self.counters: collections.Counter[str] = collections.Counter()
         self.exit_code = 0
         self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
@@ -90,9 +92,14 @@ class Executor:
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
         self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
+        self.hooks = Hooks([Results(broker.keys)])
 
     def pending_outbox(self) -> bool:
-        return bool(self.acks or self.counters or self.results)
+        return bool(self.acks or self.counters or self.hooked)
+
+    def unsent(self) -> set[bytes]:
+        """Tokens that finished here and wait for the next exchange to be acknowledged."""
+        return {*self.acks, *(token for token, _ in self.hooked)}
 
     # ---- starting ----------------------------------------------------------------------------------
     def start(self, item: Taken) -> None:
@@ -111,6 +118,10 @@ class Executor:
             known = ", ".join(sorted(self.registry.tasks))
             error = f"unknown task '{env.task}' (declared: {known})"
             held.job = asyncio.create_task(self._guard(item, held, self._bury(item, env, error, "", env.attempt + 1)))
+            return
+        starters = self.hooks.starters(task.name, task.config)
+        if starters and (wait := self.hooks.wait_before_start(starters, env, task.config)):
+            held.job = asyncio.create_task(self._guard(item, held, self._hold_back(item, env, wait)))
             return
         timeout = env.timeout or task.config.timeout_s
         held.deadline = asyncio.get_running_loop().time() + timeout
@@ -226,21 +237,8 @@ class Executor:
         the queue and the reason (escaped). If even that fails, it stays in the in-flight hash, off the slots,
         until this worker retires and hands it back."""
         error = printable(f"quarantined: its bookkeeping failed {tries} times ({type(exc).__name__}: {exc})")
-        raw = envelope_mod.preview(item.raw, 64 * 1024)
         task_id = f"quarantined-{self.worker_id}-{item.token.decode()}"
-        record = DeadRecord(
-            task_id,
-            "(quarantined)",
-            item.queue,
-            raw,
-            len(raw) < len(item.raw),
-            error,
-            "",
-            tries,
-            None,
-            time.time(),
-            self.worker_id,
-        )
+        record = DeadRecord.now(task_id, "(quarantined)", item.queue, item.raw, error, tries, self.worker_id)
         counted = [stat_field("failed", item.queue, "(invalid)"), stat_field("dead", item.queue, "(invalid)")]
         log.warning("dead-lettered: %s", error, extra={"task_id": task_id, "queue": item.queue})
         try:
@@ -283,12 +281,22 @@ class Executor:
     # ---- outcomes ------------------------------------------------------------------------------------
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
         del self.held[item.token]
-        self.acks.append(item.token)
+        effects = self._effects(task, Outcome("ok", env, item.queue, value))
+        if effects:
+            self.hooked.append((item.token, effects))
+        else:
+            self.acks.append(item.token)
         self.counters[self._names_for(item.queue, task.name).processed] += 1
-        ttl_s = task.config.result_ttl_s
-        if ttl_s > 0:
-            self.results.append((env.id, int(ttl_s * 1000), _result_bytes("ok", value, None)))
         self.wake.set()
+
+    def _effects(self, task: RegisteredTask | None, outcome: Outcome) -> list[Effect]:
+        features = self.hooks.of(task.name, task.config) if task else ()
+        return self.hooks.settle(features, outcome, task.config) if features and task else []
+
+    async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
+        """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""
+        push = self.broker.producer.later(item.queue, [item.raw], wait)
+        await self._settle(item.token, lambda: self.broker.retry(self.worker_id, item.token, push, [], []))
 
     async def _failed(
         self,
@@ -342,9 +350,10 @@ class Executor:
                 stat_field("failed", item.queue, task.name),
                 stat_field("retried", item.queue, task.name),
             ]
-            message, due = env.encode(), due_ms(wait)
+            push = self.broker.producer.later(item.queue, [env.encode()], max(wait, 0.0))
+            effects = self._effects(task, Outcome("retry", env, item.queue, error=error))
             await self._settle(
-                item.token, lambda: self.broker.retry(self.worker_id, item.token, item.queue, message, due, counted)
+                item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects)
             )
             log.info(
                 "retry in %.3gs",
@@ -361,19 +370,16 @@ class Executor:
         task_id = env.id if env else f"invalid-{self.worker_id}-{item.token.decode()}"
         registered = self.registry.get(name)
         counted_as = name if registered or env is None else "(unknown)"  # counters only for declared names
-        raw = envelope_mod.preview(item.raw, 64 * 1024)
-        record = DeadRecord(
+        record = DeadRecord.now(
             task_id,
             name,
             item.queue,
-            raw,
-            len(raw) < len(item.raw),
+            item.raw,
             error,
-            trace,
             attempts,
-            env.enqueued_at if env else None,
-            time.time(),
             self.worker_id,
+            trace=trace,
+            enqueued_at=env.enqueued_at if env else None,
         )
         counted = [stat_field("failed", item.queue, counted_as), stat_field("dead", item.queue, counted_as)]
         log.warning(
@@ -381,11 +387,8 @@ class Executor:
             error,
             extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
         )
-        await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted))
-        if env and registered and registered.config.result_ttl_s > 0:
-            ttl_ms = int(registered.config.result_ttl_s * 1000)
-            self.results.append((env.id, ttl_ms, _result_bytes("dead", None, error)))
-            self.wake.set()
+        effects = self._effects(registered, Outcome("dead", env, item.queue, error=error)) if env else []
+        await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted, effects))
 
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
@@ -421,15 +424,3 @@ class Executor:
 
 class _Overrun(Exception):
     """An attempt ran past its timeout."""
-
-
-def _result_bytes(status: str, value: Any, error: str | None) -> bytes:
-    body = {"status": status, "value": value, "error": error, "finished_at": time.time()}
-    try:
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
-    except (TypeError, ValueError, OverflowError) as exc:
-        if status == "ok":
-            body.update(value=None, error=f"result not serialisable: {type(exc).__name__}: {exc}")
-        body["error"] = printable(body["error"])  # a failure's text may quote a broken string
-        packed = msgpack.packb(body, use_bin_type=True)
-    return packed

@@ -4,7 +4,6 @@ its worker ends in the dead-letter store instead of looping."""
 from __future__ import annotations
 
 import logging
-import time
 
 from taskqueue import envelope
 from taskqueue.broker import Broker, DeadRecord
@@ -61,18 +60,8 @@ async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
         fields = {"task_id": env.id, "task": env.task, "queue": queue, "attempt": env.attempt}
         if task is not None and env.attempt > limit:
             error = f"worker {worker_id} died while running it ({env.attempt} attempts, max_retries {limit})"
-            record = DeadRecord(
-                env.id,
-                env.task,
-                queue,
-                raw,
-                False,
-                error,
-                "",
-                env.attempt,
-                env.enqueued_at,
-                time.time(),
-                worker_id,
+            record = DeadRecord.now(
+                env.id, env.task, queue, raw, error, env.attempt, worker_id, enqueued_at=env.enqueued_at
             )
             stats = [stat_field("failed", queue, env.task), stat_field("dead", queue, env.task)]
             if await broker.bury(worker_id, token, record, stats):

@@ -21,9 +21,10 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from redis.exceptions import RedisError
 
-from taskqueue import crontab, envelope
+from taskqueue import crontab
 from taskqueue.broker import Broker
 from taskqueue.config import Config, ScheduleConfig
+from taskqueue.errors import PayloadTooLarge
 from taskqueue.loop import raise_if_cancelled
 
 log = logging.getLogger("taskqueue.scheduler")
@@ -143,11 +144,15 @@ class Scheduler:
     async def _fire(self, entry: _Entry, fire_at: dt.datetime) -> None:
         cfg = entry.config
         stamp = fire_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        message = envelope.new(cfg.task, cfg.args, cfg.kwargs, task_id=f"{cfg.name}@{stamp}").encode()
+        try:
+            _, message = self.broker.producer.message(cfg.task, cfg.args, cfg.kwargs, task_id=f"{cfg.name}@{stamp}")
+        except (PayloadTooLarge, ValueError) as exc:
+            log.error("schedule %s cannot fire: %s", cfg.name, exc, extra={"task": cfg.task, "queue": entry.queue})
+            message = None  # recorded as skipped, so the schedule moves on
         following = entry.after(fire_at)
         next_ms = _ms(following) if following else -1
         fired = await _retry_forever(lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message))
-        if fired:
+        if fired and message is not None:
             log.info("schedule %s fired (%s)", cfg.name, stamp, extra={"task": cfg.task, "queue": entry.queue})
 
     async def _skip(self, entry: _Entry, fire_at: dt.datetime) -> bool:

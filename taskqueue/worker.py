@@ -116,7 +116,7 @@ class Worker:
         reached, the registration stays and its lease expires: recovery then brings the messages back."""
         out = self.executor
         try:
-            handed = await self.broker.retire(self.id, out.acks, out.counters, out.results)
+            handed = await self.broker.retire(self.id, out.acks, out.counters, out.hooked)
         except RedisError as exc:
             log.warning(
                 "could not hand back this worker's tasks (%s); they return when its lease expires (%.1fs)",
@@ -125,7 +125,7 @@ class Worker:
                 extra={"worker": self.id},
             )
             return
-        out.acks, out.results = [], []
+        out.acks, out.hooked = [], []
         out.counters.clear()
         self.held.clear()
         if handed:
@@ -217,16 +217,16 @@ class Worker:
 
     async def _exchange(self, want: int) -> list[Taken]:
         out = self.executor
-        acks, counters, results = out.acks, dict(out.counters), out.results
-        out.acks, out.results = [], []
+        acks, counters, hooked = out.acks, dict(out.counters), out.hooked
+        out.acks, out.hooked = [], []
         out.counters.clear()
         base = self.tokens
         self.tokens += want
         try:
-            return await self.broker.exchange(self.id, acks, counters, results, want, base)
+            return await self.broker.exchange(self.id, acks, counters, hooked, want, base)
         except BaseException:
             out.acks = acks + out.acks  # not settled yet: keep them for the next round
-            out.results = results + out.results
+            out.hooked = hooked + out.hooked
             out.counters.update(counters)
             raise
 
@@ -235,6 +235,6 @@ class Worker:
         (the script ran but its reply was lost). Finished tasks whose ack is still pending are ours."""
         for token, member in (await self.broker.inflight(self.id)).items():
             # checked now, not before an await: a task may finish (its ack still pending) at any await
-            if token not in self.held and token not in self.executor.acks:
+            if token not in self.held and token not in self.executor.unsent():
                 queue, raw = split_member(member)
                 await self.broker.requeue(self.id, token, queue, raw)

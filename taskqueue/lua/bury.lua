@@ -2,8 +2,9 @@
 -- KEYS[1] = in-flight hash holding it (ignored when ARGV[1] is empty: not in flight)
 -- KEYS[2] = dead hash, KEYS[3] = dead index zset, KEYS[4] = stats hash
 -- ARGV[1] = token or "", ARGV[2] = task id, ARGV[3] = record, ARGV[4] = now (ms)
--- ARGV[5] = max_size, ARGV[6] = oldest time kept (ms), ARGV[7..] = stats fields to increment
--- Returns 1, or 0 when the token was no longer held.
+-- ARGV[5] = max_size, ARGV[6] = oldest time kept (ms), ARGV[7] = S, number of stats fields to
+-- increment; ARGV[8 .. 7+S] = those fields; then the effects of this settle (see _prelude.lua)
+-- Returns 1, or 0 when the token was no longer held (nothing is applied then).
 if ARGV[1] ~= '' and redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
@@ -21,7 +22,9 @@ if #old > 0 then
   redis.call('HDEL', KEYS[2], unpack(old))
   redis.call('ZREM', KEYS[3], unpack(old))
 end
-for f = 7, #ARGV do
+local s = tonumber(ARGV[7])
+for f = 8, 7 + s do
   redis.call('HINCRBY', KEYS[4], ARGV[f], 1)
 end
+apply_effects(ARGV, 8 + s)
 return 1

@@ -7,6 +7,8 @@
 -- ARGV[2] = token base: taken messages get tokens base+1 .. base+n
 -- ARGV[3] = A, number of tokens to acknowledge; ARGV[4 .. 3+A] = those tokens
 -- ARGV[4+A] = C, number of counters; then C pairs of stats field and increment
+-- then B, number of acks that carry effects; then B times: token, then its effects (see _prelude.lua),
+-- applied only when the token was still held (a task recovered meanwhile is not settled twice)
 -- then one queue name per ready list in KEYS[3..], in the same order
 -- Returns a flat array: token, queue index (1-based, into KEYS[3..]), message, token, ...
 local n = tonumber(ARGV[1])
@@ -22,6 +24,16 @@ i = i + 1
 for _ = 1, counters do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+local hooked = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, hooked do
+  local held_it = redis.call('HDEL', KEYS[1], ARGV[i]) == 1
+  if held_it then
+    i = apply_effects(ARGV, i + 1)
+  else
+    i = skip_effects(ARGV, i + 1)
+  end
 end
 local out = {}
 local held = {}

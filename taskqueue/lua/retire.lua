@@ -5,6 +5,7 @@
 -- ARGV[1] = worker id, ARGV[2] = ready-list key prefix ({p}:queue:)
 -- ARGV[3] = A, number of tokens to acknowledge; ARGV[4 .. 3+A] = those tokens
 -- ARGV[4+A] = C, number of counters; then C pairs of stats field and increment
+-- then B acks that carry effects, as in exchange.lua
 -- Returns the number of messages handed back.
 local acks = tonumber(ARGV[3])
 local i = 4
@@ -17,6 +18,15 @@ i = i + 1
 for _ = 1, counters do
   redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
   i = i + 2
+end
+local hooked = tonumber(ARGV[i])
+i = i + 1
+for _ = 1, hooked do
+  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
+    i = apply_effects(ARGV, i + 1)
+  else
+    i = skip_effects(ARGV, i + 1)
+  end
 end
 local held = redis.call('HGETALL', KEYS[1])
 for h = 2, #held, 2 do

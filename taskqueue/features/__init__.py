@@ -1,0 +1,88 @@
+"""How a feature takes part in a task's life, without editing the core (Dramatiq's middleware in spirit,
+but atomic and free for tasks that do not use it).
+
+A feature is a `Feature` subclass. The worker asks `wants(task)` once per task name; a task no feature
+wants runs exactly as before, with no Redis command and no Python call of any feature. For a task it
+wants, a feature can
+
+- hold it back before it starts: `before_start(env, task)` returns None (start now) or the seconds to wait;
+  the message then goes to the delayed set without counting an attempt and without keeping a slot;
+- join its settle step: `on_settle(outcome, task)` returns an `Effect` or None. An effect is a tuple
+  `(hook, *args)` that the settle script itself applies — in the same atomic script that acknowledges,
+  retries or dead-letters the task, and only if this worker still held it — through the Lua fragment
+  `taskqueue/lua/hooks/<hook>.lua`, which declares `arity.<hook> = <number of args>` and
+  `hooks.<hook> = function(argv, i) ... return i + <number of args> end`. Keys travel as arguments: every
+  key shares the deployment's prefix (and hash tag with Cluster), so the script stays on one slot.
+
+The first feature built this way is `results` (the result write); workflows, unique jobs, limits, cancel
+and events are each meant to be one module here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from taskqueue.envelope import Envelope
+
+Effect = tuple[Any, ...]  # (hook name, its arguments...): applied by lua/hooks/<hook name>.lua
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one attempt ended, as a feature sees it."""
+
+    status: Literal["ok", "retry", "dead"]
+    env: Envelope
+    queue: str
+    value: Any = None
+    error: str | None = None
+
+
+class Feature:
+    """Override what the feature needs; the defaults do nothing and cost nothing."""
+
+    def wants(self, task: Any) -> bool:
+        """Does this feature take part in runs of `task` (a TaskConfig)? Asked once per task name."""
+        return False
+
+    def before_start(self, env: Envelope, task: Any) -> float | None:
+        return None
+
+    def on_settle(self, outcome: Outcome, task: Any) -> Effect | None:
+        return None
+
+
+class Hooks:
+    """The features of one worker process, and which of them each task uses (decided once per name)."""
+
+    def __init__(self, features: Sequence[Feature]) -> None:
+        self.features = tuple(features)
+        self._of: dict[str, tuple[Feature, ...]] = {}
+        self._starts: dict[str, tuple[Feature, ...]] = {}
+
+    def of(self, name: str, task: Any) -> tuple[Feature, ...]:
+        found = self._of.get(name)
+        if found is None:
+            found = self._of[name] = tuple(f for f in self.features if f.wants(task))
+            overrides = [f for f in found if type(f).before_start is not Feature.before_start]
+            self._starts[name] = tuple(overrides)
+        return found
+
+    def starters(self, name: str, task: Any) -> tuple[Feature, ...]:
+        """The features of `task` that may hold a run back (most tasks: none)."""
+        found = self._starts.get(name)
+        if found is None:
+            self.of(name, task)
+            found = self._starts[name]
+        return found
+
+    @staticmethod
+    def wait_before_start(starters: tuple[Feature, ...], env: Envelope, task: Any) -> float | None:
+        """The longest wait any of them asks for before this run may start, or None."""
+        waits = [w for f in starters if (w := f.before_start(env, task)) is not None]
+        return max(waits) if waits else None
+
+    def settle(self, features: tuple[Feature, ...], outcome: Outcome, task: Any) -> list[Effect]:
+        return [e for f in features if (e := f.on_settle(outcome, task)) is not None]

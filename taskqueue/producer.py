@@ -1,0 +1,171 @@
+"""THE enqueue path: route a call, build its message, and turn it into the Redis calls that push it
+(ready list, bounded queue, delayed set; one call per queue for a bulk enqueue). `Client`, `AsyncClient`,
+the runner's own enqueues (CLI, HTTP), schedules and the worker's retries all build here; a feature that
+changes what an enqueue does (unique keys, workflows) changes this module. Client-safe: redis + msgpack.
+
+The plan is pure (no I/O): `Producer.plan()` returns `Push`es; `send()` / `asend()` run them on a sync or
+asyncio client, so the two clients share every line but the await.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgpack
+
+from taskqueue import envelope
+from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
+from taskqueue.keys import Keys, join_member
+
+Call = tuple[str, Sequence[Any], Mapping[str, Any]]
+
+
+def due_ms(delay_s: float) -> int:
+    """Due time of a delay in whole ms, rounded up: a task may start late by a fraction of a ms, never early."""
+    return math.ceil((time.time() + delay_s) * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRoute:
+    queue: str
+    max_payload: int | None = None
+
+
+@dataclass(slots=True)
+class Routes:
+    """Where each declared task goes and how long each queue may grow: from the tables the runner publishes
+    in Redis (clients), or from the configuration itself (the runner)."""
+
+    tasks: dict[str, TaskRoute] = field(default_factory=dict)
+    max_length: dict[str, int | None] = field(default_factory=dict)  # every declared queue
+    source: str = ""  # where an unknown task is looked up, for the error
+
+    @classmethod
+    def from_tables(cls, tasks: Mapping[bytes, bytes], queues: Mapping[bytes, bytes], source: str) -> Routes:
+        found = {k.decode(): msgpack.unpackb(v) for k, v in tasks.items()}
+        lengths = {k.decode(): msgpack.unpackb(v).get("max_length") for k, v in queues.items()}
+        routes = {name: TaskRoute(str(t["queue"]), t.get("max_payload")) for name, t in found.items()}
+        return cls(routes, lengths, source)
+
+    def queue_for(self, task: str, queue: str | None) -> str:
+        route = self.tasks.get(task)
+        if route is None:
+            if not self.tasks:
+                raise UnknownTask(f"no task table at {self.source}: start the runner once so clients can route by name")
+            raise UnknownTask(f"unknown task '{task}' (declared: {', '.join(sorted(self.tasks))})")
+        chosen = queue or route.queue
+        if chosen not in self.max_length:
+            raise UnknownTask(f"unknown queue '{chosen}' (declared: {', '.join(sorted(self.max_length))})")
+        return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """One Redis call of an enqueue. `kind` says how it runs: a plain LPUSH, the bounded-queue script
+    (all or nothing; reply < 0 is QueueFull) or the delayed-set script."""
+
+    kind: Literal["lpush", "bounded", "delayed"]
+    queue: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+    count: int
+
+    def check(self, reply: Any) -> None:
+        if self.kind == "bounded" and int(reply) < 0:
+            raise QueueFull(f"queue '{self.queue}' is full (max_length {self.args[0]})")
+
+
+class Producer:
+    def __init__(self, keys: Keys, routes: Routes) -> None:
+        self.keys = keys
+        self.routes = routes
+
+    def message(
+        self,
+        task: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        task_id: str | None = None,
+        now: float = 0.0,
+    ) -> tuple[str, bytes]:
+        """(task id, encoded message) of one call; raises PayloadTooLarge, or ValueError (not encodable)."""
+        task_id = task_id or envelope.new_id()
+        try:
+            message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"task '{task}': args/kwargs hold a value MessagePack cannot encode ({exc})") from None
+        limit = self.routes.tasks[task].max_payload
+        if limit and len(message) > limit:
+            raise PayloadTooLarge(
+                f"task '{task}': message of {len(message)} bytes exceeds limits.max_payload_size ({limit} bytes)"
+            )
+        return task_id, message
+
+    def plan(
+        self,
+        calls: Iterable[Call],
+        *,
+        queue: str | None = None,
+        delay_s: float = 0.0,
+        task_id: str | None = None,
+    ) -> tuple[list[str], list[Push]]:
+        """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance."""
+        ids: list[str] = []
+        by_queue: dict[str, list[bytes]] = {}
+        now = round(time.time(), 6)  # one timestamp for the batch
+        for name, args, kwargs in calls:
+            target = self.routes.queue_for(name, queue)
+            new_id, message = self.message(name, args, kwargs, task_id, now)
+            ids.append(new_id)
+            by_queue.setdefault(target, []).append(message)
+        return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()]
+
+    def push(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0) -> Push:
+        """The Redis call that puts already-built messages on `queue` (or in the delayed set)."""
+        if delay_s > 0:
+            return self.later(queue, messages, delay_s)
+        limit = self.routes.max_length.get(queue)
+        if limit is None:
+            return Push("lpush", queue, (self.keys.queue(queue),), tuple(messages), len(messages))
+        return Push("bounded", queue, (self.keys.queue(queue),), (limit, *messages), len(messages))
+
+    def later(self, queue: str, messages: Sequence[bytes], delay_s: float) -> Push:
+        """Into the delayed set, due in `delay_s` (0: at once, through the delayed-task timer, as a retry is)."""
+        due = due_ms(delay_s)
+        argv: list[Any] = [self.keys.delayed_wake]
+        for message in messages:
+            argv += (due, join_member(queue, message))
+        return Push("delayed", queue, (self.keys.delayed,), tuple(argv), len(messages))
+
+
+class Sender:
+    """Runs pushes on one client (sync or asyncio). Scripts are registered once; a plain LPUSH may take a
+    faster path (`lpush`: a callable returning False when it could not run, to use the regular client)."""
+
+    def __init__(self, client: Any, scripts: Mapping[str, Any], fast_lpush: Any = None) -> None:
+        self.client = client
+        self.bounded = scripts["enqueue"]
+        self.delayed = scripts["schedule"]
+        self.fast_lpush = fast_lpush
+
+    def send(self, pushes: Sequence[Push]) -> None:
+        for push in pushes:
+            if push.kind == "lpush":
+                if self.fast_lpush is None or not self.fast_lpush(*push.keys, *push.args):
+                    self.client.lpush(*push.keys, *push.args)
+                continue
+            script = self.bounded if push.kind == "bounded" else self.delayed
+            push.check(script(keys=list(push.keys), args=list(push.args)))
+
+    async def asend(self, pushes: Sequence[Push]) -> None:
+        for push in pushes:
+            if push.kind == "lpush":
+                if self.fast_lpush is None or not await self.fast_lpush(*push.keys, *push.args):
+                    await self.client.lpush(*push.keys, *push.args)
+                continue
+            script = self.bounded if push.kind == "bounded" else self.delayed
+            push.check(await script(keys=list(push.keys), args=list(push.args)))
