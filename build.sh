@@ -2,7 +2,7 @@
 # Build ./taskqueue.pex reproducibly from requirements.lock, for CPython 3.11 and 3.12 on linux x86_64.
 #
 # The pex holds runner.py (entry point runner:main) and the taskqueue package with its data files
-# (taskqueue/lua/*.lua, taskqueue/schema/*.json, taskqueue/static/dashboard.html). jobs/ is NOT
+# (taskqueue/store/lua/**/*.lua, taskqueue/config/schema/*.json, taskqueue/ops/static/dashboard.html). jobs/ is NOT
 # included: user tasks are imported at run time from the folder of the YAML config.
 #
 # Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7,

@@ -2,7 +2,7 @@
 
 import sys
 
-from taskqueue.cli import main as _cli_main
+from taskqueue.ops.cli import main as _cli_main
 
 
 def main() -> int:

@@ -17,7 +17,7 @@ from bench import procstat
 JOBS_MODULE = "benchjobs"  # bench/jobs.py, copied next to the YAML: python_path must not expose the repo
 TASKS = ("noop_incr", "anoop_incr", "latency", "alatency")
 QUEUE = "default"
-WORKER_MARK = "taskqueue.workerproc"
+WORKER_MARK = "taskqueue.worker"  # `-m taskqueue.worker` (and the older `-m taskqueue.workerproc`)
 GRACE_S = 5.0
 STOP_TIMEOUT_S = GRACE_S + 15.0  # the runner kills workers after grace + 5 s itself
 

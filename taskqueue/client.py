@@ -22,11 +22,11 @@ from typing import Any
 import msgpack
 import redis
 
-from taskqueue import scripts
-from taskqueue.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.errors import ResultTimeout, TaskFailed
-from taskqueue.keys import Keys
-from taskqueue.producer import Call, Producer, Routes, Sender
+from taskqueue.store import scripts
+from taskqueue.store.connection import DirectConnection, RedisOptions, async_client, sync_client
+from taskqueue.store.keys import Keys
+from taskqueue.store.producer import Call, Producer, Routes, Sender
 
 __all__ = ["AsyncClient", "Call", "Client"]
 _POLL_S = (0.002, 0.1)  # result(): first and longest pause between two looks

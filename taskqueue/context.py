@@ -32,7 +32,3 @@ def current_task() -> TaskContext:
 def set_current(fields: Fields | None) -> contextvars.Token[Fields | None]:
     """(id, name, queue, attempt, max_retries) of the task this coroutine or thread runs."""
     return _current.set(fields)
-
-
-def reset_current(token: contextvars.Token[Fields | None]) -> None:
-    _current.reset(token)

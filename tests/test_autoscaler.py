@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from taskqueue.autoscaler import Load, decide
 from taskqueue.config import AutoscalerConfig
+from taskqueue.runner.autoscaler import Load, decide
 
 CFG = AutoscalerConfig(True, 1, 4, 5.0, 1.0, 2, 1, 1.0, 10.0)
 

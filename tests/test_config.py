@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from taskqueue import config, crontab, registry
+from taskqueue import config
+from taskqueue.config import crontab, registry
 from taskqueue.errors import ConfigError
 
 TESTS = Path(__file__).resolve().parent

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from taskqueue import crontab
+from taskqueue.config import crontab
 
 UTC = dt.UTC
 MONDAY_NOON = dt.datetime(2024, 1, 1, 12, 0, tzinfo=UTC)  # 2024-01-01 was a Monday

@@ -11,11 +11,12 @@ import msgpack
 import redis.asyncio as aioredis
 
 from taskqueue import config as config_mod
-from taskqueue import envelope, registry
-from taskqueue.broker import Broker
+from taskqueue import envelope
+from taskqueue.config import registry
 from taskqueue.envelope import Envelope
 from taskqueue.features import Feature
-from taskqueue.worker import Worker
+from taskqueue.store.broker import Broker
+from taskqueue.worker.worker import Worker
 
 CONFIG = """
 redis: {url: "REDIS_URL"}

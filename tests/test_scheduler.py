@@ -6,7 +6,7 @@ import datetime as dt
 from types import MappingProxyType
 
 from taskqueue.config import ScheduleConfig
-from taskqueue.scheduler import trigger_of
+from taskqueue.runner.schedules import trigger_of
 
 
 def _schedule(cron: str | None = None, every_s: float | None = None, timezone: str = "UTC") -> ScheduleConfig:

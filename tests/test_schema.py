@@ -11,10 +11,10 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from taskqueue import validation
+from taskqueue.config import validation
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGE_COPY = REPO / "taskqueue" / "schema" / "task-queue.schema.json"
+PACKAGE_COPY = REPO / "taskqueue" / "config" / "schema" / "task-queue.schema.json"
 TOP_LEVEL_COPY = REPO / "schema" / "task-queue.schema.json"
 
 Schema = dict[str, Any]

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from taskqueue.threads import ThreadRunner
+from taskqueue.worker.threads import ThreadRunner
 
 who: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
 

@@ -21,12 +21,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskqueue import config as config_mod
-from taskqueue import metrics, redisboot, stats
-from taskqueue.broker import HOST, Broker, DeadRecord
 from taskqueue.config import Config
-from taskqueue.connection import async_client
-from taskqueue.web import create_app
-from taskqueue.worker import lease_s
+from taskqueue.ops import metrics
+from taskqueue.ops.web import create_app
+from taskqueue.store import redisboot, stats
+from taskqueue.store.broker import HOST, Broker, DeadRecord
+from taskqueue.store.connection import async_client
+from taskqueue.worker.worker import lease_s
 from tests.conftest import REPO, free_port
 
 TOKEN = "s3cret-token"
@@ -36,7 +37,7 @@ Scenario = Callable[[Http, Broker], Awaitable[None]]
 
 @dataclass
 class RunnerStandIn:
-    """What web.py reads of the Supervisor (no Redis behaviour is faked: the broker is real)."""
+    """What web.py reads of the runner (no Redis behaviour is faked: the broker is real)."""
 
     config: Config
     broker: Broker

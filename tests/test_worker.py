@@ -9,10 +9,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from taskqueue import config as config_mod
-from taskqueue import envelope, recovery, registry
-from taskqueue.broker import Broker
-from taskqueue.stats import ORPHANS_FIELD
-from taskqueue.worker import Worker
+from taskqueue import envelope
+from taskqueue.config import registry
+from taskqueue.runner import recovery
+from taskqueue.store.broker import Broker
+from taskqueue.store.stats import ORPHANS_FIELD
+from taskqueue.worker.worker import Worker
 
 CONFIG = """
 redis: {url: "REDIS_URL"}
@@ -39,7 +41,7 @@ def test_after_a_failed_round_trip_the_messages_just_taken_are_not_handed_back(t
         worker.wake.set()
         for _ in range(200):  # bounded: until the three tasks ran and were acknowledged
             await asyncio.sleep(0.01)
-            if int((await broker.stats()).get("processed:default:echo", 0)) == 3 and not worker.held:
+            if int((await broker.stats()).get("processed:default:echo", 0)) == 3 and not worker.executor.held:
                 worker.wake.set()
                 if not await client.hlen(broker.keys.inflight("w1")):
                     break

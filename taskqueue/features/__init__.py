@@ -10,7 +10,7 @@ wants, a feature can
 - join its settle step: `on_settle(outcome, task)` returns an `Effect` or None. An effect is a tuple
   `(hook, *args)` that the settle script itself applies — in the same atomic script that acknowledges,
   retries or dead-letters the task, and only if this worker still held it — through the Lua fragment
-  `taskqueue/lua/hooks/<hook>.lua`, which declares `arity.<hook> = <number of args>` and
+  `taskqueue/store/lua/hooks/<hook>.lua`, which declares `arity.<hook> = <number of args>` and
   `hooks.<hook> = function(argv, i) ... return i + <number of args> end`. Keys travel as arguments: every
   key shares the deployment's prefix (and hash tag with Cluster), so the script stays on one slot.
 

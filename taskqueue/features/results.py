@@ -10,7 +10,7 @@ import msgpack
 
 from taskqueue.envelope import printable
 from taskqueue.features import Effect, Feature, Outcome
-from taskqueue.keys import Keys
+from taskqueue.store.keys import Keys
 
 
 class Results(Feature):

@@ -112,7 +112,7 @@ def test_invalid_file_given_by_absolute_path(pex: Path, tmp_path: Path) -> None:
 def test_schema_prints_the_package_schema(pex: Path, tmp_path: Path) -> None:
     result = run(pex, "schema", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    package = REPO / "taskqueue" / "schema" / "task-queue.schema.json"
+    package = REPO / "taskqueue" / "config" / "schema" / "task-queue.schema.json"
     assert json.loads(result.stdout) == json.loads(package.read_text("utf-8"))
     assert result.stdout == package.read_text("utf-8")
 

@@ -17,8 +17,8 @@ import pytest
 
 from taskqueue import envelope
 from taskqueue.client import Call, Client
-from taskqueue.connection import RedisOptions, sync_client
-from taskqueue.keys import split_member
+from taskqueue.store.connection import RedisOptions, sync_client
+from taskqueue.store.keys import split_member
 from tests.conftest import wait_for
 from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
 from tests.topologies import (

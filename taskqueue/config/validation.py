@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, ValidationError
 
-from taskqueue.yamlsource import Document, JsonPath, dotted
+from taskqueue.config.yamlsource import Document, JsonPath, dotted
 
 Schema = dict[str, Any]
 
@@ -21,13 +21,13 @@ Schema = dict[str, Any]
 @functools.cache
 def schema() -> Schema:
     """The configuration schema shipped inside the package (also at schema/ in the repository)."""
-    text = resources.files("taskqueue").joinpath("schema/task-queue.schema.json").read_text("utf-8")
+    text = resources.files("taskqueue.config").joinpath("schema/task-queue.schema.json").read_text("utf-8")
     loaded: Schema = json.loads(text)
     return loaded
 
 
 def schema_text() -> str:
-    return resources.files("taskqueue").joinpath("schema/task-queue.schema.json").read_text("utf-8")
+    return resources.files("taskqueue.config").joinpath("schema/task-queue.schema.json").read_text("utf-8")
 
 
 def _resolve(node: Schema) -> Schema:

@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 
 from taskqueue import envelope
-from taskqueue.broker import Broker, DeadRecord
-from taskqueue.keys import split_member
-from taskqueue.stats import ORPHANS_FIELD
-from taskqueue.stats import field as stat_field
+from taskqueue.store.broker import Broker, DeadRecord
+from taskqueue.store.keys import split_member
+from taskqueue.store.stats import ORPHANS_FIELD
+from taskqueue.store.stats import field as stat_field
 
 log = logging.getLogger("taskqueue.recovery")
 

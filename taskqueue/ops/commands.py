@@ -12,13 +12,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from taskqueue import admin, redisboot, registry, validation
 from taskqueue import config as config_mod
-from taskqueue.broker import HOST, Broker
-from taskqueue.connection import async_client
+from taskqueue._loop import run_loop
+from taskqueue.config import registry, validation
 from taskqueue.errors import UsageError
-from taskqueue.loop import run_loop
-from taskqueue.supervisor import RunOptions, Supervisor
+from taskqueue.ops import admin
+from taskqueue.runner.runner import Runner, RunOptions
+from taskqueue.store import redisboot
+from taskqueue.store.broker import HOST, Broker
+from taskqueue.store.connection import async_client
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -32,16 +34,16 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, *, scheduler: bool = True) -> int:
+def run(args: argparse.Namespace, *, serve: bool = True) -> int:
     raw = config_mod.read(args.config)
     cfg = config_mod.load(args.config, raw=raw)
     registry.build(cfg)
-    options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, scheduler)
+    options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, serve)
 
     async def main() -> int:
         client, embedded = await redisboot.connect(cfg)
         try:
-            return await Supervisor(cfg, options, Broker(client, cfg)).run()
+            return await Runner(cfg, options, Broker(client, cfg)).run()
         finally:
             await client.aclose()
             if embedded:

@@ -147,16 +147,6 @@ class RedisOptions:
                 kwargs["ssl_check_hostname"] = False
         return kwargs
 
-    def with_timeout(self, command_timeout: float | None) -> RedisOptions:
-        return RedisOptions(
-            self.url,
-            self.pool_size,
-            self.connection_timeout,
-            command_timeout,
-            self.cluster,
-            self.sentinel,
-            self.tls,
-        )
 
 
 class ClusterUnavailable(redis.ConnectionError):

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from taskqueue import envelope, scheduler
-from taskqueue.broker import Broker
+from taskqueue import envelope
+from taskqueue.runner import schedules as scheduler
+from taskqueue.store.broker import Broker
 
 COUNTERS = ("processed", "failed", "retried", "dead")
 

@@ -10,16 +10,16 @@ import time
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from taskqueue.broker import HOST, Broker
 from taskqueue.config import Config
-from taskqueue.logs import redact
-from taskqueue.worker import lease_s
+from taskqueue.ops.logs import redact
+from taskqueue.store.broker import HOST, Broker
+from taskqueue.worker.worker import lease_s
 
 TIMEOUT_S = 1.0  # Redis that does not answer this soon is "unhealthy": /health must answer within seconds
 
 
-class RunnerState(Protocol):
-    """What the HTTP server reads of the runner (the Supervisor); read-only."""
+class RunnerView(Protocol):
+    """What the HTTP server reads of the runner (runner.Runner); read-only."""
 
     @property
     def config(self) -> Config: ...
@@ -31,7 +31,7 @@ class RunnerState(Protocol):
     def last_tick(self) -> float | None: ...  # epoch seconds of the delayed-task timer's last pass
 
 
-async def report(state: RunnerState) -> dict[str, Any]:
+async def report(state: RunnerView) -> dict[str, Any]:
     """`{"status": healthy|degraded|unhealthy, "timestamp", "components": {redis, workers, scheduler}}`:
     the worst component decides; /health answers 503 for "unhealthy"."""
     redis = await _redis_health(state.broker)
@@ -77,7 +77,7 @@ def _single_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
     return info
 
 
-async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
+async def _workers_health(state: RunnerView, redis_up: bool) -> dict[str, Any]:
     config = state.config
     live, expected = len(state.workers), expected_workers(state)
     body: dict[str, Any] = {"status": "healthy", "message": None, "live": live, "expected": expected}
@@ -101,7 +101,7 @@ async def _workers_health(state: RunnerState, redis_up: bool) -> dict[str, Any]:
     return body
 
 
-def expected_workers(state: RunnerState) -> int:
+def expected_workers(state: RunnerView) -> int:
     """The autoscaler's latest target when it has decided, else workers.initial_count."""
     decision = getattr(state, "last_decision", None)
     target = getattr(decision, "target", None)
@@ -115,7 +115,7 @@ def heartbeat_ages(leases: Mapping[str, int], config: Config, now: float | None 
     return {w: max(0.0, (now_ms - (deadline - lease_ms)) / 1000) for w, deadline in leases.items()}
 
 
-def _scheduler_health(state: RunnerState) -> dict[str, Any]:
+def _scheduler_health(state: RunnerView) -> dict[str, Any]:
     sched = state.config.scheduler
     if not sched.enabled:
         return {"status": "healthy", "enabled": False, "message": "disabled in the config", "last_tick_age_s": None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -16,16 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue import autoscaler, recovery, reload
-from taskqueue.broker import HOST, Broker
+from taskqueue._loop import raise_if_cancelled, ride_out
 from taskqueue.config import Config
-from taskqueue.execute import EXIT_REPLACE
-from taskqueue.loop import raise_if_cancelled
-from taskqueue.scheduler import Scheduler
-from taskqueue.worker import lease_s
+from taskqueue.runner import autoscaler, recovery, reload, timer
+from taskqueue.runner.schedules import Schedules
+from taskqueue.store.broker import HOST, Broker
+from taskqueue.worker.execute import EXIT_REPLACE
+from taskqueue.worker.worker import lease_s
 
 log = logging.getLogger("taskqueue.runner")
 
@@ -47,10 +48,10 @@ class RunOptions:
     config_raw: bytes
     log_level: str = "info"
     log_format: str = "text"
-    scheduler: bool = True  # `worker` command: False
+    serve: bool = True  # `run`: also the delayed-task timer, schedules and HTTP; `worker`: worker processes only
 
 
-class Supervisor:
+class Runner:
     def __init__(self, config: Config, options: RunOptions, broker: Broker) -> None:
         self.config = config
         self.options = options
@@ -78,7 +79,7 @@ class Supervisor:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "taskqueue.workerproc",
+            "taskqueue.worker",
             "--config",
             str(self.options.config_path),
             "--worker-id",
@@ -128,20 +129,43 @@ class Supervisor:
             await asyncio.sleep(min(30.0, 0.5 * 2 ** (len(self._crashes) - 3)))
 
     async def _recover(self, worker_id: str) -> None:
-        for attempt in range(100):
-            try:
-                requeued, buried = await recovery.recover_worker(self.broker, worker_id)
-                if requeued or buried:
-                    log.warning(
-                        "recovered worker %s: %d task(s) re-queued, %d dead-lettered",
-                        worker_id,
-                        requeued,
-                        buried,
-                    )
-                return
-            except RedisError as exc:
-                log.warning("cannot recover worker %s yet (%s)", worker_id, exc)
-                await asyncio.sleep(min(5.0, 0.2 * (attempt + 1)))
+        try:
+            requeued, buried = await ride_out(
+                lambda: recovery.recover_worker(self.broker, worker_id),
+                f"recovering worker {worker_id}",
+                log,
+                attempts=100,
+                longest_s=5.0,
+            )
+        except (RedisError, OSError) as exc:  # its lease still stands: a later pass (or runner) recovers it
+            log.error("gave up recovering worker %s for now (%s)", worker_id, exc)
+            return
+        if requeued or buried:
+            log.warning("recovered worker %s: %d task(s) re-queued, %d dead-lettered", worker_id, requeued, buried)
+
+    async def reload(self) -> bool:
+        """Apply the YAML on disk if it is valid (`reload.read_new`), rolling the worker processes
+        gracefully; True when the new configuration runs."""
+        async with self.reloading:
+            path = self.options.config_path
+            found = reload.read_new(path, self.config)
+            if found is None:
+                return False
+            new, raw = found
+            old, retiring = self.config, self.active_workers()
+            await self.stop_services()
+            self.config = new
+            self.options = dataclasses.replace(self.options, config_raw=raw)
+            self.broker = Broker(self.broker.redis, new)
+            await self.broker.publish_tables()
+            for _ in range(reload.worker_count(new, len(retiring))):
+                await self.spawn()  # new processes import the new code and config
+            for handle in retiring:
+                handle.retiring = True  # finishes what it runs, takes nothing new, exits
+                handle.process.send_signal(signal.SIGTERM)
+            await self.start_services()
+            log.info("reloaded %s: %s", path, reload.summary(old, new))
+            return True
 
     # ---- background loops ----------------------------------------------------------------------
     def _spawn_background(self, coro: Any) -> None:
@@ -219,52 +243,6 @@ class Supervisor:
                 handle.retiring = True  # finishes its running tasks, takes no new ones, exits
                 handle.process.send_signal(signal.SIGTERM)
 
-    async def _promoter(self) -> None:
-        """Move due delayed tasks (delays, retries) to their queues: at the next due time, or at once when a
-        producer adds an earlier one (it publishes on the wake channel)."""
-        sched = self.config.scheduler
-        wake = asyncio.Event()
-        listener = asyncio.create_task(self._listen_for_wakes(wake))
-        try:
-            while not self.stopping:
-                raise_if_cancelled()
-                wake.clear()  # before promoting: a wake that arrives meanwhile makes the next wait return at once
-                try:
-                    moved, next_due = await self.broker.promote(sched.max_tasks_per_tick)
-                except (RedisError, OSError) as exc:
-                    log.warning("delayed-task timer: Redis unavailable (%s)", exc)
-                    await asyncio.sleep(1.0)
-                    continue
-                self.last_tick = time.time()
-                if moved >= sched.max_tasks_per_tick:
-                    continue  # more are due: next round at once
-                wait = sched.tick_interval_s
-                if next_due is not None:
-                    wait = max(0.0, min(wait, next_due / 1000 - time.time()))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), wait)
-        finally:
-            listener.cancel()
-            await _settle([listener])
-
-    async def _listen_for_wakes(self, wake: asyncio.Event) -> None:
-        """A shortcut only: the timer also looks every tick_interval. With Cluster, redis-py's ClusterPubSub
-        subscribes on the node of the channel's hash tag (PUBLISH reaches every node); it raises
-        RedisClusterException, not a RedisError, when no node serves that slot, hence the wider except."""
-        while True:
-            raise_if_cancelled()
-            pubsub = self.broker.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.broker.keys.delayed_wake)
-                async for _ in pubsub.listen():
-                    wake.set()
-            except (RedisError, RedisClusterException, OSError):
-                wake.set()  # let the timer look again; it backs off by itself while Redis is away
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(RedisError, RedisClusterException, OSError):
-                    await pubsub.aclose()
-
     # ---- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -297,8 +275,8 @@ class Supervisor:
         loops = [self._reaper()]
         if self.config.autoscaler.enabled:
             loops.append(self._autoscale())
-        if self.options.scheduler and self.config.scheduler.enabled:
-            loops += [self._promoter(), Scheduler(self.broker, self.config).run()]
+        if self.options.serve and self.config.scheduler.enabled:
+            loops += [timer.run(self), Schedules(self.broker, self.config).run()]
         self._services = [asyncio.create_task(loop) for loop in loops]
         self._stop_http = await self._start_http()
 
@@ -311,13 +289,13 @@ class Supervisor:
 
     def _on_hup(self) -> None:
         if not self.stopping:
-            self._spawn_background(reload.apply(self))
+            self._spawn_background(self.reload())
 
     async def _start_http(self) -> Callable[[], Awaitable[None]]:
         """The aiohttp server of `run` (not of `worker`, which serves nothing unless asked)."""
-        if not (self.options.scheduler and self.config.http.enabled):
+        if not (self.options.serve and self.config.http.enabled):
             return _nothing
-        from taskqueue import web  # aiohttp is imported only by runners that serve HTTP
+        from taskqueue.ops import web  # aiohttp is imported only by runners that serve HTTP
 
         return await web.start(self)
 

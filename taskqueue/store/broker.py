@@ -12,13 +12,14 @@ from typing import Any
 import msgpack
 from redis.exceptions import NoScriptError
 
-from taskqueue import envelope, scripts
+from taskqueue import envelope
 from taskqueue.config import Config
-from taskqueue.connection import DirectConnection
 from taskqueue.features import Effect
-from taskqueue.keys import Keys
-from taskqueue.producer import Producer, Push, Routes, Sender, TaskRoute
-from taskqueue.stats import field as stat_field
+from taskqueue.store import scripts
+from taskqueue.store.connection import DirectConnection
+from taskqueue.store.keys import Keys
+from taskqueue.store.producer import Producer, Push, Routes, Sender, TaskRoute
+from taskqueue.store.stats import field as stat_field
 
 HOST = socket.gethostname()
 MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit

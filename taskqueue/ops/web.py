@@ -20,11 +20,11 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from yarl import URL
 
-from taskqueue import admin, health
-from taskqueue import metrics as metrics_mod
 from taskqueue.config import seconds
 from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, UnknownTask
-from taskqueue.health import RunnerState, expected_workers, heartbeat_ages
+from taskqueue.ops import admin, health
+from taskqueue.ops import metrics as metrics_mod
+from taskqueue.ops.health import RunnerView, expected_workers, heartbeat_ages
 
 log = logging.getLogger("taskqueue.http")
 
@@ -42,13 +42,13 @@ class ApiError(Exception):
         self.message = message
 
 
-STATE = web.AppKey("state", RunnerState)
+STATE = web.AppKey("state", RunnerView)
 METRICS = web.AppKey("metrics", metrics_mod.Metrics)
 DASHBOARD = web.AppKey("dashboard", bytes)
 DASHBOARD_HEADERS = web.AppKey("dashboard_headers", dict[str, str])
 
 
-def create_app(state: RunnerState) -> web.Application:
+def create_app(state: RunnerView) -> web.Application:
     http = state.config.http
     app = web.Application(client_max_size=state.config.max_payload_bytes, middlewares=[_errors])
     app[STATE] = state
@@ -80,7 +80,7 @@ def api_base(route_prefix: str) -> str:
     return "" if route_prefix == "/" else route_prefix.rstrip("/")
 
 
-async def start(state: RunnerState) -> Callable[[], Awaitable[None]]:
+async def start(state: RunnerView) -> Callable[[], Awaitable[None]]:
     """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server."""
     http = state.config.http
     runner = web.AppRunner(create_app(state), access_log=None)
@@ -324,7 +324,7 @@ def _delay(value: Any) -> float:
 # ---- the dashboard -------------------------------------------------------------------------------
 def _dashboard(api: str, health: bool) -> tuple[bytes, dict[str, str]]:
     """The page, with its API prefix filled in and a Content-Security-Policy allowing only its own inline code."""
-    page = resources.files("taskqueue").joinpath("static", "dashboard.html").read_text("utf-8")
+    page = resources.files("taskqueue.ops").joinpath("static", "dashboard.html").read_text("utf-8")
     page = page.replace("__TQ_API__", html.escape(api, quote=True)).replace("__TQ_HEALTH__", "1" if health else "0")
 
     def digest(tag: str) -> str:

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
-from taskqueue import checks, imports
-from taskqueue.config import Config, TaskConfig
+from taskqueue.config import Config, TaskConfig, checks, imports
 from taskqueue.errors import ConfigError
 
 

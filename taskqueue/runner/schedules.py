@@ -19,13 +19,11 @@ from typing import TypeVar
 
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from redis.exceptions import RedisError
 
-from taskqueue import crontab
-from taskqueue.broker import Broker
-from taskqueue.config import Config, ScheduleConfig
+from taskqueue._loop import raise_if_cancelled, ride_out
+from taskqueue.config import Config, ScheduleConfig, crontab
 from taskqueue.errors import PayloadTooLarge
-from taskqueue.loop import raise_if_cancelled
+from taskqueue.store.broker import Broker
 
 log = logging.getLogger("taskqueue.scheduler")
 
@@ -60,7 +58,7 @@ class _Entry:
         return found
 
 
-class Scheduler:
+class Schedules:
     def __init__(self, broker: Broker, config: Config) -> None:
         self.broker = broker
         self.config = config
@@ -163,16 +161,8 @@ class Scheduler:
 
 
 async def _retry_forever(call: Callable[[], Awaitable[T]]) -> T:
-    """Ride out a Redis outage: the schedule's state lives in Redis, so the fire waits for it."""
-    delay = 0.1
-    while True:
-        raise_if_cancelled()
-        try:
-            return await call()
-        except (RedisError, OSError) as exc:
-            log.warning("scheduler: Redis unavailable (%s); retrying", exc)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+    """The schedule's state lives in Redis, so a fire waits for it."""
+    return await ride_out(call, "firing a schedule", log)
 
 
 def describe(config: Config, state: dict[str, int], counts: dict[str, int]) -> list[dict[str, object]]:

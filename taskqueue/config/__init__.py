@@ -10,9 +10,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from taskqueue import checks, validation, yamlsource
-from taskqueue.connection import cluster_url
+from taskqueue.config import checks, validation, yamlsource
 from taskqueue.errors import ConfigError
+from taskqueue.store.connection import cluster_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_FILE_BYTES = 1 << 20

@@ -1,4 +1,4 @@
-"""Entry point of one worker process (started by the runner): `python -m taskqueue.workerproc`.
+"""Entry point of one worker process (started by the runner): `python -m taskqueue.worker`.
 
 The runner passes the already-validated YAML on stdin, so every worker runs the same configuration.
 """
@@ -9,17 +9,18 @@ import argparse
 import asyncio
 import io
 import logging
-import os
 import signal
 import sys
 
 from taskqueue import config as config_mod
-from taskqueue import logs, redisboot, registry
-from taskqueue.broker import Broker
-from taskqueue.connection import async_client
+from taskqueue._loop import run_loop
+from taskqueue.config import registry
 from taskqueue.errors import TaskQueueError
-from taskqueue.loop import run_loop
-from taskqueue.worker import Worker
+from taskqueue.ops import logs
+from taskqueue.store import redisboot
+from taskqueue.store.broker import Broker
+from taskqueue.store.connection import async_client
+from taskqueue.worker.worker import Worker
 
 log = logging.getLogger("taskqueue.worker")
 
@@ -70,8 +71,3 @@ def main(argv: list[str]) -> int:
     code = run_loop(serve(cfg, tasks, args.worker_id))
     logging.shutdown()
     return code
-
-
-if __name__ == "__main__":
-    sys.stdout.flush()
-    os._exit(main(sys.argv[1:]))  # do not wait for a stuck task thread: its message was handed back

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from taskqueue import crontab, imports
-from taskqueue.connection import cluster_url
-from taskqueue.yamlsource import Document
+from taskqueue.config import crontab, imports
+from taskqueue.config.yamlsource import Document
+from taskqueue.store.connection import cluster_url
 
 
 def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:

@@ -20,21 +20,19 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from taskqueue import envelope as envelope_mod
-from taskqueue import stats
-from taskqueue.broker import Broker, DeadRecord, Taken
+from taskqueue._loop import ride_out
 from taskqueue.config import Config, TaskConfig
+from taskqueue.config.registry import RegisteredTask, Registry
 from taskqueue.context import set_current
 from taskqueue.envelope import printable
 from taskqueue.errors import Reject, Retry
 from taskqueue.features import Effect, Hooks, Outcome
 from taskqueue.features.results import Results
-from taskqueue.loop import raise_if_cancelled
-from taskqueue.registry import RegisteredTask, Registry
-from taskqueue.stats import field as stat_field
-from taskqueue.threads import ThreadRunner
+from taskqueue.store import stats
+from taskqueue.store.broker import Broker, DeadRecord, Taken
+from taskqueue.store.stats import field as stat_field
+from taskqueue.worker.threads import ThreadRunner
 
 log = logging.getLogger("taskqueue.worker")
 
@@ -247,15 +245,7 @@ class Executor:
             log.exception("could not quarantine a message; it goes back when this worker stops")
 
     async def _give_back(self, token: bytes, held: Held) -> None:
-        delay = 0.1
-        while True:
-            raise_if_cancelled()
-            try:
-                await self.broker.requeue(self.worker_id, token, held.queue, held.raw)
-                break
-            except (RedisError, OSError):
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back", log)
         self.wake.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -392,16 +382,7 @@ class Executor:
 
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
-        delay = 0.1
-        while True:
-            raise_if_cancelled()
-            try:
-                await script()
-                break
-            except RedisError as exc:
-                log.warning("Redis unavailable while settling a task (%s); retrying", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        await ride_out(script, "settling a task", log)
         self.held.pop(token, None)
         self.wake.set()
 

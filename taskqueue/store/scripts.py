@@ -1,4 +1,4 @@
-"""The Lua scripts in taskqueue/lua/, read once through importlib.resources (so they travel inside the PEX).
+"""The Lua scripts in taskqueue/store/lua/, read once through importlib.resources (so they travel inside the PEX).
 
 A settle script (one that acknowledges, retries, buries or retires a task) is composed: the hooks prelude,
 every effect fragment of lua/hooks/, then the script itself, so a feature takes part in the settle step
@@ -13,7 +13,7 @@ SETTLE_SCRIPTS = frozenset({"exchange", "retire", "retry", "bury"})
 
 
 def _read(path: str) -> str:
-    return resources.files("taskqueue").joinpath(path).read_text("utf-8")
+    return resources.files("taskqueue.store").joinpath(path).read_text("utf-8")
 
 
 @functools.cache
@@ -21,7 +21,7 @@ def source(name: str) -> str:
     body = _read(f"lua/{name}.lua")
     if name not in SETTLE_SCRIPTS:
         return body
-    folder = resources.files("taskqueue").joinpath("lua/hooks")
+    folder = resources.files("taskqueue.store").joinpath("lua/hooks")
     fragments = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua") and not p.name.startswith("_"))
     parts = [_read("lua/hooks/_prelude.lua"), *(_read(f"lua/hooks/{f}") for f in fragments), body]
     return "\n".join(parts)

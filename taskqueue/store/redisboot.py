@@ -14,9 +14,9 @@ from urllib.parse import urlparse
 from redis.exceptions import RedisClusterException, RedisError
 
 from taskqueue.config import DEFAULT_REDIS_URL, Config
-from taskqueue.connection import RedisOptions, async_client, tls_files
 from taskqueue.errors import BrokerUnavailable
-from taskqueue.logs import redact
+from taskqueue.ops.logs import redact
+from taskqueue.store.connection import RedisOptions, async_client, tls_files
 
 log = logging.getLogger("taskqueue.redis")
 

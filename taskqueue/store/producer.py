@@ -19,7 +19,7 @@ import msgpack
 
 from taskqueue import envelope
 from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
-from taskqueue.keys import Keys, join_member
+from taskqueue.store.keys import Keys, join_member
 
 Call = tuple[str, Sequence[Any], Mapping[str, Any]]
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from taskqueue.broker import HOST, Broker, Taken
+from taskqueue._loop import raise_if_cancelled
 from taskqueue.config import Config
-from taskqueue.execute import Executor, Held
-from taskqueue.keys import split_member
-from taskqueue.loop import raise_if_cancelled
-from taskqueue.registry import Registry
+from taskqueue.config.registry import Registry
+from taskqueue.store.broker import HOST, Broker, Taken
+from taskqueue.store.keys import split_member
+from taskqueue.worker.execute import Executor
 
 log = logging.getLogger("taskqueue.worker")
 
@@ -43,7 +43,6 @@ class Worker:
         self.wake = asyncio.Event()
         self.armed = asyncio.Event()
         self.executor = Executor(config, registry, broker, worker_id, self.wake)
-        self.held: dict[bytes, Held] = self.executor.held  # the same dict: what the executor runs, the pump counts
         self.stopping = False  # take nothing more
         self.closing = asyncio.Event()  # and leave the pump loop
         self.idle = asyncio.Event()  # the pump has no round trip under way
@@ -73,7 +72,7 @@ class Worker:
         await asyncio.wait([idle], timeout=STOP_WAIT_S)
         idle.cancel()
         grace = self.config.workers.shutdown_grace_period_s if self.exit_code == 0 else 0.0
-        running = [h.job for h in self.held.values() if h.job]
+        running = [h.job for h in self.executor.held.values() if h.job]
         if running:
             log.info("stopping: waiting up to %.1fs for %d running task(s)", grace, len(running))
             # until every running task is done, the grace period is over, or a second signal says hurry
@@ -94,7 +93,7 @@ class Worker:
 
     async def _cancel_running(self) -> None:
         """Cancel what still runs; its message goes back with the rest of the in-flight hash at retirement."""
-        jobs = [h.job for h in self.held.values() if h.job and not h.job.done()]
+        jobs = [h.job for h in self.executor.held.values() if h.job and not h.job.done()]
         for job in jobs:
             job.cancel(msg="hand back")
         if jobs:  # a task body may swallow its cancellation: do not wait for it forever
@@ -127,7 +126,7 @@ class Worker:
             return
         out.acks, out.hooked = [], []
         out.counters.clear()
-        self.held.clear()
+        self.executor.held.clear()
         if handed:
             log.info("handed back %d task(s) that had not finished", handed, extra={"worker": self.id})
 
@@ -136,7 +135,7 @@ class Worker:
             "host": HOST,
             "pid": os.getpid(),
             "slots": self.slots,
-            "active": len(self.held),
+            "active": len(self.executor.held),
             "started": getattr(self, "_started", time.time()),
             "runner_pid": os.getppid(),
         }
@@ -186,7 +185,7 @@ class Worker:
             self.wake.clear()
             if self.closing.is_set():
                 return
-            want = 0 if self.stopping else self.slots - len(self.held)
+            want = 0 if self.stopping else self.slots - len(self.executor.held)
             if want <= 0 and not self.executor.pending_outbox():
                 continue
             try:
@@ -235,6 +234,6 @@ class Worker:
         (the script ran but its reply was lost). Finished tasks whose ack is still pending are ours."""
         for token, member in (await self.broker.inflight(self.id)).items():
             # checked now, not before an await: a task may finish (its ack still pending) at any await
-            if token not in self.held and token not in self.executor.unsent():
+            if token not in self.executor.held and token not in self.executor.unsent():
                 queue, raw = split_member(member)
                 await self.broker.requeue(self.id, token, queue, raw)

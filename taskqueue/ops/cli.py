@@ -9,8 +9,8 @@ import traceback
 from collections.abc import Callable, Sequence
 
 import taskqueue
-from taskqueue import logs
 from taskqueue.errors import ConfigError, TaskQueueError, UsageError
+from taskqueue.ops import logs
 
 log = logging.getLogger("taskqueue")
 
@@ -19,13 +19,13 @@ Command = Callable[[argparse.Namespace], int]
 
 def _command(name: str) -> Command:
     """Imported only once a command runs, so `--version` and `--help` stay fast."""
-    from taskqueue import commands
+    from taskqueue.ops import commands
 
     table: dict[str, Command] = {
         "validate": commands.validate,
         "schema": commands.schema,
         "run": commands.run,
-        "worker": lambda args: commands.run(args, scheduler=False),
+        "worker": lambda args: commands.run(args, serve=False),
         "enqueue": commands.enqueue,
         "status": commands.status,
         "dead": commands.dead,
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(cmd, suppress=True)
         return cmd
 
-    add("run", "run workers, scheduler and HTTP until SIGTERM/SIGINT (the default)")
+    add("run", "run workers, the delayed-task timer, schedules and HTTP until SIGTERM/SIGINT (the default)")
     add("worker", "run worker processes only (for extra hosts)")
     add("validate", "check the configuration and task imports; print OK or every problem")
     add("schema", "print the JSON Schema of the configuration")

@@ -25,9 +25,9 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 from taskqueue import envelope
-from taskqueue.broker import Broker
 from taskqueue.config import Config
-from taskqueue.stats import DURATION_BUCKETS, ORPHANS_FIELD
+from taskqueue.store.broker import Broker
+from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SNAPSHOT_TIMEOUT_S = 2.5  # a scrape answers (taskqueue_redis_up 0) well inside Prometheus' default 10s

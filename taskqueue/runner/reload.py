@@ -1,0 +1,53 @@
+"""Live reload (SIGHUP, `taskqueue reload`): re-read the YAML; an invalid file is rejected with its errors and
+the running configuration stays; a valid one is applied by the runner (Runner.reload), which rolls the
+worker processes gracefully. This module only decides; it knows nothing of the runner."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from taskqueue import config as config_mod
+from taskqueue.config import registry
+from taskqueue.errors import ConfigError
+
+log = logging.getLogger("taskqueue.reload")
+
+
+def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config, bytes] | None:
+    """The YAML on disk, validated and importable, as (config, raw bytes); None (with the reasons logged)
+    when it must be rejected and the running configuration stays."""
+    try:
+        raw = config_mod.read(path)
+        new = config_mod.load(path, raw=raw)
+        registry.build(new)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("%s", problem)
+        log.error("reload rejected: %d problem(s) in %s; the running configuration stays", len(exc.problems), path)
+        return None
+    if new.redis != running.redis:
+        log.error("reload rejected: the redis section changed, which needs a restart; the running configuration stays")
+        return None
+    return new, raw
+
+
+def worker_count(config: config_mod.Config, current: int) -> int:
+    """How many worker processes the new configuration starts with."""
+    if not config.autoscaler.enabled:
+        return config.workers.initial_count
+    return min(max(current, config.autoscaler.min_workers), config.autoscaler.max_workers)
+
+
+def summary(old: config_mod.Config, new: config_mod.Config) -> str:
+    parts = []
+    for label, before, after in (
+        ("tasks", set(old.tasks), set(new.tasks)),
+        ("queues", {q.name for q in old.queues}, {q.name for q in new.queues}),
+        ("schedules", {s.name for s in old.schedules}, {s.name for s in new.schedules}),
+    ):
+        if after - before:
+            parts.append(f"{label} added: {', '.join(sorted(after - before))}")
+        if before - after:
+            parts.append(f"{label} removed: {', '.join(sorted(before - after))}")
+    return "; ".join(parts) or "worker processes rolled"
