@@ -36,8 +36,12 @@ def effect_args(effects: Sequence[Effect]) -> list[Any]:
     return argv
 
 
-def hooked_args(hooked: Hooked) -> list[Any]:
-    argv: list[Any] = [len(hooked)]
+def outbox_args(acks: Sequence[bytes], counters: Mapping[str, int], hooked: Hooked) -> list[Any]:
+    """A worker's outbox as exchange.lua and retire.lua read it (settle_outbox in lua/hooks/_prelude.lua)."""
+    argv: list[Any] = [len(acks), *acks, len(counters)]
+    for name, count in counters.items():
+        argv += (name, count)
+    argv.append(len(hooked))
     for token, effects in hooked:
         argv.append(token)
         argv += effect_args(effects)
@@ -163,11 +167,7 @@ class Broker:
         want: int,
         token_base: int,
     ) -> list[Taken]:
-        argv: list[Any] = [want, token_base, len(acks), *acks, len(counters)]
-        for name, count in counters.items():
-            argv += (name, count)
-        argv += hooked_args(hooked)
-        argv += self.queue_names
+        argv = [want, token_base, *outbox_args(acks, counters, hooked), *self.queue_names]
         keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
         reply = await self._exchange_call(keys, argv)
         names = self.queue_names
@@ -288,11 +288,7 @@ class Broker:
         while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
             await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, 0)
             acks = acks[MAX_ACKS_PER_CALL:]
-        counters = counters or {}
-        argv: list[Any] = [worker_id, self.keys.queue_prefix, len(acks), *acks, len(counters)]
-        for name, count in counters.items():
-            argv += (name, count)
-        argv += hooked_args(hooked)
+        argv = [worker_id, self.keys.queue_prefix, *outbox_args(acks, counters or {}, hooked)]
         keys = [self.keys.inflight(worker_id), self.keys.stats, self.keys.workers, self.keys.worker(worker_id)]
         return int(await self._retire(keys=keys, args=argv))
 

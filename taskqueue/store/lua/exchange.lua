@@ -5,36 +5,13 @@
 -- KEYS[3..] = ready lists, highest priority first
 -- ARGV[1] = N, most messages to take (free slots)
 -- ARGV[2] = token base: taken messages get tokens base+1 .. base+n
--- ARGV[3] = A, number of tokens to acknowledge; ARGV[4 .. 3+A] = those tokens
--- ARGV[4+A] = C, number of counters; then C pairs of stats field and increment
--- then B, number of acks that carry effects; then B times: token, then its effects (see _prelude.lua),
--- applied only when the token was still held (a task recovered meanwhile is not settled twice)
+-- ARGV[3..] = the outbox (settle_outbox in hooks/_prelude.lua): A tokens to acknowledge, C counters,
+-- B tokens with their effects
 -- then one queue name per ready list in KEYS[3..], in the same order
 -- Returns a flat array: token, queue index (1-based, into KEYS[3..]), message, token, ...
 local n = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
-local acks = tonumber(ARGV[3])
-local i = 4
-if acks > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, i + acks - 1))
-end
-i = i + acks
-local counters = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, counters do
-  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local hooked = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, hooked do
-  local held_it = redis.call('HDEL', KEYS[1], ARGV[i]) == 1
-  if held_it then
-    i = apply_effects(ARGV, i + 1)
-  else
-    i = skip_effects(ARGV, i + 1)
-  end
-end
+local i = settle_outbox(KEYS[1], KEYS[2], ARGV, 3)
 local out = {}
 local held = {}
 local got = 0

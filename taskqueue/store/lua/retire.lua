@@ -3,31 +3,9 @@
 -- there is never an in-flight hash without a lease that would expire and bring it back.
 -- KEYS[1] = its in-flight hash, KEYS[2] = stats hash, KEYS[3] = workers zset, KEYS[4] = its info hash
 -- ARGV[1] = worker id, ARGV[2] = ready-list key prefix ({p}:queue:)
--- ARGV[3] = A, number of tokens to acknowledge; ARGV[4 .. 3+A] = those tokens
--- ARGV[4+A] = C, number of counters; then C pairs of stats field and increment
--- then B acks that carry effects, as in exchange.lua
+-- ARGV[3..] = its outbox (settle_outbox in hooks/_prelude.lua)
 -- Returns the number of messages handed back.
-local acks = tonumber(ARGV[3])
-local i = 4
-if acks > 0 then
-  redis.call('HDEL', KEYS[1], unpack(ARGV, i, i + acks - 1))
-end
-i = i + acks
-local counters = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, counters do
-  redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
-  i = i + 2
-end
-local hooked = tonumber(ARGV[i])
-i = i + 1
-for _ = 1, hooked do
-  if redis.call('HDEL', KEYS[1], ARGV[i]) == 1 then
-    i = apply_effects(ARGV, i + 1)
-  else
-    i = skip_effects(ARGV, i + 1)
-  end
-end
+settle_outbox(KEYS[1], KEYS[2], ARGV, 3)
 local held = redis.call('HGETALL', KEYS[1])
 for h = 2, #held, 2 do
   local member = held[h]

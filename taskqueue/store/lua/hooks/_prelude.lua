@@ -1,4 +1,4 @@
--- The settle scripts (exchange, retire, retry, bury) start with this, then every lua/hooks/<name>.lua:
+-- The settle scripts (exchange, retire, retry, bury) start with this (and settle_outbox below), then every lua/hooks/<name>.lua:
 -- each fragment adds `hooks.<name> = function(argv, i) ... return next_i end`, which applies one effect
 -- whose arguments start at argv[i]. A settle script calls apply_effects(ARGV, i) where ARGV[i] is the
 -- number of effects, each given as its hook name and then its own arguments; it returns the index after.
@@ -27,6 +27,35 @@ local function skip_effects(argv, i)
       error('taskqueue: effect without arity ' .. tostring(argv[i]))
     end
     i = i + 1 + n
+  end
+  return i
+end
+
+-- The outbox of a worker, as exchange.lua and retire.lua receive it, starting at argv[i]:
+-- A, then A tokens to acknowledge (one HDEL for all); C, then C pairs of stats field and increment;
+-- B, then B times a token and its effects, applied only when the token was still held (a task
+-- recovered meanwhile is not settled twice). Returns the index after it.
+local function settle_outbox(inflight, stats, argv, i)
+  local acks = tonumber(argv[i])
+  i = i + 1
+  if acks > 0 then
+    redis.call('HDEL', inflight, unpack(argv, i, i + acks - 1))
+  end
+  i = i + acks
+  local counters = tonumber(argv[i])
+  i = i + 1
+  for _ = 1, counters do
+    redis.call('HINCRBY', stats, argv[i], argv[i + 1])
+    i = i + 2
+  end
+  local hooked = tonumber(argv[i])
+  i = i + 1
+  for _ = 1, hooked do
+    if redis.call('HDEL', inflight, argv[i]) == 1 then
+      i = apply_effects(argv, i + 1)
+    else
+      i = skip_effects(argv, i + 1)
+    end
   end
   return i
 end
