@@ -9,11 +9,13 @@ from pathlib import Path
 
 
 def add_to_sys_path(folders: Iterable[Path]) -> None:
-    """Put the YAML's import folders first on sys.path (once each), so `jobs.email` imports from there."""
-    for folder in reversed(list(folders)):
+    """Add the YAML's import folders to sys.path (once each, in order) after taskqueue's own modules and
+    the standard library, so `jobs.email` imports from there but a `signal.py` beside the YAML cannot
+    replace the standard library's `signal` (nor a folder named `taskqueue` this package)."""
+    for folder in folders:
         text = str(folder)
         if text not in sys.path:
-            sys.path.insert(0, text)
+            sys.path.append(text)
 
 
 def resolve(path: str) -> object:

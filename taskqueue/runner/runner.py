@@ -73,11 +73,9 @@ class Runner:
     # ---- worker processes ----------------------------------------------------------------------
     async def spawn(self) -> WorkerProcess:
         worker_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        env = dict(os.environ)
-        package_root = str(Path(taskqueue.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         process = await asyncio.create_subprocess_exec(
             sys.executable,
+            *worker_flags(),
             "-m",
             "taskqueue.worker",
             "--config",
@@ -89,7 +87,7 @@ class Runner:
             "--log-format",
             self.options.log_format,
             stdin=asyncio.subprocess.PIPE,
-            env=env,
+            env=worker_env(),
             start_new_session=True,
         )
         assert process.stdin is not None
@@ -324,6 +322,26 @@ class Runner:
                 await handle.process.wait()
                 await self._recover(handle.id)
         await asyncio.sleep(0)  # let the child watchers finish their bookkeeping
+
+
+def worker_flags() -> list[str]:
+    """A worker runs the runner's own code, isolated as the runner is: never the launch directory first on
+    sys.path (-P: a `signal.py` or a checkout's `taskqueue/` there must not be imported), and with the
+    runner's -E/-s when it has them (the PEX runs with both)."""
+    flags = ["-P"]
+    if sys.flags.ignore_environment:
+        flags.append("-E")
+    if sys.flags.no_user_site:
+        flags.append("-s")
+    return flags
+
+
+def worker_env() -> dict[str, str]:
+    """Without -E (a runner started from source) the worker finds taskqueue where the runner found it."""
+    env = dict(os.environ)
+    if not sys.flags.ignore_environment:
+        env["PYTHONPATH"] = str(Path(taskqueue.__file__).resolve().parent.parent)
+    return env
 
 
 async def _nothing() -> None:

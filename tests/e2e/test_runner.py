@@ -88,3 +88,19 @@ def test_delayed_task_waits_then_runs(make_runner: RunnerFactory, redis_url: str
     finished = msgpack.unpackb(db.get(f"tq:result:{task_id}"))["finished_at"]
     assert due <= finished < due + 1.0  # not early; promptly once due (the timer is woken, not polling)
     assert db.zcard("tq:delayed") == 0
+
+
+def test_workers_never_import_from_the_launch_directory(make_runner: RunnerFactory, redis_url: str) -> None:
+    """A `signal.py` and a `taskqueue/` package beside the YAML (the runner's working directory, and on
+    `python_path` too) must not replace the standard library's module or the PEX's own code in the workers."""
+    runner = make_runner(redis_url, workers=2)
+    folder = runner.config.parent
+    (folder / "signal.py").write_text("raise SystemExit('the launch directory was imported: signal.py')\n")
+    (folder / "taskqueue").mkdir()
+    (folder / "taskqueue" / "__init__.py").write_text("raise SystemExit('the launch directory was imported')\n")
+    text = runner.config.read_text()
+    runner.config.write_text(text.replace("python_path: [", f'python_path: ["{folder}", ', 1))
+    runner.start(expect_workers=2)
+    Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(20)])
+    wait_for(lambda: len(runs(redis_url)) == 20, timeout=20, what="tasks run by workers started beside them")
+    assert not [line for line in runner.logs() if "exited unexpectedly" in str(line.get("msg"))]
