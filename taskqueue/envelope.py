@@ -179,6 +179,22 @@ def _number(body: Mapping[str, Any], key: str, kind: type) -> Any:
     return kind(value)
 
 
+def identify(raw: bytes, limit: int = 64 << 20) -> tuple[str | None, str | None]:
+    """(id, task) of a message that failed `decode`, when they can still be read (e.g. one that is only too
+    large), so its dead-letter record can be found by the id its producer holds; (None, None) otherwise."""
+    if len(raw) > limit:
+        return None, None
+    try:
+        body = _parse(raw)
+    except InvalidEnvelope:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    task_id, task = body.get("id"), body.get("task")
+    ok = [isinstance(v, str) and 0 < len(v) <= MAX_NAME for v in (task_id, task)]
+    return (task_id if ok[0] else None), (task if ok[1] else None)
+
+
 def printable(value: Any) -> Any:
     """A str that UTF-8 can always encode (lone surrogates become `\\udXXX` escapes); other values as they are."""
     return value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value

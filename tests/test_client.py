@@ -40,7 +40,23 @@ def test_unknown_task_and_oversized_payload_are_refused(redis_url: str) -> None:
         client.enqueue("nope")
     with pytest.raises(PayloadTooLarge):
         client.enqueue("noop", "x" * 200)
+    with pytest.raises(ValueError, match=r"limits\.max_delay"):
+        client.enqueue("noop", delay=1e300)  # it could never run
+    with pytest.raises(ValueError, match=r"limits\.max_delay"):
+        client.enqueue_many([("noop", (), {})], delay=float("nan"))
     assert client.redis.llen("tq:queue:default") == 0
+
+
+def test_a_named_queue_needs_no_task_table(redis_url: str) -> None:
+    """Before any runner published its routes, a producer that names the queue can enqueue (a worker
+    dead-letters an undeclared task, as for redis-cli); without a queue the error says what to do."""
+    client = Client(redis_url)
+    with pytest.raises(UnknownTask, match="or name the queue"):
+        client.enqueue("send_email", to="a@example.com")
+    task_id = client.enqueue("send_email", to="a@example.com", queue="default")
+    (raw,) = client.redis.lrange("tq:queue:default", 0, -1)
+    env = envelope.decode(raw, 1 << 20)
+    assert (env.id, env.task, dict(env.kwargs)) == (task_id, "send_email", {"to": "a@example.com"})
 
 
 def test_threads_share_one_client(redis_url: str) -> None:

@@ -167,6 +167,25 @@ def test_without_a_token_writes_are_open_but_not_to_other_sites(tmp_path: Path, 
     serve(make_config(tmp_path, redis_url, http="{}"), scenario)
 
 
+def test_a_dns_rebinding_page_is_refused_by_its_host_name(tmp_path: Path, redis_url: str) -> None:
+    """A page on evil.example that re-points its name at 127.0.0.1 is same-origin for the browser; the Host
+    header still names evil.example, and is refused on every route, reads included. IP addresses,
+    localhost and http.allowed_hosts are served."""
+
+    async def scenario(http: Http, broker: Broker) -> None:
+        await bury(broker, "d1")
+        evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+        for method, path in (("POST", "/tasks/enqueue"), ("GET", "/tasks/dead"), ("GET", "/"), ("GET", "/metrics")):
+            response = await http.request(method, path, json={"task": "send"}, headers=evil)
+            assert "http.allowed_hosts" in await error_of(response, 403), (method, path)
+        assert (await broker.queue_depths())["default"] == 0
+        for host in (f"127.0.0.1:{http.port}", "localhost", f"localhost:{http.port}", "[::1]:8080", "TQ.Internal"):
+            assert (await http.get("/tasks/dead", headers={"Host": host})).status == 200, host
+        assert (await http.post("/tasks/enqueue", json={"task": "send"}, headers={"Host": "tq.internal"})).status == 201
+
+    serve(make_config(tmp_path, redis_url, http="{allowed_hosts: [tq.internal]}"), scenario)
+
+
 def test_enqueue_validates_the_body(cfg: Config) -> None:
     bad = [
         (b"{not json", 400, "must be JSON"),
@@ -179,6 +198,7 @@ def test_enqueue_validates_the_body(cfg: Config) -> None:
         (b'{"task": "send", "delay": -1}', 400, "'delay'"),
         (b'{"task": "send", "delay": "soon"}', 400, "'delay'"),
         (b'{"task": "send", "delay": Infinity}', 400, "'delay'"),
+        (b'{"task": "send", "delay": 1e300}', 400, "limits.max_delay"),
         (b'{"task": "send", "args": [18446744073709551616]}', 400, "MessagePack"),
         (json.dumps({"task": "send", "args": ["x" * 3000]}).encode(), 413, "max_payload_size"),
         (json.dumps({"task": "send", "args": ["x" * 2000]}).encode(), 413, "max_payload_size"),

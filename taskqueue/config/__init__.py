@@ -171,6 +171,7 @@ class HttpConfig:
     enable_metrics: bool
     enable_health_check: bool
     auth_token: str
+    allowed_hosts: tuple[str, ...] = ()  # lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +194,7 @@ class Config:
     http: HttpConfig
     dead_letter: DeadLetterConfig
     max_payload_bytes: int
+    max_delay_s: float
 
     def queue(self, name: str) -> QueueConfig:
         return next(q for q in self.queues if q.name == name)
@@ -305,9 +307,11 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
             h["enable_metrics"],
             h["enable_health_check"],
             h["auth_token"],
+            tuple(name.lower() for name in h["allowed_hosts"]),
         ),
         dead_letter=DeadLetterConfig(data["dead_letter"]["max_size"], seconds(data["dead_letter"]["max_age"])),
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
+        max_delay_s=seconds(data["limits"]["max_delay"]),
     )
 
 

@@ -50,6 +50,7 @@ def _global_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     parser.add_argument(
         "--log-level",
         default=default("info"),
+        type=str.lower,  # WARNING, Warning and warning alike
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: info)",
     )

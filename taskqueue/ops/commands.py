@@ -73,7 +73,10 @@ def enqueue(args: argparse.Namespace) -> int:
         raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise UsageError("--args must be a JSON array and --kwargs a JSON object")
-    delay = config_mod.seconds(args.delay) if args.delay else 0.0
+    try:
+        delay = config_mod.seconds(args.delay) if args.delay else 0.0
+    except ValueError as exc:
+        raise UsageError(f"--delay: {exc} (e.g. 30s, 5m, 2h)") from None
 
     async def action(broker: Broker) -> int:
         try:

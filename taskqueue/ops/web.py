@@ -120,7 +120,8 @@ def _error(status: int, message: str, headers: Mapping[str, str] | None = None) 
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a JSON error with its status; a traceback goes to the log, never to the client."""
     try:
-        response = await handler(request)
+        refused = _foreign_host(request)
+        response = _error(403, refused) if refused else await handler(request)
     except ApiError as exc:
         response = _error(exc.status, exc.message)
     except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 (body above client_max_size)
@@ -160,6 +161,27 @@ def _protected(handler: Handler) -> Handler:
         return await handler(request)
 
     return guarded
+
+
+def _foreign_host(request: web.Request) -> str | None:
+    """Why the request's Host is refused, or None. A page on a domain that an attacker re-points at 127.0.0.1
+    (DNS rebinding) is same-origin for the browser, so only the Host it sends gives it away: it must be an
+    IP address, localhost, the bound host or one of http.allowed_hosts."""
+    given = request.headers.get("Host")
+    if not given:
+        return None
+    try:
+        name = (URL(f"http://{given}").host or "").lower().rstrip(".")
+    except ValueError:
+        return f"invalid Host header {given[:100]!r}"
+    http = request.app[STATE].config.http
+    if name in ("localhost", http.host.lower()) or name.endswith(".localhost") or name in http.allowed_hosts:
+        return None
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return None
+    except ValueError:
+        return f"Host {name[:100]!r} is not this server's name: add it to http.allowed_hosts to serve it"
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -82,6 +82,8 @@ class Runner:
             str(self.options.config_path),
             "--worker-id",
             worker_id,
+            "--runner-pid",
+            str(os.getpid()),
             "--log-level",
             self.options.log_level,
             "--log-format",

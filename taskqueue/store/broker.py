@@ -136,6 +136,7 @@ class Broker:
         routes = Routes(
             {name: TaskRoute(t.queue, config.max_payload_bytes) for name, t in config.tasks.items()},
             {q.name: q.max_length for q in config.queues},
+            max_delay_s=config.max_delay_s,
         )
         self.producer = Producer(self.keys, routes)
         self._sender = Sender(client, {"enqueue": self._enqueue, "schedule": self._schedule})
@@ -303,6 +304,7 @@ class Broker:
                     "timeout": t.timeout_s,
                     "result_ttl": t.result_ttl_s,
                     "max_payload": cfg.max_payload_bytes,
+                    "max_delay": cfg.max_delay_s,
                 }
             )
             for name, t in cfg.tasks.items()

@@ -148,7 +148,6 @@ class RedisOptions:
         return kwargs
 
 
-
 class ClusterUnavailable(redis.ConnectionError):
     """redis-py's Cluster client raises RedisClusterException, which is not a RedisError, when no node answers
     (e.g. the whole cluster restarts) or no node serves a slot. taskqueue's loops read RedisError as "Redis is

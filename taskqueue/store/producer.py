@@ -22,6 +22,7 @@ from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
 from taskqueue.store.keys import Keys, join_member
 
 Call = tuple[str, Sequence[Any], Mapping[str, Any]]
+DEFAULT_MAX_DELAY_S = 365 * 86400.0  # limits.max_delay's default
 
 
 def due_ms(delay_s: float) -> int:
@@ -43,19 +44,26 @@ class Routes:
     tasks: dict[str, TaskRoute] = field(default_factory=dict)
     max_length: dict[str, int | None] = field(default_factory=dict)  # every declared queue
     source: str = ""  # where an unknown task is looked up, for the error
+    max_delay_s: float = DEFAULT_MAX_DELAY_S
 
     @classmethod
     def from_tables(cls, tasks: Mapping[bytes, bytes], queues: Mapping[bytes, bytes], source: str) -> Routes:
         found = {k.decode(): msgpack.unpackb(v) for k, v in tasks.items()}
         lengths = {k.decode(): msgpack.unpackb(v).get("max_length") for k, v in queues.items()}
         routes = {name: TaskRoute(str(t["queue"]), t.get("max_payload")) for name, t in found.items()}
-        return cls(routes, lengths, source)
+        delays = [float(t["max_delay"]) for t in found.values() if "max_delay" in t]
+        return cls(routes, lengths, source, min(delays) if delays else DEFAULT_MAX_DELAY_S)
 
     def queue_for(self, task: str, queue: str | None) -> str:
         route = self.tasks.get(task)
         if route is None:
+            if not self.tasks and queue and "|" not in queue:
+                return queue  # no runner has published routes yet: a named queue needs none (as redis-cli)
             if not self.tasks:
-                raise UnknownTask(f"no task table at {self.source}: start the runner once so clients can route by name")
+                raise UnknownTask(
+                    f"no task table at {self.source}: start the runner once so clients can route by name "
+                    "(or name the queue: enqueue(..., queue=...))"
+                )
             raise UnknownTask(f"unknown task '{task}' (declared: {', '.join(sorted(self.tasks))})")
         chosen = queue or route.queue
         if chosen not in self.max_length:
@@ -98,7 +106,8 @@ class Producer:
             message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6))
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"task '{task}': args/kwargs hold a value MessagePack cannot encode ({exc})") from None
-        limit = self.routes.tasks[task].max_payload
+        route = self.routes.tasks.get(task)
+        limit = route.max_payload if route else None
         if limit and len(message) > limit:
             raise PayloadTooLarge(
                 f"task '{task}': message of {len(message)} bytes exceeds limits.max_payload_size ({limit} bytes)"
@@ -113,7 +122,10 @@ class Producer:
         delay_s: float = 0.0,
         task_id: str | None = None,
     ) -> tuple[list[str], list[Push]]:
-        """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance."""
+        """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance.
+        Raises UnknownTask, PayloadTooLarge, or ValueError (not encodable, or a delay beyond the limit)."""
+        if not 0 <= delay_s <= self.routes.max_delay_s:  # also refuses NaN
+            raise ValueError(f"delay of {delay_s:g}s is outside 0 .. limits.max_delay ({self.routes.max_delay_s:g}s)")
         ids: list[str] = []
         by_queue: dict[str, list[bytes]] = {}
         now = round(time.time(), 6)  # one timestamp for the batch

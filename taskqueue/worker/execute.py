@@ -107,8 +107,9 @@ class Executor:
             env = envelope_mod.decode(item.raw, self.config.max_payload_bytes)
         except Exception as exc:  # InvalidEnvelope, or a decoder bug: either way not a message we can run
             reason = str(exc) if isinstance(exc, envelope_mod.InvalidEnvelope) else f"{type(exc).__name__}: {exc}"
+            ident = envelope_mod.identify(item.raw)
             held.job = asyncio.create_task(
-                self._guard(item, held, self._bury(item, None, f"invalid message: {reason}"))
+                self._guard(item, held, self._bury(item, None, f"invalid message: {reason}", ident=ident))
             )
             return
         task = self.registry.get(env.task)
@@ -335,12 +336,14 @@ class Executor:
             await self._bury(item, env, error, trace, attempt)
         else:
             wait = backoff_s(task.config, attempt) if delay is None else delay
+            # a Retry(delay=...) beyond limits.max_delay is cut to it (inf too); NaN or negative: at once
+            wait = min(max(wait, 0.0), self.config.max_delay_s) if math.isfinite(wait) or wait > 0 else 0.0
             env.attempt = attempt
             counted = [
                 stat_field("failed", item.queue, task.name),
                 stat_field("retried", item.queue, task.name),
             ]
-            push = self.broker.producer.later(item.queue, [env.encode()], max(wait, 0.0))
+            push = self.broker.producer.later(item.queue, [env.encode()], wait)
             effects = self._effects(task, Outcome("retry", env, item.queue, error=error))
             await self._settle(
                 item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects)
@@ -354,12 +357,20 @@ class Executor:
             os.kill(os.getpid(), 15)  # a stuck thread: stop taking work and let the runner replace us
 
     async def _bury(
-        self, item: Taken, env: envelope_mod.Envelope | None, error: str, trace: str = "", attempts: int = 1
+        self,
+        item: Taken,
+        env: envelope_mod.Envelope | None,
+        error: str,
+        trace: str = "",
+        attempts: int = 1,
+        *,
+        ident: tuple[str | None, str | None] = (None, None),
     ) -> None:
-        name = env.task if env else "(invalid)"
-        task_id = env.id if env else f"invalid-{self.worker_id}-{item.token.decode()}"
+        """Dead-letter; without an envelope, under the id and task name it still shows (`ident`), if any."""
+        name = env.task if env else (ident[1] or "(invalid)")
+        task_id = env.id if env else (ident[0] or f"invalid-{self.worker_id}-{item.token.decode()}")
         registered = self.registry.get(name)
-        counted_as = name if registered or env is None else "(unknown)"  # counters only for declared names
+        counted_as = name if registered else ("(unknown)" if env else "(invalid)")  # only declared names
         record = DeadRecord.now(
             task_id,
             name,

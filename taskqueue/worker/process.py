@@ -25,7 +25,7 @@ from taskqueue.worker.worker import Worker
 log = logging.getLogger("taskqueue.worker")
 
 
-async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str) -> int:
+async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str, runner_pid: int | None) -> int:
     broker = Broker(async_client(redisboot.options(cfg)), cfg)
     watch_options = redisboot.options(cfg, command_timeout=None)
     watch = async_client(watch_options)
@@ -38,7 +38,7 @@ async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
     loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    worker = Worker(cfg, tasks, broker, watch, worker_id)
+    worker = Worker(cfg, tasks, broker, watch, worker_id, runner_pid)
     code = await worker.run(stop, fast_stop)
     await watch.aclose()
     await broker.close()
@@ -58,6 +58,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="taskqueue-worker")
     parser.add_argument("--config", required=True)
     parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--runner-pid", type=int, default=None, help="stop when this process is no longer our parent")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text")
     args = parser.parse_args(argv)
@@ -68,6 +69,6 @@ def main(argv: list[str]) -> int:
     except TaskQueueError as exc:
         print(f"worker {args.worker_id}: {exc}", file=sys.stderr)
         return 2
-    code = run_loop(serve(cfg, tasks, args.worker_id))
+    code = run_loop(serve(cfg, tasks, args.worker_id, args.runner_pid))
     logging.shutdown()
     return code

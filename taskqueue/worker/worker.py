@@ -33,12 +33,22 @@ def lease_s(config: Config) -> float:
 
 
 class Worker:
-    def __init__(self, config: Config, registry: Registry, broker: Broker, watch: Any, worker_id: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        registry: Registry,
+        broker: Broker,
+        watch: Any,
+        worker_id: str,
+        runner_pid: int | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
         self.broker = broker
         self.watch = watch  # connections that may block (BLMOVE), apart from the broker's
         self.id = worker_id
+        # The runner that started us (given by it: a parent that died before we looked is pid 1 already).
+        self.runner_pid = runner_pid if runner_pid is not None else os.getppid()
         self.slots = config.workers.max_concurrent_tasks
         self.wake = asyncio.Event()
         self.armed = asyncio.Event()
@@ -137,21 +147,20 @@ class Worker:
             "slots": self.slots,
             "active": len(self.executor.held),
             "started": getattr(self, "_started", time.time()),
-            "runner_pid": os.getppid(),
+            "runner_pid": self.runner_pid,
         }
         self._started = info["started"]
         await self.broker.heartbeat(self.id, info, lease_s(self.config))
 
     async def _heartbeat(self) -> None:
-        parent = os.getppid()
         interval = self.config.workers.heartbeat_interval_s
         while True:
             raise_if_cancelled()
-            await asyncio.sleep(min(interval, 0.5) if parent != 1 else interval)
-            if os.getppid() != parent:
+            if os.getppid() != self.runner_pid:
                 log.warning("the runner process went away: stopping")
                 os.kill(os.getpid(), 15)
                 return
+            await asyncio.sleep(min(interval, 0.5))
             if time.monotonic() - getattr(self, "_beat_at", 0.0) < interval:
                 continue
             try:

@@ -50,8 +50,10 @@ def assert_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
         ("--config", str(REFERENCE), "validate", "--log-level", "debug"),
         ("validate", "--log-format", "json", "-c", str(REFERENCE)),
         ("--log-format", "text", "validate", f"--config={REFERENCE}"),
+        ("--log-level", "WARNING", "validate", "-c", str(REFERENCE)),
+        ("validate", "--log-level", "Error", "-c", str(REFERENCE)),
     ],
-    ids=["c-after", "c-before", "long-before-level-after", "json-logs", "text-logs"],
+    ids=["c-after", "c-before", "long-before-level-after", "json-logs", "text-logs", "level-upper", "level-mixed"],
 )
 def test_validate_reference_config(pex: Path, tmp_path: Path, args: tuple[str, ...]) -> None:
     result = run(pex, *args, cwd=tmp_path)

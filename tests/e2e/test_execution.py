@@ -176,6 +176,21 @@ def test_bad_input_is_dead_lettered_and_good_input_still_runs(make_runner: Runne
     assert db.llen("tq:queue:default") == 0
 
 
+def test_an_oversized_message_is_dead_lettered_under_its_own_id(make_runner: RunnerFactory, redis_url: str) -> None:
+    """The producer holds the id: `dead list` must show it (and its task), and `dead retry` must say why not."""
+    runner: Runner = make_runner(redis_url).start(expect_workers=2)
+    big = json.dumps({"id": "big-1", "task": "record", "kwargs": {"n": 7, "pad": "x" * (2 << 20)}}).encode()
+    store(redis_url).lpush("tq:queue:default", big)
+    db = store(redis_url)
+    wait_for(lambda: db.zcard("tq:dead:index") == 1, timeout=20, what="the oversized message dead-lettered")
+    listed = json.loads(pex_cmd(runner.pex, runner.config, "dead", "list", "--json", redis_url=redis_url).stdout)
+    assert [(r["id"], r["task"], r["truncated"]) for r in listed] == [("big-1", "record", True)]
+    assert "exceeds limits.max_payload_size" in listed[0]["error"]
+    again = pex_cmd(runner.pex, runner.config, "dead", "retry", "big-1", redis_url=redis_url)
+    assert "big-1: cannot retry, the message was too large to keep whole" in again.stdout + again.stderr
+    assert int(db.hget("tq:stats", "dead:default:record") or 0) == 1  # counted under its declared task
+
+
 def test_client_refuses_unknown_tasks_and_full_queues(make_runner: RunnerFactory, redis_url: str) -> None:
     runner: Runner = make_runner(redis_url, workers=0)
     runner.config.write_text(

@@ -18,7 +18,7 @@ import pytest
 
 from taskqueue.client import Client
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, RunnerFactory, runs, store
+from tests.e2e.harness import Runner, RunnerFactory, _children, runs, store
 
 TRIALS = int(os.environ.get("TQ_TRIALS", "0"))
 SCALER = (
@@ -111,3 +111,27 @@ def test_autoscaler_retiring_workers_under_bursts_loses_nothing(
         wait_for(lambda t=total: len(runs(redis_url)) >= t, timeout=60, what=f"burst {burst + 1} done")
         wait_for(lambda b=before: downs() > b, timeout=20, what=f"a scale-down after burst {burst + 1}")
     _check(db, redis_url, total, f"autoscaler bursts, trial {trial}")
+
+
+def test_workers_whose_runner_died_while_they_started_stop_too(make_runner: RunnerFactory, redis_url: str) -> None:
+    """The runner SIGKILLed right after it spawned its workers, before they looked at their parent: they
+    must still notice (they know the runner's pid) and stop, not run on forever without a runner."""
+    runner: Runner = make_runner(redis_url, workers=2, slots=2)
+    runner.start()
+    children: list[int] = []
+
+    def spawned() -> bool:
+        children[:] = [int(pid) for pid in _children(runner.pid)]
+        return len(children) >= 2
+
+    wait_for(spawned, timeout=20, interval=0.005, what="the worker processes spawned")
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait(10)
+    try:
+        wait_for(_gone(children), timeout=15, what="workers that outlived their runner to stop")
+    finally:  # never leave them behind, even when the test fails
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    db = store(redis_url)
+    wait_for(lambda: db.zcard("tq:workers") == 0, timeout=10, what="their registrations gone")
