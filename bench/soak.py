@@ -1,11 +1,17 @@
-"""Soak/chaos run: enqueue continuously while killing workers, runners and Redis at random, then check that
-every accepted task ran (losses must be 0) and count duplicates.
+"""Soak/chaos run: enqueue continuously while killing workers, runners and Redis at random (and reloading
+runners), then check that every accepted task ran (losses must be 0) and count duplicates.
 
-    .venv/bin/python -m bench.soak --minutes 10 [--runners 2] [--seed N] [--out bench/results/soak-<ts>.json]
+    .venv/bin/python -m bench.soak --minutes 10 [--runners 2] [--seed N] [--autoscale] \
+        [--out bench/results/soak-<ts>.json]
 
 Everything is local (127.0.0.1 only) and bounded in time: a private redis-server with AOF
 (`appendfsync always`) in a temp dir, copies of `taskqueue.pex` run as `-c soak.yaml run`, a producer
-thread, a chaos thread. Exit code 0 only when no accepted task was lost. Not run in CI.
+thread, a chaos thread. Chaos actions: SIGKILL a worker; SIGKILL a whole runner and its workers;
+SIGKILL the runner process alone (its workers notice, stop by themselves and hand their tasks back);
+SIGTERM a runner; SIGHUP a runner (a live reload that rolls its worker processes); SIGKILL redis-server
+and restart it. With `--autoscale` the autoscaler is on and the producer alternates bursts and lulls,
+so workers are added and retired while tasks are in flight. Exit code 0 only when no accepted task was
+lost. Not run in CI.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ PREFIX = "tq"
 RUNS_KEY = "soak:runs"
 TRACE_KEY = "soak:trace"
 JOBS_MODULE = "soakjobs"
-WORKER_MARK = "taskqueue.workerproc"
+WORKER_MARK = "taskqueue.worker"  # `-m taskqueue.workerproc` (frozen PEXes) and `-m taskqueue.worker`
 REPO = Path(__file__).resolve().parent.parent
 
 WORKERS_PER_RUNNER = 2
@@ -51,6 +57,13 @@ SLOTS = 10
 HEARTBEAT = "500ms"
 GRACE_S = 2.0
 TERM_WAIT_S = GRACE_S + 15.0  # a SIGTERMed runner must be gone by then (it kills workers after grace + 5 s)
+ORPHAN_EXIT_S = 15.0  # a worker of a runner killed alone stops by itself (~1 s + grace); alive after this: anomaly
+RELOAD_WAIT_S = 15.0  # after SIGHUP, the old worker processes must be gone (grace + hand-back) by then
+AUTOSCALER = (
+    "{enabled: true, min_workers: 1, max_workers: 4, scale_up_threshold: 5.0, scale_down_threshold: 1.0, "
+    "scale_up_count: 2, scale_down_count: 1, interval: 500ms, cooldown: 1s}"
+)
+MIN_WORKERS_AUTOSCALED = 1
 REDIS_START_S = 20.0
 BATCH = 100
 QUEUES = ("high_priority", "default", "low_priority")
@@ -167,6 +180,19 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+def worker_owner(pid: int) -> int | None:
+    """The runner pid a worker process was started by, from its `--worker-id <host>-<runner pid>-<hex>`
+    (still readable after the runner died and the worker was re-parented)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if b"--worker-id" not in args[:-1]:
+        return None
+    parts = args[args.index(b"--worker-id") + 1].decode(errors="replace").rsplit("-", 2)
+    return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
 def pid_alive(pid: int) -> bool:
@@ -332,6 +358,7 @@ class Runner(tqrunner.Runner):
         self.index = index
         self.expected_exit = False  # set before we signal it; an exit without it is an anomaly
         self.exit_code: int | None = None
+        self.peak_workers = 0  # most worker processes seen at once (autoscaler)
 
     def workers(self) -> list[int]:
         """Live worker processes of this runner (children running taskqueue.workerproc)."""
@@ -339,7 +366,37 @@ class Runner(tqrunner.Runner):
             return []
         found = [pid for pid in children(self.pid) if WORKER_MARK in cmdline(pid)]
         self.seen.update(found)
+        self.peak_workers = max(self.peak_workers, len(found))
         return found
+
+    def kill_alone(self) -> list[int]:
+        """SIGKILL the runner process only. Its workers (own sessions) live on, notice that the runner went
+        away and stop by themselves. Returns those workers (tracked in `seen`, so cleanup kills leftovers)."""
+        self.expected_exit = True
+        self.workers()
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+        self._reap(10)
+        return self.orphaned_workers()
+
+    def orphaned_workers(self) -> list[int]:
+        """Live workers this runner started, found by their worker id: also one spawned after our last look
+        at its children, which is re-parented once the runner is gone."""
+        mark = str(self.config)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) not in self.seen:
+                line = cmdline(int(entry.name))
+                if WORKER_MARK in line and mark in line and worker_owner(int(entry.name)) == self.pid:
+                    self.seen.add(int(entry.name))
+        return self._live_seen()
+
+    def reload(self) -> list[int]:
+        """SIGHUP: a live reload, which rolls the worker processes gracefully. Returns the workers it had."""
+        before = self.workers()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGHUP)
+        return before
 
     def kill9(self) -> list[int]:
         """SIGKILL the runner and every worker at once (a crashed host); returns the pids killed."""
@@ -410,7 +467,7 @@ class Runner(tqrunner.Runner):
 # ---- configuration -------------------------------------------------------------------------------------
 
 
-def yaml_text(redis_url: str, jobs_dir: Path) -> str:
+def yaml_text(redis_url: str, jobs_dir: Path, autoscale: bool = False) -> str:
     policy = "max_retries: 20, timeout: 60s, result_ttl: 0, retry_backoff: {base: 200ms, max: 2s, jitter: true}"
     tasks = "".join(
         f'  {name}: {{path: "{JOBS_MODULE}:{name}", queue: {queue}, {policy}}}\n' for name, (queue, _) in TASKS.items()
@@ -422,7 +479,7 @@ def yaml_text(redis_url: str, jobs_dir: Path) -> str:
         f"tasks:\n{tasks}"
         f"workers: {{initial_count: {WORKERS_PER_RUNNER}, max_concurrent_tasks: {SLOTS}, "
         f"heartbeat_interval: {HEARTBEAT}, shutdown_grace_period: {GRACE_S:g}s}}\n"
-        "autoscaler: {enabled: false}\n"
+        f"autoscaler: {AUTOSCALER if autoscale else '{enabled: false}'}\n"
         "scheduler: {enabled: true, tick_interval: 200ms}\n"
         "http: {enabled: false}\n"
     )
@@ -441,15 +498,49 @@ class ProducerState:
     next_n: int = 0
 
 
+class RateSchedule:
+    """The producer's target rate: `rate` all along, or (with bursts, for `--autoscale`) seeded bursts of
+    BURST_X x rate for BURST_S seconds alternating with lulls of LULL_X x rate for LULL_S seconds, so the
+    autoscaler adds workers in a burst and retires them in the lull that follows, tasks still in flight."""
+
+    BURST_X, BURST_S = (2.5, 4.0), (3.0, 8.0)
+    LULL_X, LULL_S = (0.05, 0.25), (6.0, 15.0)
+
+    def __init__(self, rate: float, seed: int, bursts: bool, log: EventLog) -> None:
+        self.rate, self.bursts, self.log = rate, bursts, log
+        self.rng = random.Random(seed)
+        self.phase = "burst" if bursts else "steady"
+        self.current = rate
+        self.until = float("-inf") if bursts else float("inf")
+        self.changes = 0
+        self.phases: collections.Counter[str] = collections.Counter()
+
+    def at(self, now: float) -> float:
+        """The target rate at monotonic time `now` (moves to the next phase when this one is over)."""
+        if now >= self.until:
+            self.phase = "lull" if self.phase == "burst" and self.changes else "burst"
+            factor, length = (self.BURST_X, self.BURST_S) if self.phase == "burst" else (self.LULL_X, self.LULL_S)
+            self.current = self.rate * self.rng.uniform(*factor)
+            seconds = self.rng.uniform(*length)
+            self.until = now + seconds
+            self.changes += 1
+            self.phases[self.phase] += 1
+            self.log("load", f"{self.phase}: {self.current:.0f} tasks/s for {seconds:.1f}s")
+        return self.current
+
+
 class Producer(threading.Thread):
     """Enqueues continuously at `rate` tasks/s: singles, enqueue_many of 100, delayed ones (0.2-2 s)."""
 
     OPS = (("single", 70), ("single_async", 15), ("many", 3), ("delayed", 10), ("delayed_many", 1))
 
-    def __init__(self, url: str, seed: int, rate: float, backlog_limit: int, log: EventLog) -> None:
+    def __init__(
+        self, url: str, seed: int, rate: float, backlog_limit: int, log: EventLog, bursts: bool = False
+    ) -> None:
         super().__init__(name="producer", daemon=True)
         self.url, self.rate, self.backlog_limit, self.log = url, rate, backlog_limit, log
         self.rng = random.Random(seed)
+        self.schedule = RateSchedule(rate, seed + 2, bursts, log)
         self.stop = threading.Event()
         self.state = ProducerState()
         self.crashed: str | None = None
@@ -463,13 +554,17 @@ class Producer(threading.Thread):
 
     def _loop(self) -> None:
         client = Client(self.url, key_prefix=PREFIX, connection_timeout=1.0, command_timeout=3.0)
-        started = time.monotonic()
-        produced = 0
+        next_at = time.monotonic()  # when the next task is due on the schedule
         next_backlog_check = 0.0
+        phase = 0
         try:
             while not self.stop.is_set():
                 now = time.monotonic()
-                ahead = started + produced / self.rate - now
+                rate = self.schedule.at(now)
+                if self.schedule.changes != phase:  # a new phase: no catching up on the one before
+                    phase = self.schedule.changes
+                    next_at = max(next_at, now)
+                ahead = next_at - now
                 if ahead > 0:
                     self.stop.wait(min(ahead, 0.1))
                     continue
@@ -478,9 +573,9 @@ class Producer(threading.Thread):
                     if self._backlog(client) > self.backlog_limit:
                         self.state.paused_s += 0.5
                         self.stop.wait(0.5)
-                        started += 0.5  # do not catch up in a burst afterwards
+                        next_at += 0.5  # do not catch up in a burst afterwards
                         continue
-                produced += self._one(client)
+                next_at += self._one(client) / rate
         finally:
             client.close()
 
@@ -537,9 +632,18 @@ class Producer(threading.Thread):
 
 class Chaos(threading.Thread):
     """At random intervals (seeded), one of: SIGKILL a worker; SIGKILL a whole runner and start a new one;
-    SIGTERM a runner and start a new one; SIGKILL redis-server and restart it on the same port and AOF."""
+    SIGKILL the runner process alone (its workers stop by themselves) and start a new one; SIGTERM a runner
+    and start a new one; SIGHUP a runner (live reload: its workers are rolled); SIGKILL redis-server and
+    restart it on the same port and AOF."""
 
-    ACTIONS = (("kill_worker", 40), ("kill_runner", 20), ("term_runner", 20), ("kill_redis", 20))
+    ACTIONS = (
+        ("kill_worker", 30),
+        ("kill_runner", 15),
+        ("kill_runner_only", 15),
+        ("term_runner", 15),
+        ("reload_runner", 15),
+        ("kill_redis", 15),
+    )
 
     def __init__(self, soak: Soak, seed: int, interval: tuple[float, float], caps: dict[str, int]) -> None:
         super().__init__(name="chaos", daemon=True)
@@ -596,6 +700,92 @@ class Chaos(threading.Thread):
             f"kill -9 runner #{old.index} and its workers (pids {killed}); started runner #{new.index} (pid {new.pid})",
         )
         self._fault("kill_runner", started, f"runner pids {killed}")
+        return True
+
+    def kill_runner_only(self) -> bool:
+        """SIGKILL the runner process alone: its workers must notice (about 0.5 s), stop gracefully and hand
+        back what they hold, each within ORPHAN_EXIT_S; a new runner takes the slot at once."""
+        with self.soak.lock:
+            slot = self.rng.randrange(len(self.soak.runners))
+            old = self.soak.runners[slot]
+            started = time.time()
+            left = old.kill_alone()
+            deadline = time.monotonic() + ORPHAN_EXIT_S
+            self.soak.expected_orphans.update(dict.fromkeys(left, deadline))
+            new = self.soak.new_runner()
+            self.soak.runners[slot] = new
+        self.soak.log(
+            "kill_runner_only",
+            f"kill -9 runner #{old.index} (pid {old.pid}) alone; its workers {left} must stop by themselves; "
+            f"started runner #{new.index} (pid {new.pid})",
+        )
+        gone: dict[int, float] = {}
+
+        def all_gone() -> bool:
+            for pid in left:
+                if pid not in gone and not (pid_alive(pid) and WORKER_MARK in cmdline(pid)):
+                    gone[pid] = round(time.time() - started, 2)
+            return len(gone) == len(left)
+
+        if not wait_until(all_gone, ORPHAN_EXIT_S, 0.05):
+            stuck = [pid for pid in left if pid not in gone]
+            for pid in stuck:  # a stack dump in the log first, then it is killed
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGUSR1)
+            time.sleep(0.5)
+            self.soak.anomaly(
+                f"workers {stuck} of runner #{old.index} (killed alone) still alive {ORPHAN_EXIT_S:g}s later "
+                "(SIGUSR1 sent, then killed)"
+            )
+            old.cleanup()
+        with self.soak.lock:
+            for pid in left:
+                self.soak.expected_orphans.pop(pid, None)
+        self.soak.orphan_exits.extend(gone.values())
+        self.soak.log("kill_runner_only", f"workers of runner #{old.index} stopped by themselves after {gone} s")
+        self._fault("kill_runner_only", started, f"runner pid {old.pid}, workers {left}")
+        return True
+
+    def reload_runner(self) -> bool:
+        """SIGHUP a runner whose workers are up (so its handlers are installed): a live reload that starts
+        new worker processes and retires the old ones gracefully; the runner keeps running."""
+        with self.soak.lock:
+            ready = [r for r in self.soak.runners if r.workers()]
+            if not ready:
+                self.soak.log("chaos", "SIGHUP runner: no runner with live workers (skipped)")
+                return False
+            runner = self.rng.choice(ready)
+            started = time.time()
+            before = runner.reload()
+        self.soak.log("reload_runner", f"SIGHUP runner #{runner.index} (pid {runner.pid}); rolling workers {before}")
+
+        def rolled() -> bool:
+            return not any(pid_alive(p) and WORKER_MARK in cmdline(p) for p in before)
+
+        done = wait_until(rolled, RELOAD_WAIT_S, 0.05)
+        took = time.time() - started
+        with self.soak.lock:
+            now = runner.workers()
+        if not done:
+            stuck = [p for p in before if pid_alive(p) and WORKER_MARK in cmdline(p)]
+            for pid in stuck:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGUSR1)
+            self.soak.anomaly(
+                f"reload of runner #{runner.index} (pid {runner.pid}): old workers {stuck} still alive "
+                f"{RELOAD_WAIT_S:g}s after SIGHUP (SIGUSR1 sent)"
+            )
+        elif not runner.alive():
+            pass  # an anomaly for watch(): it exited without being told to
+        elif not set(now) - set(before):
+            self.soak.anomaly(f"reload of runner #{runner.index} (pid {runner.pid}): no new worker process")
+        self.soak.reload_times.append(round(took, 2))
+        self.soak.log(
+            "reload_runner",
+            f"runner #{runner.index}: old workers gone after {took:.1f}s; workers now {now}"
+            + ("" if runner.alive() else "; the runner is gone"),
+        )
+        self._fault("reload_runner", started, f"runner pid {runner.pid}, workers {before}")
         return True
 
     def term_runner(self) -> bool:
@@ -657,6 +847,10 @@ class Soak:
         self.all_runners: list[Runner] = []
         self.anomalies: list[str] = []
         self.suspects: dict[int, str] = {}  # possible orphan workers seen on the last look
+        self.expected_orphans: dict[int, float] = {}  # workers of a runner killed alone -> monotonic deadline
+        self.orphan_exits: list[float] = []  # seconds from killing a runner alone to each worker's own exit
+        self.reload_times: list[float] = []  # seconds from SIGHUP until the old workers were gone
+        self.min_workers = MIN_WORKERS_AUTOSCALED if args.autoscale else WORKERS_PER_RUNNER
         self.pex = folder / "taskqueue.pex"
         self.config = folder / "soak.yaml"
         self.yaml = ""
@@ -678,12 +872,12 @@ class Soak:
         jobs_dir.mkdir()
         (jobs_dir / f"{JOBS_MODULE}.py").write_text(JOBS_SOURCE)
         self.redis.start()
-        self.yaml = yaml_text(self.redis.url, jobs_dir)
+        self.yaml = yaml_text(self.redis.url, jobs_dir, self.args.autoscale)
         self.config.write_text(self.yaml)
         self.log("setup", f"redis-server on {self.redis.url} (AOF, appendfsync always) in {self.redis.folder}")
         with self.lock:
             self.runners = [self.new_runner() for _ in range(self.args.runners)]
-        want = self.args.runners * WORKERS_PER_RUNNER
+        want = self.args.runners * self.min_workers  # the autoscaler may retire one before we look
         client = self.redis.client()
         try:
             ready = wait_until(
@@ -726,7 +920,7 @@ class Soak:
     def final_stop(self) -> None:
         """A last graceful stop of every runner (once its workers are up): problems are anomalies."""
         with self.lock:
-            wait_until(lambda: all(len(r.workers()) >= WORKERS_PER_RUNNER for r in self.runners), 30, 0.2)
+            wait_until(lambda: all(len(r.workers()) >= self.min_workers for r in self.runners), 30, 0.2)
             for runner in self.runners:
                 problem = runner.terminate().problem()
                 if problem:
@@ -748,14 +942,20 @@ class Soak:
 
     def orphans(self) -> None:
         """A worker whose runner is gone must exit by itself (it checks its parent): one still alive on two
-        looks 5 s apart is an anomaly, and is killed."""
+        looks 5 s apart is an anomaly, and is killed. The workers of a runner that chaos killed alone are
+        watched by that action (ORPHAN_EXIT_S); here they count only once that deadline is over."""
         with self.lock:
             runner_pids = {r.pid for r in self.all_runners if r.alive()}
             redis_pid = self.redis.process.pid if self.redis.process else -1
+            clock = time.monotonic()
             now = {
                 pid: line
                 for pid, (parent, line) in self.ours().items()
-                if parent not in runner_pids and pid not in runner_pids and pid != redis_pid and WORKER_MARK in line
+                if parent not in runner_pids
+                and pid not in runner_pids
+                and pid != redis_pid
+                and WORKER_MARK in line
+                and self.expected_orphans.get(pid, 0.0) < clock
             }
             for pid in now.keys() & self.suspects.keys():
                 self.anomaly(f"orphan worker pid {pid} alive >= 5 s after its runner died (killed): {now[pid][:200]}")
@@ -850,6 +1050,57 @@ def log_levels(folder: Path) -> tuple[dict[str, int], list[str]]:
                     key = "".join(c for c in message if not c.isdigit())[:120]
                     samples.setdefault(key, f"{log.name} [{level}] {line.strip()[:400]}")
     return dict(levels), list(samples.values())
+
+
+LIFECYCLE = (  # (key, how the message starts): runner/worker log lines counted in the report, any logger
+    ("scale_up", "scale up "),
+    ("scale_down", "scale down "),
+    ("reloaded", "reloaded "),
+    ("reload_rejected", "reload rejected"),
+    ("runner_went_away", "the runner process went away"),
+    ("handed_back", "handed back "),
+    ("could_not_hand_back", "could not hand back"),
+    ("recovered_worker", "recovered worker "),
+    ("worker_exited_unexpectedly", "worker process "),
+)
+
+
+def lifecycle(folder: Path) -> dict[str, Any]:
+    """Scaling decisions, reloads, workers that saw their runner go, tasks handed back at retirement and
+    re-queued by recovery, from the runner logs; plus the scaling decisions themselves (time, pid, text)."""
+    counts: collections.Counter[str] = collections.Counter()
+    scaling: list[dict[str, Any]] = []
+    for log in sorted(folder.glob("runner*.log")):
+        with log.open(errors="replace") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                    message = str(entry.get("msg"))
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                for key, start in LIFECYCLE:
+                    if not message.startswith(start):
+                        continue
+                    if key == "worker_exited_unexpectedly" and "exited unexpectedly" not in message:
+                        continue
+                    counts[key] += 1
+                    words = message.split()
+                    if key == "handed_back" and words[2].isdigit():
+                        counts["tasks_handed_back"] += int(words[2])
+                    if key == "recovered_worker" and len(words) > 3 and words[3].isdigit():
+                        counts["tasks_requeued_by_recovery"] += int(words[3])
+                    if key.startswith("scale_") and len(scaling) < 500:
+                        scaling.append(
+                            {"log": log.name, "ts": entry.get("ts"), "pid": entry.get("pid"), "msg": message}
+                        )
+    return {
+        "counts": {k: counts[k] for k, _ in LIFECYCLE}
+        | {
+            "tasks_handed_back": counts["tasks_handed_back"],
+            "tasks_requeued_by_recovery": counts["tasks_requeued_by_recovery"],
+        },
+        "scaling": scaling,
+    }
 
 
 def dead_letters(client: Any) -> list[dict[str, Any]]:
@@ -1002,6 +1253,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="JSON report (default bench/results/soak-<ts>.json)")
     parser.add_argument("--pex", type=Path, default=REPO / "taskqueue.pex")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, AOF) even on success")
+    parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="autoscaler on (1..4 workers per runner) and the producer alternates bursts and lulls",
+    )
     args = parser.parse_args(argv)
     if args.seed is None:
         args.seed = random.SystemRandom().randrange(1 << 31)
@@ -1017,6 +1273,8 @@ def caps_for(minutes: float) -> dict[str, int]:
         "kill_runner": int(3 * per_min),
         "term_runner": int(3 * per_min),
         "kill_redis": int(3 * per_min),
+        "kill_runner_only": int(3 * per_min),
+        "reload_runner": int(3 * per_min),
     }
 
 
@@ -1136,6 +1394,7 @@ def report(
         ids = [str(d["id"]) for d in lost_detail]
         lost_detail.append({"log_lines": log_lines_about(soak.folder, ids)})
     levels, warnings = log_levels(soak.folder)
+    steps = lifecycle(soak.folder)
     produced_s, drained_s = times
     by_task = collections.Counter(state.accepted[n][0] for n in accepted)
     dup_by_task = collections.Counter(state.accepted[n][0] for n in duplicated if n in state.accepted)
@@ -1166,6 +1425,15 @@ def report(
             "throughput_per_s": round(completed / (produced_s + drained_s), 1) if produced_s + drained_s else 0,
             "pending_at_end": left,
             "anomalies": len(soak.anomalies),
+            "autoscale": bool(soak.args.autoscale),
+            "scale_ups": steps["counts"]["scale_up"],
+            "scale_downs": steps["counts"]["scale_down"],
+            "reloads_applied": steps["counts"]["reloaded"],
+            "workers_saw_runner_go": steps["counts"]["runner_went_away"],
+            "tasks_handed_back": steps["counts"]["tasks_handed_back"],
+            "peak_workers_per_runner": max((r.peak_workers for r in soak.all_runners), default=0),
+            "orphan_exit_s_max": max(soak.orphan_exits, default=None),
+            "reload_roll_s_max": max(soak.reload_times, default=None),
         },
         "lost_sample": lost[:100],
         "lost_detail": lost_detail,
@@ -1193,6 +1461,12 @@ def report(
             "crashed": producer.crashed,
         },
         "chaos": {"crashed": chaos.crashed, "caps": chaos.caps},
+        "lifecycle": steps["counts"],
+        "scaling_decisions": steps["scaling"],
+        "rate_phases": dict(producer.schedule.phases),
+        "orphan_exit_s": soak.orphan_exits,
+        "reload_roll_s": soak.reload_times,
+        "peak_workers": {r.index: r.peak_workers for r in soak.all_runners},
         "anomalies": soak.anomalies,
         "runner_exit_codes": {r.index: r.exit_code for r in soak.all_runners},
         "log_levels": levels,
@@ -1226,6 +1500,15 @@ def print_summary(result: dict[str, Any]) -> None:
         print("duplicate far from any fault:", json.dumps(item))
     print(f"kills {f['kills']}  redis restarts {f['redis_restarts']}  runners started {f['runners_started']}")
     print(f"throughput {f['throughput_per_s']}/s over {f['produce_s']}s producing + {f['drain_s']}s drain")
+    print(
+        f"scale-ups {f['scale_ups']}  scale-downs {f['scale_downs']}  peak workers/runner "
+        f"{f['peak_workers_per_runner']}"
+        f"  rate phases {result['rate_phases']}"
+    )
+    print(
+        f"lifecycle {result['lifecycle']}; workers of runners killed alone stopped within {f['orphan_exit_s_max']}s,"
+        f" reloads rolled within {f['reload_roll_s_max']}s"
+    )
     print(f"anomalies {f['anomalies']}: {result['anomalies']}")
     for detail in result["lost_detail"]:
         print("lost:", json.dumps(detail, default=str)[:2000])
@@ -1241,7 +1524,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             soak.setup()
-            producer = Producer(soak.redis.url, args.seed, args.rate, args.backlog, soak.log)
+            producer = Producer(soak.redis.url, args.seed, args.rate, args.backlog, soak.log, args.autoscale)
             chaos = Chaos(soak, args.seed + 1, tuple(args.interval), caps_for(args.minutes))
             produced_s = chaos_phase(soak, producer, chaos)
             runs, drained_s, left = drain_phase(soak, set(producer.state.accepted))
