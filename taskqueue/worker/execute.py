@@ -272,7 +272,8 @@ class Executor:
     # ---- outcomes ------------------------------------------------------------------------------------
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
         del self.held[item.token]
-        effects = self._effects(task, Outcome("ok", env, item.queue, value))
+        features = self.hooks.of(task.name, task.config)  # most tasks: none, and no Outcome is built
+        effects = self.hooks.settle(features, Outcome("ok", env, item.queue, value), task.config) if features else None
         if effects:
             self.hooked.append((item.token, effects))
         else:
