@@ -17,6 +17,7 @@ from taskqueue.envelope import Envelope
 from taskqueue.features import Feature
 from taskqueue.store.broker import Broker
 from taskqueue.worker.worker import Worker
+from tests.test_worker import load_config
 
 CONFIG = """
 redis: {url: "REDIS_URL"}
@@ -30,9 +31,7 @@ http: {enabled: false}
 
 
 def _config(tmp_path: Path, redis_url: str) -> config_mod.Config:
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    return config_mod.load(path)
+    return load_config(tmp_path, redis_url, CONFIG)
 
 
 def test_an_effect_applies_only_with_the_ack_of_a_token_still_held(tmp_path: Path, redis_url: str) -> None:

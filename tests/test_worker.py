@@ -26,10 +26,15 @@ http: {enabled: false}
 """
 
 
+def load_config(folder: Path, redis_url: str, text: str) -> config_mod.Config:
+    """A worker config on the test Redis, importing the e2e test tasks (tests/e2e/testjobs)."""
+    path = folder / "task-queue.yaml"
+    path.write_text(text.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
+    return config_mod.load(path)
+
+
 def test_after_a_failed_round_trip_the_messages_just_taken_are_not_handed_back(tmp_path: Path, redis_url: str) -> None:
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    cfg = config_mod.load(path)
+    cfg = load_config(tmp_path, redis_url, CONFIG)
 
     async def scenario() -> tuple[int, int, int]:
         client = aioredis.Redis.from_url(redis_url)
@@ -72,9 +77,7 @@ http: {enabled: false}
 def test_each_task_gets_its_own_deadline_from_one_shared_timer(tmp_path: Path, redis_url: str) -> None:
     """A long deadline armed first, then shorter ones: the timer re-arms for the earliest, every overrun is
     cut at its own deadline and dead-lettered as a timeout, and the task within its deadline succeeds."""
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(DEADLINES.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    cfg = config_mod.load(path)
+    cfg = load_config(tmp_path, redis_url, DEADLINES)
     plan = {"ok": (0.3, 5.0), "short": (30.0, 0.2), "middle": (30.0, 0.6)}  # id: (sleep s, timeout s)
 
     async def scenario() -> tuple[dict[str, Any], dict[str, str], float]:
@@ -112,9 +115,7 @@ def test_each_task_gets_its_own_deadline_from_one_shared_timer(tmp_path: Path, r
 def test_the_pump_reloads_its_script_after_redis_forgot_it(tmp_path: Path, redis_url: str) -> None:
     """The pump sends EVALSHA on its own connection; after SCRIPT FLUSH (as after a restart without the
     script cache) the NOSCRIPT reply is not an outage: the script is loaded and the tasks run, once each."""
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    cfg = config_mod.load(path)
+    cfg = load_config(tmp_path, redis_url, CONFIG)
 
     async def scenario() -> int:
         client = aioredis.Redis.from_url(redis_url)
@@ -145,9 +146,7 @@ def test_a_worker_stopped_while_its_exchange_awaits_the_reply_loses_nothing(tmp_
     """The loss of issue 12, made deterministic: the exchange script ran (the messages are in this worker's
     in-flight hash) but the pump is still waiting for the reply when the worker is told to stop. Whatever
     the pump never received must go back to the queue (or stay under a live lease), never be orphaned."""
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    cfg = config_mod.load(path)
+    cfg = load_config(tmp_path, redis_url, CONFIG)
 
     async def scenario() -> tuple[int, int, bool]:
         client = aioredis.Redis.from_url(redis_url)
@@ -185,9 +184,7 @@ def test_an_in_flight_hash_without_a_registration_is_recovered_on_the_second_loo
     """Defence in depth: messages in the in-flight hash of a worker id that is not in the workers zset have no
     lease that could expire. The reaper's orphan pass recovers them once seen twice (a late worker
     re-registers in between), counts them, and leaves registered workers alone."""
-    path = tmp_path / "task-queue.yaml"
-    path.write_text(CONFIG.replace("REDIS_URL", redis_url).replace("HERE", str(Path(__file__).parent / "e2e")))
-    cfg = config_mod.load(path)
+    cfg = load_config(tmp_path, redis_url, CONFIG)
 
     async def scenario() -> tuple[int, int, int, int, int, str]:
         client = aioredis.Redis.from_url(redis_url)
