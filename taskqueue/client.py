@@ -22,13 +22,15 @@ from typing import Any
 import msgpack
 import redis
 
+from taskqueue import canvas
+from taskqueue.canvas import Flow, chain, chord, group, step
 from taskqueue.errors import ResultTimeout, TaskFailed
 from taskqueue.store import scripts
 from taskqueue.store.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.store.keys import Keys
 from taskqueue.store.producer import Call, Producer, Routes, Sender
 
-__all__ = ["AsyncClient", "Call", "Client"]
+__all__ = ["AsyncClient", "Call", "Client", "chain", "chord", "group", "step"]
 _POLL_S = (0.002, 0.1)  # result(): first and longest pause between two looks
 
 
@@ -39,7 +41,7 @@ def _seconds(delay: float | dt.timedelta | None) -> float:
 
 
 def _scripts(client: Any) -> dict[str, Any]:
-    return {name: client.register_script(scripts.source(name)) for name in ("enqueue", "schedule")}
+    return {name: client.register_script(scripts.source(name)) for name in ("enqueue", "schedule", "workflow")}
 
 
 def _pauses(task_id: str, timeout: float) -> Iterator[float]:
@@ -80,6 +82,9 @@ class _Base:
 
     def _unknown(self, calls: Sequence[Call]) -> bool:
         return any(name not in self.producer.routes.tasks for name, _, _ in calls)
+
+    def _unknown_in(self, flow: Flow) -> bool:
+        return any(part.task not in self.producer.routes.tasks for part, _ in canvas.lay_out(flow).steps)
 
 
 class _DirectConnection:
@@ -170,6 +175,18 @@ class Client(_Base):
         self._sender.send(pushes)
         return ids
 
+    def enqueue_workflow(self, flow: Flow) -> str:
+        """Start a workflow (`step`, `chain`, `group`, `chord`); returns its id, for result() and workflow()."""
+        if self._unknown_in(flow):
+            self.refresh()
+        workflow_id, push = self.producer.workflow(flow)
+        self._sender.send([push])
+        return workflow_id
+
+    def workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """{"id", "state", "steps": [{"index", "id", "task", "state"}, ...]}, or None when unknown."""
+        return canvas.view(workflow_id, self.redis.hgetall(self.keys.workflow(workflow_id)))
+
     def result(self, task_id: str, timeout: float = 10.0) -> Any:
         """Wait for a task's stored result; raises TaskFailed if it was dead-lettered, ResultTimeout."""
         for pause in _pauses(task_id, timeout):
@@ -249,6 +266,16 @@ class AsyncClient(_Base):
                 if fresh:
                     return False
         return False
+
+    async def enqueue_workflow(self, flow: Flow) -> str:
+        if self._unknown_in(flow):
+            await self.refresh()
+        workflow_id, push = self.producer.workflow(flow)
+        await self._sender.asend([push])
+        return workflow_id
+
+    async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
 
     async def result(self, task_id: str, timeout: float = 10.0) -> Any:
         for pause in _pauses(task_id, timeout):

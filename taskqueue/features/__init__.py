@@ -41,7 +41,11 @@ class Outcome:
 
 
 class Feature:
-    """Override what the feature needs; the defaults do nothing and cost nothing."""
+    """Override what the feature needs; the defaults do nothing and cost nothing. A feature that concerns only
+    some messages of a task (workflow steps) names their id prefix in `id_prefix`: for other messages it is
+    not called at all."""
+
+    id_prefix: str | None = None
 
     def wants(self, task: Any) -> bool:
         """Does this feature take part in runs of `task` (a TaskConfig)? Asked once per task name."""
@@ -84,5 +88,24 @@ class Hooks:
         waits = [w for f in starters if (w := f.before_start(env, task)) is not None]
         return max(waits) if waits else None
 
-    def settle(self, features: tuple[Feature, ...], outcome: Outcome, task: Any) -> list[Effect]:
-        return [e for f in features if (e := f.on_settle(outcome, task)) is not None]
+    @staticmethod
+    def settle(
+        features: tuple[Feature, ...],
+        status: Literal["ok", "retry", "dead"],
+        env: Envelope,
+        queue: str,
+        task: Any,
+        value: Any = None,
+        error: str | None = None,
+    ) -> list[Effect]:
+        """The effects of this settle; the Outcome is built only when some feature is concerned."""
+        effects: list[Effect] = []
+        outcome: Outcome | None = None
+        for feature in features:
+            if feature.id_prefix is not None and not env.id.startswith(feature.id_prefix):
+                continue
+            outcome = outcome or Outcome(status, env, queue, value, error)
+            effect = feature.on_settle(outcome, task)
+            if effect is not None:
+                effects.append(effect)
+        return effects

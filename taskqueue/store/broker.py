@@ -134,12 +134,15 @@ class Broker:
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
         routes = Routes(
-            {name: TaskRoute(t.queue, config.max_payload_bytes) for name, t in config.tasks.items()},
+            {name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s) for name, t in config.tasks.items()},
             {q.name: q.max_length for q in config.queues},
             max_delay_s=config.max_delay_s,
         )
         self.producer = Producer(self.keys, routes)
-        self._sender = Sender(client, {"enqueue": self._enqueue, "schedule": self._schedule})
+        self._workflow = client.register_script(scripts.source("workflow"))
+        self._sender = Sender(
+            client, {"enqueue": self._enqueue, "schedule": self._schedule, "workflow": self._workflow}
+        )
         self._retire = client.register_script(scripts.source("retire"))
 
     async def exchange(

@@ -15,6 +15,7 @@
 {p}:runners           hash   runner id -> msgpack {host, pid, config, started} (for `taskqueue reload`)
 {p}:autoscaler        hash   runner id -> its last scaling decision (msgpack {at, direction, from, to, reason})
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
+{p}:workflow:<id>     hash   one workflow's steps, their states, results and what waits for what (canvas.py)
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class Keys:
     @property
     def dead_index(self) -> str:
         return f"{self.prefix}:dead:index"
+
+    def workflow(self, workflow_id: str) -> str:
+        return f"{self.prefix}:workflow:{workflow_id}"
 
     def result(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"

@@ -17,12 +17,14 @@ from typing import Any, Literal
 
 import msgpack
 
-from taskqueue import envelope
+from taskqueue import canvas, envelope
+from taskqueue.canvas import Flow
 from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
 from taskqueue.store.keys import Keys, join_member
 
 Call = tuple[str, Sequence[Any], Mapping[str, Any]]
 DEFAULT_MAX_DELAY_S = 365 * 86400.0  # limits.max_delay's default
+WORKFLOW_ID_PREFIX = "wf-"  # a workflow's id; its steps are "<workflow id>.<index>"
 
 
 def due_ms(delay_s: float) -> int:
@@ -34,6 +36,7 @@ def due_ms(delay_s: float) -> int:
 class TaskRoute:
     queue: str
     max_payload: int | None = None
+    result_ttl_s: float = 3600.0
 
 
 @dataclass(slots=True)
@@ -50,7 +53,10 @@ class Routes:
     def from_tables(cls, tasks: Mapping[bytes, bytes], queues: Mapping[bytes, bytes], source: str) -> Routes:
         found = {k.decode(): msgpack.unpackb(v) for k, v in tasks.items()}
         lengths = {k.decode(): msgpack.unpackb(v).get("max_length") for k, v in queues.items()}
-        routes = {name: TaskRoute(str(t["queue"]), t.get("max_payload")) for name, t in found.items()}
+        routes = {
+            name: TaskRoute(str(t["queue"]), t.get("max_payload"), float(t.get("result_ttl", 3600.0)))
+            for name, t in found.items()
+        }
         delays = [float(t["max_delay"]) for t in found.values() if "max_delay" in t]
         return cls(routes, lengths, source, min(delays) if delays else DEFAULT_MAX_DELAY_S)
 
@@ -76,7 +82,7 @@ class Push:
     """One Redis call of an enqueue. `kind` says how it runs: a plain LPUSH, the bounded-queue script
     (all or nothing; reply < 0 is QueueFull) or the delayed-set script."""
 
-    kind: Literal["lpush", "bounded", "delayed"]
+    kind: Literal["lpush", "bounded", "delayed", "workflow"]
     queue: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
@@ -85,6 +91,8 @@ class Push:
     def check(self, reply: Any) -> None:
         if self.kind == "bounded" and int(reply) < 0:
             raise QueueFull(f"queue '{self.queue}' is full (max_length {self.args[0]})")
+        if self.kind == "workflow" and int(reply) == 0:
+            raise ValueError(f"workflow {self.keys[0]} exists already")
 
 
 class Producer:
@@ -153,6 +161,60 @@ class Producer:
             argv += (due, join_member(queue, message))
         return Push("delayed", queue, (self.keys.delayed,), tuple(argv), len(messages))
 
+    def workflow(self, flow: Flow, workflow_id: str | None = None) -> tuple[str, Push]:
+        """The id and the one push that starts a workflow: its hash (every step's message around the
+        place of its input, what waits for what) and its entry steps, written by workflow.lua at once.
+        A step goes to its task's queue; its message is checked against the payload limit without its
+        input (the results it receives are known only when they exist)."""
+        laid = canvas.lay_out(flow)
+        workflow_id = workflow_id or WORKFLOW_ID_PREFIX + envelope.new_id()
+        dependents = laid.dependents()
+        ttl_s = 0.0
+        fields: list[Any] = []
+        entries: list[Any] = []
+        for index, (part, given) in enumerate(laid.steps):
+            queue = self.routes.queue_for(part.task, None)
+            route = self.routes.tasks.get(part.task)
+            ttl_s = max(ttl_s, route.result_ttl_s if route else 3600.0)
+            head, tail = self._step_message(part, f"{workflow_id}.{index}", prepend=given is not None)
+            fields += (f"t:{index}", part.task, f"q:{index}", queue, f"p:{index}", head, f"x:{index}", tail)
+            if given is None:
+                fields += (f"s:{index}", "queued")
+                entries += (queue, head + tail)
+            else:
+                fields += (f"in:{index}", canvas.pack_source(given), f"w:{index}", len(laid.waits(index)))
+            if index in dependents:
+                fields += (f"d:{index}", msgpack.packb(dependents[index]))
+        count = len(laid.steps)
+        fields += ("state", "running", "steps", count, "left", count, "failed", 0)
+        fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", time.time())
+        argv = (self.keys.queue_prefix, len(fields) // 2, *fields, len(entries) // 2, *entries)
+        return workflow_id, Push("workflow", "", (self.keys.workflow(workflow_id),), argv, len(entries) // 2)
+
+    def _step_message(self, part: canvas.Step, step_id: str, prepend: bool) -> tuple[bytes, bytes]:
+        """A step's envelope in two pieces, with `args` last, so that the input can go between them."""
+        body: dict[str, Any] = {"id": step_id, "task": part.task}
+        if part.kwargs:
+            body["kwargs"] = dict(part.kwargs)
+        packer = msgpack.Packer(use_bin_type=True)
+        try:
+            head = packer.pack_map_header(len(body) + 1) + b"".join(
+                packer.pack(k) + packer.pack(v) for k, v in body.items()
+            )
+            head += packer.pack("args") + packer.pack_array_header(len(part.args) + (1 if prepend else 0))
+            tail = b"".join(packer.pack(arg) for arg in part.args)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(
+                f"task '{part.task}': args/kwargs hold a value MessagePack cannot encode ({exc})"
+            ) from None
+        route = self.routes.tasks.get(part.task)
+        if route and route.max_payload and len(head) + len(tail) > route.max_payload:
+            raise PayloadTooLarge(
+                f"task '{part.task}': message of {len(head) + len(tail)} bytes exceeds limits.max_payload_size "
+                f"({route.max_payload} bytes)"
+            )
+        return head, tail
+
 
 class Sender:
     """Runs pushes on one client (sync or asyncio). Scripts are registered once; a plain LPUSH may take a
@@ -162,6 +224,7 @@ class Sender:
         self.client = client
         self.bounded = scripts["enqueue"]
         self.delayed = scripts["schedule"]
+        self.workflow = scripts["workflow"]
         self.fast_lpush = fast_lpush
 
     def send(self, pushes: Sequence[Push]) -> None:
@@ -170,8 +233,7 @@ class Sender:
                 if self.fast_lpush is None or not self.fast_lpush(*push.keys, *push.args):
                     self.client.lpush(*push.keys, *push.args)
                 continue
-            script = self.bounded if push.kind == "bounded" else self.delayed
-            push.check(script(keys=list(push.keys), args=list(push.args)))
+            push.check(self._script(push)(keys=list(push.keys), args=list(push.args)))
 
     async def asend(self, pushes: Sequence[Push]) -> None:
         for push in pushes:
@@ -179,5 +241,7 @@ class Sender:
                 if self.fast_lpush is None or not await self.fast_lpush(*push.keys, *push.args):
                     await self.client.lpush(*push.keys, *push.args)
                 continue
-            script = self.bounded if push.kind == "bounded" else self.delayed
-            push.check(await script(keys=list(push.keys), args=list(push.args)))
+            push.check(await self._script(push)(keys=list(push.keys), args=list(push.args)))
+
+    def _script(self, push: Push) -> Any:
+        return {"bounded": self.bounded, "delayed": self.delayed, "workflow": self.workflow}[push.kind]

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from taskqueue import envelope as envelope_mod
 from taskqueue._loop import ride_out
@@ -27,8 +27,9 @@ from taskqueue.config.registry import RegisteredTask, Registry
 from taskqueue.context import set_current
 from taskqueue.envelope import printable
 from taskqueue.errors import Reject, Retry
-from taskqueue.features import Effect, Hooks, Outcome
+from taskqueue.features import Effect, Hooks
 from taskqueue.features.results import Results
+from taskqueue.features.workflows import Workflows
 from taskqueue.store import stats
 from taskqueue.store.broker import Broker, DeadRecord, Taken
 from taskqueue.store.stats import field as stat_field
@@ -90,7 +91,7 @@ class Executor:
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
         self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
-        self.hooks = Hooks([Results(broker.keys)])
+        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys)])
 
     def pending_outbox(self) -> bool:
         return bool(self.acks or self.counters or self.hooked)
@@ -272,8 +273,8 @@ class Executor:
     # ---- outcomes ------------------------------------------------------------------------------------
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
         del self.held[item.token]
-        features = self.hooks.of(task.name, task.config)  # most tasks: none, and no Outcome is built
-        effects = self.hooks.settle(features, Outcome("ok", env, item.queue, value), task.config) if features else None
+        features = self.hooks.of(task.name, task.config)
+        effects = self.hooks.settle(features, "ok", env, item.queue, task.config, value) if features else None
         if effects:
             self.hooked.append((item.token, effects))
         else:
@@ -281,9 +282,16 @@ class Executor:
         self.counters[self._names_for(item.queue, task.name).processed] += 1
         self.wake.set()
 
-    def _effects(self, task: RegisteredTask | None, outcome: Outcome) -> list[Effect]:
+    def _effects(
+        self,
+        task: RegisteredTask | None,
+        status: Literal["retry", "dead"],
+        env: envelope_mod.Envelope,
+        queue: str,
+        error: str,
+    ) -> list[Effect]:
         features = self.hooks.of(task.name, task.config) if task else ()
-        return self.hooks.settle(features, outcome, task.config) if features and task else []
+        return self.hooks.settle(features, status, env, queue, task.config, error=error) if features and task else []
 
     async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
         """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""
@@ -345,7 +353,7 @@ class Executor:
                 stat_field("retried", item.queue, task.name),
             ]
             push = self.broker.producer.later(item.queue, [env.encode()], wait)
-            effects = self._effects(task, Outcome("retry", env, item.queue, error=error))
+            effects = self._effects(task, "retry", env, item.queue, error)
             await self._settle(
                 item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects)
             )
@@ -389,7 +397,9 @@ class Executor:
             error,
             extra={"task_id": task_id, "task": name, "queue": item.queue, "attempt": attempts},
         )
-        effects = self._effects(registered, Outcome("dead", env, item.queue, error=error)) if env else []
+        # a message that could not be decoded but shows a step's id still fails its workflow
+        known = env or (envelope_mod.Envelope(name, task_id) if ident[0] else None)
+        effects = self._effects(registered, "dead", known, item.queue, error) if known else []
         await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted, effects))
 
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:

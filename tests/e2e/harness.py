@@ -34,6 +34,9 @@ BASE_TASKS = """
   slow_once: {path: testjobs.tasks:slow_once}
   fire_log: {path: testjobs.tasks:fire_log}
   sleep_long: {path: testjobs.tasks:sleep_sync, timeout: 5m}
+  add: {path: testjobs.tasks:add}
+  total: {path: testjobs.tasks:total}
+  flaky: {path: testjobs.tasks:flaky, max_retries: 0}
 """
 
 

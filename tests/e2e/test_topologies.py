@@ -244,7 +244,11 @@ def test_cluster_failover_and_primary_sigkill_lose_nothing(
     report(f"Cluster: {sent} tasks, failover at {at_failover}, SIGKILL at {at_kill}", done)
     assert set(done) == set(range(sent))
     assert runner.alive()
-    assert_settled(options, PREFIX, done)
+    # The workers keep acknowledging while the primary is killed: an ack it took after the replica's last
+    # sync is lost with it (asynchronous replication), leaving an in-flight entry of a task that ran (seen
+    # once in 4 runs since acks go inside the exchange script, one round trip instead of two). Tolerated and
+    # counted, as for Sentinel; a task that did not run would still fail this.
+    assert_settled(options, PREFIX, done, stale_ok=True)
     client.close()
 
 

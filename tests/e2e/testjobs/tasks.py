@@ -110,3 +110,27 @@ def added_later(n: int) -> int:
     """Declared only by the reloaded YAML."""
     _redis().hincrby("test:runs", str(n), 1)
     return n
+
+
+def add(x: int, y: int = 0, sleep_s: float = 0.0) -> int:
+    """Workflow steps: a chain prepends the previous result as x."""
+    if sleep_s:
+        time.sleep(sleep_s)
+    return x + y
+
+
+def total(values: list[int], tag: str = "") -> int:
+    """A chord's callback: counts its own runs (by tag) so tests see it ran exactly once, with what."""
+    if tag:
+        attempt = taskqueue.current_task().attempt  # a re-run after its worker died is a later attempt
+        _redis().hincrby("test:callbacks", tag, 1)
+        _redis().hincrby("test:callback_attempts", f"{tag}:{attempt}", 1)
+        _redis().hset("test:callback_input", tag, repr(sorted(values)))
+    return sum(values)
+
+
+def flaky(x: int, key: str) -> int:
+    """Fails until test:flaky:<key> exists (its YAML entry allows no retry: it is dead-lettered at once)."""
+    if not _redis().exists(f"test:flaky:{key}"):
+        raise ValueError(f"{key} is not ready")
+    return x

@@ -1,0 +1,108 @@
+-- Effects "wf_done" and "wf_failed" (taskqueue/features/workflows.py): a step of a workflow settled. They
+-- run inside the settle script that acknowledges (or dead-letters) the step, and only when its worker
+-- still held it, so a workflow advances exactly once per step even when the step ran twice.
+-- Workflow hash fields (per step i): t:i task, q:i queue, p:i/x:i message before/after its input,
+-- in:i input source (cmsgpack: a step index or an array of sources), w:i steps still awaited,
+-- d:i dependents (cmsgpack array), s:i state, r:i result (msgpack); and state, steps, left, failed,
+-- ttl (ms), out (the workflow's result source).
+
+local function wf_array_header(n)
+  if n < 16 then
+    return string.char(0x90 + n)
+  elseif n < 65536 then
+    return struct.pack('>BI2', 0xdc, n)
+  end
+  return struct.pack('>BI4', 0xdd, n)
+end
+
+local function wf_resolve(key, source)
+  if type(source) == 'number' then
+    return redis.call('HGET', key, 'r:' .. source) or '\192'
+  end
+  local parts = { wf_array_header(#source) }
+  for _, part in ipairs(source) do
+    parts[#parts + 1] = wf_resolve(key, part)
+  end
+  return table.concat(parts)
+end
+
+-- a result record as taskqueue/features/results.py writes one: {status, value, error, finished_at}
+local function wf_record(status, value, err, now)
+  return string.char(0x84) .. cmsgpack.pack('status') .. cmsgpack.pack(status) .. cmsgpack.pack('value') .. value
+    .. cmsgpack.pack('error') .. err .. cmsgpack.pack('finished_at') .. cmsgpack.pack(tonumber(now))
+end
+
+local function wf_push(key, step, qprefix)
+  local source = redis.call('HGET', key, 'in:' .. step)
+  local input = source and wf_resolve(key, cmsgpack.unpack(source)) or ''
+  local message = redis.call('HGET', key, 'p:' .. step) .. input .. redis.call('HGET', key, 'x:' .. step)
+  redis.call('LPUSH', qprefix .. redis.call('HGET', key, 'q:' .. step), message)
+  redis.call('HSET', key, 's:' .. step, 'queued')
+end
+
+-- a failed workflow whose failed steps all succeeded on retry: running again, held steps pushed
+local function wf_resume(key, qprefix, rkey)
+  redis.call('HSET', key, 'state', 'running')
+  redis.call('DEL', rkey)
+  redis.call('PERSIST', key)
+  for step = 0, tonumber(redis.call('HGET', key, 'steps')) - 1 do
+    if redis.call('HGET', key, 's:' .. step) == 'ready' then
+      wf_push(key, step, qprefix)
+    end
+  end
+end
+
+arity.wf_done = 6
+hooks.wf_done = function(argv, i)
+  local key, step, result, qprefix, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
+  local state = redis.call('HGET', key, 'state')
+  local before = redis.call('HGET', key, 's:' .. step)
+  if not state or state == 'cancelled' or before == 'succeeded' then
+    return i + 6
+  end
+  redis.call('HSET', key, 's:' .. step, 'succeeded', 'r:' .. step, result)
+  if before == 'failed' and redis.call('HINCRBY', key, 'failed', -1) == 0 and state == 'failed' then
+    wf_resume(key, qprefix, rkey)
+    state = 'running'
+  end
+  local dependents = redis.call('HGET', key, 'd:' .. step)
+  if dependents then
+    for _, next_step in ipairs(cmsgpack.unpack(dependents)) do
+      if redis.call('HINCRBY', key, 'w:' .. next_step, -1) == 0 then
+        if state == 'running' then
+          wf_push(key, next_step, qprefix)
+        else
+          redis.call('HSET', key, 's:' .. next_step, 'ready') -- held until the workflow resumes
+        end
+      end
+    end
+  end
+  if redis.call('HINCRBY', key, 'left', -1) == 0 then
+    local ttl = redis.call('HGET', key, 'ttl')
+    local value = wf_resolve(key, cmsgpack.unpack(redis.call('HGET', key, 'out')))
+    redis.call('HSET', key, 'state', 'succeeded')
+    redis.call('SET', rkey, wf_record('ok', value, '\192', now), 'PX', ttl)
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return i + 6
+end
+
+arity.wf_failed = 5
+hooks.wf_failed = function(argv, i)
+  local key, step, err, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4]
+  local state = redis.call('HGET', key, 'state')
+  if not state or state == 'cancelled' or state == 'succeeded' then
+    return i + 5
+  end
+  if redis.call('HGET', key, 's:' .. step) ~= 'failed' then
+    redis.call('HINCRBY', key, 'failed', 1)
+    redis.call('HSET', key, 's:' .. step, 'failed')
+  end
+  if state ~= 'failed' then
+    local ttl = redis.call('HGET', key, 'ttl')
+    redis.call('HSET', key, 'state', 'failed')
+    redis.call('SET', rkey, wf_record('dead', '\192', cmsgpack.pack('step ' .. step .. ' failed: ' .. err), now), 'PX', ttl)
+    redis.call('PEXPIRE', key, ttl)
+  end
+  return i + 5
+end
