@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskqueue import config as config_mod
+from taskqueue.canvas import chain, step
 from taskqueue.config import Config
 from taskqueue.ops import metrics
 from taskqueue.ops.web import create_app
@@ -184,6 +185,21 @@ def test_a_dns_rebinding_page_is_refused_by_its_host_name(tmp_path: Path, redis_
         assert (await http.post("/tasks/enqueue", json={"task": "send"}, headers={"Host": "tq.internal"})).status == 201
 
     serve(make_config(tmp_path, redis_url, http="{allowed_hosts: [tq.internal]}"), scenario)
+
+
+def test_a_workflow_is_shown_by_id(cfg: Config) -> None:
+    async def scenario(http: Http, broker: Broker) -> None:
+        workflow_id, push = broker.producer.workflow(chain(step("send", to="a"), step("slow")))
+        await broker.send([push])
+        response = await http.get(f"/tasks/workflows/{workflow_id}")
+        assert response.status == 200
+        body = await response.json()
+        assert (body["id"], body["state"]) == (workflow_id, "running")
+        assert [(s["task"], s["state"]) for s in body["steps"]] == [("send", "queued"), ("slow", "pending")]
+        assert "no workflow wf-nope" in await error_of(await http.get("/tasks/workflows/wf-nope"), 404)
+        assert (await broker.queue_depths())["default"] == 1  # only the first step waits in its queue
+
+    serve(cfg, scenario)
 
 
 def test_enqueue_validates_the_body(cfg: Config) -> None:

@@ -46,5 +46,6 @@ class Workflows(Feature):
                 value = msgpack.packb(outcome.value, use_bin_type=True)
             except (TypeError, ValueError, OverflowError):
                 value = msgpack.packb(None)  # the step's own result record says why
-            return ("wf_done", key, index, value, self.keys.queue_prefix, result_key, time.time())
-        return ("wf_failed", key, index, outcome.error or "dead-lettered", result_key, time.time())
+            return ("wf_done", key, index, value, self.keys.queue_prefix, result_key, time.time(), self.keys.stats)
+        error = outcome.error or "dead-lettered"
+        return ("wf_failed", key, index, error, result_key, time.time(), self.keys.stats)

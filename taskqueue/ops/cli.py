@@ -30,6 +30,7 @@ def _command(name: str) -> Command:
         "status": commands.status,
         "dead": commands.dead,
         "reload": commands.reload,
+        "workflow": commands.workflow,
     }
     return table[name]  # argparse has already refused any other name
 
@@ -97,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     add("reload", "ask the runner of this config to re-read it (SIGHUP)")
+    workflow = add("workflow", "show a workflow: its state and each step's")
+    workflow.add_argument("action", choices=["show"])
+    workflow.add_argument("id", metavar="ID", help="the workflow's id (enqueue_workflow's return value)")
+    workflow.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

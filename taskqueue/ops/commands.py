@@ -159,6 +159,23 @@ def reload(args: argparse.Namespace) -> int:
     return _with_broker(args, action)
 
 
+def workflow(args: argparse.Namespace) -> int:
+    async def action(broker: Broker) -> int:
+        found = await broker.workflow(args.id)
+        if found is None:
+            print(f"taskqueue: no workflow {args.id} (unknown, or expired after its result_ttl)", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return 0
+        print(f"workflow {found['id']}: {found['state']}")
+        for s in found["steps"]:
+            print(f"  {s['index']:>4}  {s['state']:<10} {s['task']:<24} {s['id']}")
+        return 0
+
+    return _with_broker(args, action)
+
+
 def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records, indent=2, default=str))

@@ -176,6 +176,14 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
         if fieldname.startswith(AUTOSCALER_PREFIX) and ":" not in fieldname:
             decisions.add_metric([fieldname.removeprefix(AUTOSCALER_PREFIX)], value)
     yield decisions
+    workflows = CounterMetricFamily(
+        "taskqueue_workflows",
+        "Workflows started, succeeded, failed (a step dead-lettered) and resumed (dead retry), all runners.",
+        labels=["state"],
+    )
+    for state in ("started", "succeeded", "failed", "resumed"):
+        workflows.add_metric([state], stats.get(f"workflows:{state}", 0))
+    yield workflows
     orphans = CounterMetricFamily(
         "taskqueue_orphaned_tasks_recovered",
         "Tasks found in flight for a worker that was no longer registered, and recovered (should stay 0).",

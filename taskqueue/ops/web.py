@@ -60,6 +60,7 @@ def create_app(state: RunnerView) -> web.Application:
         web.get(f"{api}/queues", _queues),
         web.get(f"{api}/workers", _workers),
         web.get(f"{api}/dead", _dead_list),
+        web.get(f"{api}/workflows/{{id}}", _workflow),
         web.post(f"{api}/enqueue", _protected(_enqueue)),
         web.post(f"{api}/dead/{{id}}/retry", _protected(_dead_retry)),
         web.delete(f"{api}/dead/{{id}}", _protected(_dead_delete)),
@@ -270,6 +271,15 @@ async def _dead_list(request: web.Request) -> web.Response:
         raise ApiError(400, f"limit must be a whole number from 1 to {DEAD_LIMIT_MAX}")
     records = await broker.dead_records(await broker.dead_ids(int(raw)))
     return web.json_response({"dead": [r.public() for r in records], "total": await broker.dead_count()})
+
+
+async def _workflow(request: web.Request) -> web.Response:
+    """`{"id", "state", "steps": [{"index", "id", "task", "state"}, ...]}`, or 404."""
+    workflow_id = request.match_info["id"]
+    found = await request.app[STATE].broker.workflow(workflow_id)
+    if found is None:
+        raise ApiError(404, f"no workflow {workflow_id} (unknown, or expired after its result_ttl)")
+    return web.json_response(found)
 
 
 async def _dead_retry(request: web.Request) -> web.Response:

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 from redis.exceptions import NoScriptError
 
-from taskqueue import envelope
+from taskqueue import canvas, envelope
 from taskqueue.config import Config
 from taskqueue.features import Effect
 from taskqueue.store import scripts
@@ -416,6 +416,10 @@ class Broker:
             {"id": wid.decode(), **{k.decode(): v.decode() for k, v in info.items()}}
             for wid, info in zip(ids, infos, strict=True)
         ]
+
+    async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
+        """A workflow's state and its steps' (canvas.view), or None when unknown or expired."""
+        return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
 
     async def dead_count(self) -> int:
         return int(await self.redis.zcard(self.keys.dead_index))

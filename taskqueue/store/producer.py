@@ -189,7 +189,8 @@ class Producer:
         fields += ("state", "running", "steps", count, "left", count, "failed", 0)
         fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", time.time())
         argv = (self.keys.queue_prefix, len(fields) // 2, *fields, len(entries) // 2, *entries)
-        return workflow_id, Push("workflow", "", (self.keys.workflow(workflow_id),), argv, len(entries) // 2)
+        keys = (self.keys.workflow(workflow_id), self.keys.stats)
+        return workflow_id, Push("workflow", "", keys, argv, len(entries) // 2)
 
     def _step_message(self, part: canvas.Step, step_id: str, prepend: bool) -> tuple[bytes, bytes]:
         """A step's envelope in two pieces, with `args` last, so that the input can go between them."""

@@ -4,6 +4,7 @@ worker SIGKILLs in the middle of many chords neither lose nor double a callback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -62,6 +63,17 @@ def test_a_dead_step_fails_the_workflow_and_dead_retry_resumes_it(runner: Runner
     assert retried.returncode == 0, retried.stderr
     assert client.result(workflow_id, timeout=30) == 42  # resumed from the failed step: 2 → flaky → +40
     assert client.workflow(workflow_id)["state"] == "succeeded"  # type: ignore[index]
+    shown_cli = pex_cmd(runner.pex, runner.config, "workflow", "show", workflow_id, "--json", redis_url=redis_url)
+    assert [s["state"] for s in json.loads(shown_cli.stdout)["steps"]] == ["succeeded"] * 3
+    text = pex_cmd(runner.pex, runner.config, "workflow", "show", workflow_id, redis_url=redis_url).stdout
+    assert text.startswith(f"workflow {workflow_id}: succeeded")
+    missing = pex_cmd(runner.pex, runner.config, "workflow", "show", "wf-nope", redis_url=redis_url)
+    assert (missing.returncode, missing.stderr.strip()) == (
+        1,
+        "taskqueue: no workflow wf-nope (unknown, or expired after its result_ttl)",
+    )
+    counted = {k.decode(): int(v) for k, v in db.hgetall("tq:stats").items() if k.startswith(b"workflows:")}
+    assert counted == {"workflows:started": 1, "workflows:failed": 1, "workflows:resumed": 1, "workflows:succeeded": 1}
 
 
 CHORDS = int(os.environ.get("TQ_CHORDS", "40"))  # TQ_CHORDS=200 for the full fault run

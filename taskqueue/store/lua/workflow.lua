@@ -1,7 +1,7 @@
 -- Start a workflow (taskqueue/canvas.py lays it out, store/producer.py builds this call): write its hash
 -- and push its entry steps, at once. Steps that wait for others are pushed later, by the settle script
 -- of the step they wait for (lua/hooks/workflow.lua).
--- KEYS[1] = the workflow's hash ({p}:workflow:<id>)
+-- KEYS[1] = the workflow's hash ({p}:workflow:<id>), KEYS[2] = stats hash (counts workflows:started)
 -- ARGV[1] = ready-list key prefix ({p}:queue:), ARGV[2] = F, number of field/value pairs; then those pairs
 -- then E, number of entry steps; then E pairs of queue name and message
 -- Returns 1, or 0 when a workflow with this id exists already (nothing is written).
@@ -21,4 +21,5 @@ for _ = 1, entries do
   redis.call('LPUSH', ARGV[1] .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+redis.call('HINCRBY', KEYS[2], 'workflows:started', 1)
 return 1

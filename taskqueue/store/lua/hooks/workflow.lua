@@ -1,3 +1,6 @@
+-- Effects "wf_done" (args: workflow hash key, step index, result, ready-list key prefix, result key, now,
+-- stats hash) and "wf_failed" (workflow hash key, step index, error, result key, now, stats hash); counted:
+-- workflows:succeeded, workflows:failed, workflows:resumed.
 -- Effects "wf_done" and "wf_failed" (taskqueue/features/workflows.py): a step of a workflow settled. They
 -- run inside the settle script that acknowledges (or dead-letters) the step, and only when its worker
 -- still held it, so a workflow advances exactly once per step even when the step ran twice.
@@ -41,7 +44,8 @@ local function wf_push(key, step, qprefix)
 end
 
 -- a failed workflow whose failed steps all succeeded on retry: running again, held steps pushed
-local function wf_resume(key, qprefix, rkey)
+local function wf_resume(key, qprefix, rkey, stats)
+  redis.call('HINCRBY', stats, 'workflows:resumed', 1)
   redis.call('HSET', key, 'state', 'running')
   redis.call('DEL', rkey)
   redis.call('PERSIST', key)
@@ -52,17 +56,18 @@ local function wf_resume(key, qprefix, rkey)
   end
 end
 
-arity.wf_done = 6
+arity.wf_done = 7
 hooks.wf_done = function(argv, i)
   local key, step, result, qprefix, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
+  local stats = argv[i + 6]
   local state = redis.call('HGET', key, 'state')
   local before = redis.call('HGET', key, 's:' .. step)
   if not state or state == 'cancelled' or before == 'succeeded' then
-    return i + 6
+    return i + 7
   end
   redis.call('HSET', key, 's:' .. step, 'succeeded', 'r:' .. step, result)
   if before == 'failed' and redis.call('HINCRBY', key, 'failed', -1) == 0 and state == 'failed' then
-    wf_resume(key, qprefix, rkey)
+    wf_resume(key, qprefix, rkey, stats)
     state = 'running'
   end
   local dependents = redis.call('HGET', key, 'd:' .. step)
@@ -83,16 +88,17 @@ hooks.wf_done = function(argv, i)
     redis.call('HSET', key, 'state', 'succeeded')
     redis.call('SET', rkey, wf_record('ok', value, '\192', now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
+    redis.call('HINCRBY', stats, 'workflows:succeeded', 1)
   end
-  return i + 6
+  return i + 7
 end
 
-arity.wf_failed = 5
+arity.wf_failed = 6
 hooks.wf_failed = function(argv, i)
-  local key, step, err, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4]
+  local key, step, err, rkey, now, stats = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
   local state = redis.call('HGET', key, 'state')
   if not state or state == 'cancelled' or state == 'succeeded' then
-    return i + 5
+    return i + 6
   end
   if redis.call('HGET', key, 's:' .. step) ~= 'failed' then
     redis.call('HINCRBY', key, 'failed', 1)
@@ -103,6 +109,7 @@ hooks.wf_failed = function(argv, i)
     redis.call('HSET', key, 'state', 'failed')
     redis.call('SET', rkey, wf_record('dead', '\192', cmsgpack.pack('step ' .. step .. ' failed: ' .. err), now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
+    redis.call('HINCRBY', stats, 'workflows:failed', 1)
   end
-  return i + 5
+  return i + 6
 end
