@@ -94,11 +94,15 @@ class Laid:
         return found
 
 
-def lay_out(flow: Flow) -> Laid:
+def lay_out(flow: Flow, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> Laid:
+    """Number the steps. `args`/`kwargs` (a message that named a YAML workflow) go to the first step(s):
+    prepended to their args, merged over their kwargs."""
     steps: list[tuple[Step, Source]] = []
 
     def place(node: Flow, given: Source) -> Source:
         if isinstance(node, Step):
+            if given is None and (args or kwargs):
+                node = Step(node.task, (*args, *node.args), {**node.kwargs, **(kwargs or {})})
             steps.append((node, given))
             return len(steps) - 1
         if isinstance(node, Chain):

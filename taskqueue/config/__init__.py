@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from taskqueue import canvas
 from taskqueue.config import checks, validation, yamlsource
 from taskqueue.errors import ConfigError
 from taskqueue.store.connection import cluster_url
@@ -195,9 +196,17 @@ class Config:
     dead_letter: DeadLetterConfig
     max_payload_bytes: int
     max_delay_s: float
+    workflows: Mapping[str, canvas.Flow] = field(default_factory=lambda: MappingProxyType({}))
 
     def queue(self, name: str) -> QueueConfig:
         return next(q for q in self.queues if q.name == name)
+
+    def queue_of(self, name: str) -> str:
+        """The queue a message naming `name` goes to: a task's own, or a workflow's first step's."""
+        if name in self.tasks:
+            return self.tasks[name].queue
+        first = canvas.lay_out(self.workflows[name]).steps[0][0].task
+        return self.tasks[first].queue
 
 
 def read(path: str | os.PathLike[str]) -> bytes:
@@ -312,7 +321,21 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         dead_letter=DeadLetterConfig(data["dead_letter"]["max_size"], seconds(data["dead_letter"]["max_age"])),
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
         max_delay_s=seconds(data["limits"]["max_delay"]),
+        workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
     )
+
+
+def flow_of(raw: Any) -> canvas.Flow:
+    """A YAML workflow part (validated) as a canvas value."""
+    if isinstance(raw, str):
+        return canvas.step(raw)
+    if "task" in raw:
+        return canvas.Step(raw["task"], tuple(raw.get("args", ())), MappingProxyType(dict(raw.get("kwargs", {}))))
+    if "chain" in raw:
+        return canvas.chain(*(flow_of(part) for part in raw["chain"]))
+    if "group" in raw:
+        return canvas.group([flow_of(part) for part in raw["group"]])
+    return canvas.chord([flow_of(part) for part in raw["chord"]["header"]], flow_of(raw["chord"]["callback"]))
 
 
 def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> TaskConfig:
@@ -331,7 +354,7 @@ def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Tas
 def _schedule(name: str, raw: Mapping[str, Any]) -> ScheduleConfig:
     return ScheduleConfig(
         name=name,
-        task=raw["task"],
+        task=raw.get("task") or raw["workflow"],  # one namespace: the fired message names either
         cron=raw.get("cron"),
         every_s=seconds(raw["every"]) if "every" in raw else None,
         args=tuple(raw["args"]),

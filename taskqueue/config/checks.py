@@ -18,6 +18,7 @@ def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:
     """Every cross-field problem; each check skips data the schema already rejected."""
     data: dict[str, Any] = doc.data
     found = [*_autoscaler(doc, data), *_redis(doc, data), *_tasks(doc, data), *_schedules(doc, data)]
+    found += _workflows(doc, data)
     if import_tasks:
         found += _imports(doc, data, base_dir)
     return found
@@ -113,13 +114,21 @@ def _schedules(doc: Document, data: dict[str, Any]) -> Iterator[str]:
         return
     task_names = list(tasks) if isinstance(tasks, dict) else []
     queues = _queue_names(data)
+    workflows = data.get("workflows")
+    workflow_names = list(workflows) if isinstance(workflows, dict) else []
     for name, entry in schedules.items():
         if not isinstance(entry, dict):
             continue
         at = ("schedules", name)
         task, queue, tz = entry.get("task"), entry.get("queue"), entry.get("timezone", "UTC")
-        if isinstance(task, str) and task_names and task not in task_names:
+        workflow = entry.get("workflow")
+        if ("task" in entry) == ("workflow" in entry):
+            yield doc.problem(at, "needs exactly one of 'task' or 'workflow'", key=True)
+        if isinstance(task, str) and task_names and task not in task_names + workflow_names:
             yield doc.problem((*at, "task"), f"unknown task '{task}' {_names_hint(task, task_names)}")
+        if isinstance(workflow, str) and workflow not in workflow_names:
+            hint = _names_hint(workflow, workflow_names) if workflow_names else "(no workflows are declared)"
+            yield doc.problem((*at, "workflow"), f"unknown workflow '{workflow}' {hint}")
         if isinstance(queue, str) and queues and queue not in queues:
             yield doc.problem((*at, "queue"), f"unknown queue '{queue}' {_names_hint(queue, queues)}")
         zone_ok = isinstance(tz, str)
@@ -135,6 +144,45 @@ def _schedules(doc: Document, data: dict[str, Any]) -> Iterator[str]:
                 crontab.trigger(cron, tz)
             except ValueError as exc:
                 yield doc.problem((*at, "cron"), f"invalid cron expression '{cron}': {exc}")
+
+
+def _workflows(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    """Every step names a declared task; a workflow's name is not also a task's (one namespace)."""
+    workflows, tasks = data.get("workflows"), data.get("tasks")
+    if not isinstance(workflows, dict):
+        return
+    task_names = list(tasks) if isinstance(tasks, dict) else []
+    for name, definition in workflows.items():
+        if name in task_names:
+            yield doc.problem(
+                ("workflows", name),
+                f"'{name}' is a task's name too: task and workflow names share one namespace",
+                key=True,
+            )
+        for path, task in _steps(definition, ("workflows", name)):
+            if task in workflows:
+                yield doc.problem(path, f"'{task}' is a workflow: a step names a task (nest the parts instead)")
+            elif task_names and task not in task_names:
+                yield doc.problem(path, f"unknown task '{task}' {_names_hint(task, task_names)}")
+
+
+def _steps(part: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """(location, task name) of every step of a workflow part."""
+    if isinstance(part, str):
+        yield at, part
+    elif isinstance(part, dict) and isinstance(part.get("task"), str):
+        yield (*at, "task"), part["task"]
+    elif isinstance(part, dict):
+        for kind in ("chain", "group"):
+            if isinstance(part.get(kind), list):
+                for index, item in enumerate(part[kind]):
+                    yield from _steps(item, (*at, kind, index))
+        chord = part.get("chord")
+        if isinstance(chord, dict):
+            for index, item in enumerate(chord.get("header") or []):
+                yield from _steps(item, (*at, "chord", "header", index))
+            if "callback" in chord:
+                yield from _steps(chord["callback"], (*at, "chord", "callback"))
 
 
 def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[str]:

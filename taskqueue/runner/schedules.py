@@ -63,7 +63,7 @@ class Schedules:
         self.broker = broker
         self.config = config
         self.entries = [
-            _Entry(s, trigger_of(s), s.queue or config.tasks[s.task].queue) for s in config.schedules if s.enabled
+            _Entry(s, trigger_of(s), s.queue or config.queue_of(s.task)) for s in config.schedules if s.enabled
         ]
         self._jitters: set[asyncio.Task[None]] = set()
 

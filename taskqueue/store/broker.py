@@ -133,11 +133,10 @@ class Broker:
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
-        routes = Routes(
-            {name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s) for name, t in config.tasks.items()},
-            {q.name: q.max_length for q in config.queues},
-            max_delay_s=config.max_delay_s,
-        )
+        tasks = {name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s) for name, t in config.tasks.items()}
+        for name in config.workflows:  # a workflow's name is enqueued like a task's: to its first step's queue
+            tasks[name] = TaskRoute(config.queue_of(name), config.max_payload_bytes, workflow=True)
+        routes = Routes(tasks, {q.name: q.max_length for q in config.queues}, max_delay_s=config.max_delay_s)
         self.producer = Producer(self.keys, routes)
         self._workflow = client.register_script(scripts.source("workflow"))
         self._sender = Sender(
@@ -312,6 +311,9 @@ class Broker:
             )
             for name, t in cfg.tasks.items()
         }
+        for name in cfg.workflows:
+            route = {"queue": cfg.queue_of(name), "workflow": True, "max_payload": cfg.max_payload_bytes}
+            tasks[name] = msgpack.packb({**route, "max_delay": cfg.max_delay_s})
         queues = {q.name: msgpack.packb({"priority": q.priority, "max_length": q.max_length}) for q in cfg.queues}
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.tasks, self.keys.queues)

@@ -37,6 +37,7 @@ class TaskRoute:
     queue: str
     max_payload: int | None = None
     result_ttl_s: float = 3600.0
+    workflow: bool = False  # a YAML workflow's name: the message starts it (its id: WORKFLOW_ID_PREFIX + message id)
 
 
 @dataclass(slots=True)
@@ -54,7 +55,9 @@ class Routes:
         found = {k.decode(): msgpack.unpackb(v) for k, v in tasks.items()}
         lengths = {k.decode(): msgpack.unpackb(v).get("max_length") for k, v in queues.items()}
         routes = {
-            name: TaskRoute(str(t["queue"]), t.get("max_payload"), float(t.get("result_ttl", 3600.0)))
+            name: TaskRoute(
+                str(t["queue"]), t.get("max_payload"), float(t.get("result_ttl", 3600.0)), bool(t.get("workflow"))
+            )
             for name, t in found.items()
         }
         delays = [float(t["max_delay"]) for t in found.values() if "max_delay" in t]
@@ -140,7 +143,8 @@ class Producer:
         for name, args, kwargs in calls:
             target = self.routes.queue_for(name, queue)
             new_id, message = self.message(name, args, kwargs, task_id, now)
-            ids.append(new_id)
+            route = self.routes.tasks.get(name)
+            ids.append(WORKFLOW_ID_PREFIX + new_id if route and route.workflow else new_id)
             by_queue.setdefault(target, []).append(message)
         return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()]
 
@@ -161,12 +165,18 @@ class Producer:
             argv += (due, join_member(queue, message))
         return Push("delayed", queue, (self.keys.delayed,), tuple(argv), len(messages))
 
-    def workflow(self, flow: Flow, workflow_id: str | None = None) -> tuple[str, Push]:
+    def workflow(
+        self,
+        flow: Flow,
+        workflow_id: str | None = None,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> tuple[str, Push]:
         """The id and the one push that starts a workflow: its hash (every step's message around the
         place of its input, what waits for what) and its entry steps, written by workflow.lua at once.
         A step goes to its task's queue; its message is checked against the payload limit without its
         input (the results it receives are known only when they exist)."""
-        laid = canvas.lay_out(flow)
+        laid = canvas.lay_out(flow, args, kwargs)
         workflow_id = workflow_id or WORKFLOW_ID_PREFIX + envelope.new_id()
         dependents = laid.dependents()
         ttl_s = 0.0
@@ -188,9 +198,9 @@ class Producer:
         count = len(laid.steps)
         fields += ("state", "running", "steps", count, "left", count, "failed", 0)
         fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", time.time())
-        argv = (self.keys.queue_prefix, len(fields) // 2, *fields, len(entries) // 2, *entries)
         keys = (self.keys.workflow(workflow_id), self.keys.stats)
-        return workflow_id, Push("workflow", "", keys, argv, len(entries) // 2)
+        rest = (*keys, self.keys.queue_prefix, len(fields) // 2, *fields, len(entries) // 2, *entries)
+        return workflow_id, Push("workflow", "", keys, (len(rest), *rest), len(entries) // 2)
 
     def _step_message(self, part: canvas.Step, step_id: str, prepend: bool) -> tuple[bytes, bytes]:
         """A step's envelope in two pieces, with `args` last, so that the input can go between them."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-SETTLE_SCRIPTS = frozenset({"exchange", "retire", "retry", "bury"})
+SETTLE_SCRIPTS = frozenset({"exchange", "retire", "retry", "bury", "workflow"})  # composed with lua/hooks/
 
 
 def _read(path: str) -> str:

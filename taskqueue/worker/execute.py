@@ -26,12 +26,13 @@ from taskqueue.config import Config, TaskConfig
 from taskqueue.config.registry import RegisteredTask, Registry
 from taskqueue.context import set_current
 from taskqueue.envelope import printable
-from taskqueue.errors import Reject, Retry
+from taskqueue.errors import PayloadTooLarge, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
 from taskqueue.features.results import Results
 from taskqueue.features.workflows import Workflows
 from taskqueue.store import stats
 from taskqueue.store.broker import Broker, DeadRecord, Taken
+from taskqueue.store.producer import WORKFLOW_ID_PREFIX
 from taskqueue.store.stats import field as stat_field
 from taskqueue.worker.threads import ThreadRunner
 
@@ -114,6 +115,9 @@ class Executor:
             )
             return
         task = self.registry.get(env.task)
+        if task is None and env.task in self.config.workflows:
+            held.job = asyncio.create_task(self._guard(item, held, self._trigger(item, env)))
+            return
         if task is None:
             known = ", ".join(sorted(self.registry.tasks))
             error = f"unknown task '{env.task}' (declared: {known})"
@@ -292,6 +296,23 @@ class Executor:
     ) -> list[Effect]:
         features = self.hooks.of(task.name, task.config) if task else ()
         return self.hooks.settle(features, status, env, queue, task.config, error=error) if features and task else []
+
+    async def _trigger(self, item: Taken, env: envelope_mod.Envelope) -> None:
+        """A message naming a YAML workflow: the workflow starts as the effect of this message's ack, in the
+        same script, so it starts exactly once however often the message is delivered. Its id is
+        WORKFLOW_ID_PREFIX + the message's id (what Client.enqueue returns for a workflow's name)."""
+        flow = self.config.workflows[env.task]
+        workflow_id = WORKFLOW_ID_PREFIX + env.id
+        try:
+            _, push = self.broker.producer.workflow(flow, workflow_id, env.args, env.kwargs)
+        except (UnknownTask, PayloadTooLarge, ValueError) as exc:
+            await self._bury(item, env, f"cannot start workflow '{env.task}': {exc}", "", env.attempt + 1)
+            return
+        del self.held[item.token]
+        self.hooked.append((item.token, [("wf_start", *push.args)]))
+        self.counters[stat_field("processed", item.queue, env.task)] += 1
+        log.info("workflow %s started", workflow_id, extra={"task_id": env.id, "task": env.task, "queue": item.queue})
+        self.wake.set()
 
     async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
         """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""

@@ -14,7 +14,7 @@ from taskqueue.canvas import Flow
 from taskqueue.client import Client, chain, chord, group, step
 from taskqueue.errors import TaskFailed
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, RunnerFactory, pex_cmd, store
+from tests.e2e.harness import Runner, RunnerFactory, lpush_cli, pex_cmd, store
 
 
 @pytest.fixture
@@ -114,3 +114,53 @@ def test_sigkills_of_workers_and_the_runner_in_the_middle_of_chords_neither_lose
     inputs = {v.decode() for v in db.hgetall("test:callback_input").values()}
     assert inputs == {repr(list(range(20)))}  # every callback saw the complete list
     assert {client.workflow(w)["state"] for w in ids} == {"succeeded"}  # type: ignore[index]
+
+
+YAML_WORKFLOWS = """
+workflows:
+  sum_up:
+    chord:
+      header: [{task: add, args: [1]}, {task: add, args: [2]}, add]
+      callback: total
+  pipeline:
+    chain:
+      - add
+      - group: [{task: add, args: [10]}, {task: add, args: [20]}]
+      - {task: total, kwargs: {tag: pipeline}}
+schedules:
+  every_second: {workflow: pipeline, every: 1s, args: [5]}
+"""
+
+
+def test_yaml_workflows_start_by_name_from_every_producer_and_from_a_schedule(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """A YAML workflow's name is enqueued like a task's; the message's args go to its first step(s)."""
+    runner = make_runner(redis_url, workers=2, slots=10, extra=YAML_WORKFLOWS).start(expect_workers=2)
+    client = Client(redis_url)
+    db = store(redis_url)
+    # the header's steps get the message's args first: add(100, 1), add(100, 2), add(100)
+    by_client = client.enqueue("sum_up", 100)
+    assert by_client.startswith("wf-")
+    assert client.result(by_client, timeout=30) == 101 + 102 + 100
+    cli = pex_cmd(runner.pex, runner.config, "enqueue", "sum_up", "--args", "[0]", redis_url=redis_url)
+    assert cli.returncode == 0, cli.stderr
+    assert client.result(cli.stdout.strip(), timeout=30) == 1 + 2 + 0
+    port = int(redis_url.rsplit(":", 1)[1].split("/", 1)[0])
+    lpush_cli(port, "tq:queue:default", [b'{"task": "sum_up", "id": "from-redis-cli", "args": [10]}'])
+    assert client.result("wf-from-redis-cli", timeout=30) == 11 + 12 + 10
+    # every second: pipeline(5) = total([5 + 10, 5 + 20]) = 40, started under the fire's own id
+    wait_for(lambda: db.hget("test:callbacks", "pipeline") is not None, timeout=20, what="a scheduled workflow")
+    fired = [k.decode() for k in db.keys("tq:workflow:wf-every_second@*")]
+    assert fired, "the schedule's workflow is kept under wf-<schedule>@<fire time>"
+    assert client.result(fired[0].removeprefix("tq:workflow:"), timeout=30) == 40
+    shown = client.workflow(fired[0].removeprefix("tq:workflow:"))
+    assert shown is not None and [s["task"] for s in shown["steps"]] == ["add", "add", "add", "total"]
+
+
+def test_a_group_of_ten_thousand_steps_completes(runner: Runner, redis_url: str) -> None:
+    client = Client(redis_url)
+    workflow_id = client.enqueue_workflow(group(step("add", n) for n in range(10_000)))
+    assert client.result(workflow_id, timeout=120) == list(range(10_000))
+    shown = client.workflow(workflow_id)
+    assert shown is not None and shown["state"] == "succeeded" and len(shown["steps"]) == 10_000

@@ -2,8 +2,8 @@
 -- each fragment adds `hooks.<name> = function(argv, i) ... return next_i end`, which applies one effect
 -- whose arguments start at argv[i]. A settle script calls apply_effects(ARGV, i) where ARGV[i] is the
 -- number of effects, each given as its hook name and then its own arguments; it returns the index after.
--- skip_effects(ARGV, i) steps over such a block without applying it (a fragment may also set
--- `arity.<name>` to its fixed argument count, so the block can be skipped without running it).
+-- skip_effects(ARGV, i) steps over such a block without applying it: every fragment sets
+-- `arity.<name>` to its fixed argument count, or to -1 when its first argument counts the rest.
 local hooks = {}
 local arity = {}
 local function apply_effects(argv, i)
@@ -25,6 +25,8 @@ local function skip_effects(argv, i)
     local n = arity[argv[i]]
     if n == nil then
       error('taskqueue: effect without arity ' .. tostring(argv[i]))
+    elseif n < 0 then
+      n = 1 + tonumber(argv[i + 1]) -- a variable count: its first argument says how many follow
     end
     i = i + 1 + n
   end

@@ -56,6 +56,39 @@ local function wf_resume(key, qprefix, rkey, stats)
   end
 end
 
+-- Start a workflow (args: N, then N values: its hash key, stats hash, ready-list key prefix, F and F
+-- field/value pairs, E and E pairs of queue name and message). Returns (1 started or 0 when it exists
+-- already, the index after it), so that a message naming a YAML workflow starts it exactly once: in the
+-- settle script that acknowledges the message.
+local function wf_start_at(argv, i)
+  local after = i + 1 + tonumber(argv[i])
+  local key, stats, qprefix = argv[i + 1], argv[i + 2], argv[i + 3]
+  if redis.call('EXISTS', key) == 1 then
+    return 0, after
+  end
+  local j = i + 5
+  local last = j - 1 + 2 * tonumber(argv[i + 4])
+  while j <= last do
+    local k = math.min(j + 999, last) -- 1,000 arguments (500 pairs) per HSET: inside unpack()'s limit
+    redis.call('HSET', key, unpack(argv, j, k))
+    j = k + 1
+  end
+  local entries = tonumber(argv[j])
+  j = j + 1
+  for _ = 1, entries do
+    redis.call('LPUSH', qprefix .. argv[j], argv[j + 1])
+    j = j + 2
+  end
+  redis.call('HINCRBY', stats, 'workflows:started', 1)
+  return 1, after
+end
+
+arity.wf_start = -1
+hooks.wf_start = function(argv, i)
+  local _, after = wf_start_at(argv, i)
+  return after
+end
+
 arity.wf_done = 7
 hooks.wf_done = function(argv, i)
   local key, step, result, qprefix, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
