@@ -23,7 +23,7 @@ from bench.peers import harness, venvs
 from bench.redisserver import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-ALL_FIGURES = (1, 2, 3, 4, 5, 6, 7, 8)
+ALL_FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 Step = tuple[str, Callable[[Context], tuple[Metrics, Details]]]
 
 
@@ -31,7 +31,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--n", type=int, default=20_000, help="tasks per enqueue/drain run (default 20000)")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions; the table shows medians (default 3)")
-    parser.add_argument("--figures", default="1,2,3,4,5,6,7,8", help="comma-separated figure numbers")
+    parser.add_argument("--figures", default="1,2,3,4,5,6,7,8,9", help="comma-separated figure numbers")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<timestamp>.json)")
     parser.add_argument("--pex", type=Path, default=ROOT / "taskqueue.pex", help="the runner (default ./taskqueue.pex)")
     parser.add_argument("--no-sync", action="store_true", help="skip the extra sync-task variants")
@@ -91,6 +91,8 @@ def plan(selected: set[int], with_sync: bool) -> list[Step]:
             steps.append(("latency_sync", lambda c: figures.latency(c, "latency", "lat_sync")))
     if 8 in selected:
         steps.append(("delay", figures.delay_lateness))
+    if 9 in selected:
+        steps.append(("workflow", figures.workflows))
     return steps
 
 

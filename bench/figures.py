@@ -18,7 +18,7 @@ from bench import procstat
 from bench.jobs import DONE_KEY, SAMPLES_KEY
 from bench.redisserver import RedisServer
 from bench.tqrunner import QUEUE, Runner, Settings, write_config
-from taskqueue.client import AsyncClient, Client
+from taskqueue.client import AsyncClient, Client, chain, step
 
 PREFIX = "tq"
 QUEUE_KEY = f"{PREFIX}:queue:{QUEUE}"
@@ -34,6 +34,8 @@ DELAY_S = 1.0
 MEMORY_TASKS = 100_000
 IDLE_SETTLE_S = 1.0
 IDLE_CPU_WINDOW_S = 2.0
+WORKFLOW_CHAINS = 1000  # figure 9: this many chains ...
+WORKFLOW_STEPS = 10  # ... of this many steps
 
 Metrics = dict[str, float]
 Details = dict[str, Any]
@@ -352,6 +354,53 @@ def drain(ctx: Context, workers: int, task: str, key: str) -> tuple[Metrics, Det
         "commands": commands,
         "runner_exit_code": code,
         "problems": checks,
+    }
+    return metrics, details
+
+
+def workflows(ctx: Context) -> tuple[Metrics, Details]:
+    """Figure 9: 1,000 chains of 10 async steps (each an INCR) started, then one worker process drains them;
+    steps/s and Redis commands per step. A chain is the slowest shape: each step waits for the one before."""
+    ctx.reset()
+    client = _client(ctx)
+    try:
+        started_enqueue = time.perf_counter()
+        ids = [
+            client.enqueue_workflow(chain(*(step("astep_incr") for _ in range(WORKFLOW_STEPS))))
+            for _ in range(WORKFLOW_CHAINS)
+        ]
+        enqueue_s = time.perf_counter() - started_enqueue
+    finally:
+        client.close()
+    steps = WORKFLOW_CHAINS * WORKFLOW_STEPS
+    before = ctx.commandstats()
+    polls_before = ctx.polls
+    started = time.perf_counter()
+    runner = ctx.start_runner(1)
+    try:
+        ended = ctx.wait_done(steps, 60.0 + steps / 200)
+        cpu_end = runner.cpu_s()
+        after = ctx.commandstats()
+        polls = ctx.polls - polls_before
+    finally:
+        code = ctx.stop_runner(runner)
+    commands = command_delta(before, after, polls=polls, task_incrs=steps)
+    finished = sum(1 for i in ids if ctx.store.exists(f"{PREFIX}:result:{i}"))
+    problems = [] if finished == len(ids) else [f"{len(ids) - finished} workflow result(s) missing"]
+    metrics: Metrics = {
+        "wf_steps": steps / (ended - started),
+        "wf_enqueue": WORKFLOW_CHAINS / enqueue_s,
+        "wf_cmds": commands["total"] / steps,
+        "wf_cpu": cpu_end * 1e6 / steps,
+    }
+    details: Details = {
+        "chains": WORKFLOW_CHAINS,
+        "steps_per_chain": WORKFLOW_STEPS,
+        "seconds": ended - started,
+        "enqueue_seconds": enqueue_s,
+        "commands": commands,
+        "runner_exit_code": code,
+        "problems": problems,
     }
     return metrics, details
 

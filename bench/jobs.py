@@ -52,6 +52,12 @@ async def anoop_incr() -> None:
     await _async().incr(DONE_KEY)
 
 
+async def astep_incr(*_previous: Any) -> int:
+    """Async workflow step (figure 9): one INCR; takes whatever the step before returned."""
+    await _async().incr(DONE_KEY)
+    return 1
+
+
 def latency(enqueued_at: float) -> None:
     """Sync: push (start - enqueued_at) and INCR, one round trip."""
     started = time.time()

@@ -15,7 +15,7 @@ from typing import Self
 from bench import procstat
 
 JOBS_MODULE = "benchjobs"  # bench/jobs.py, copied next to the YAML: python_path must not expose the repo
-TASKS = ("noop_incr", "anoop_incr", "latency", "alatency")
+TASKS = ("noop_incr", "anoop_incr", "latency", "alatency", "astep_incr")
 QUEUE = "default"
 WORKER_MARK = "taskqueue.worker"  # `-m taskqueue.worker` (and the older `-m taskqueue.workerproc`)
 GRACE_S = 5.0
