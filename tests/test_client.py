@@ -51,8 +51,12 @@ def test_a_named_queue_needs_no_task_table(redis_url: str) -> None:
     """Before any runner published its routes, a producer that names the queue can enqueue (a worker
     dead-letters an undeclared task, as for redis-cli); without a queue the error says what to do."""
     client = Client(redis_url)
-    with pytest.raises(UnknownTask, match="or name the queue"):
+    with pytest.raises(UnknownTask, match="or name the queue") as refused:
         client.enqueue("send_email", to="a@example.com")
+    assert "redis.key_prefix is not 'tq' needs Client(..., key_prefix=...)" in str(refused.value)
+    other = Client(redis_url, key_prefix="rt")
+    with pytest.raises(UnknownTask, match=r"no task table at rt:tasks: .* is not 'rt'"):
+        other.enqueue("send_email")
     task_id = client.enqueue("send_email", to="a@example.com", queue="default")
     (raw,) = client.redis.lrange("tq:queue:default", 0, -1)
     env = envelope.decode(raw, 1 << 20)

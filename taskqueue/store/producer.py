@@ -71,7 +71,8 @@ class Routes:
             if not self.tasks:
                 raise UnknownTask(
                     f"no task table at {self.source}: start the runner once so clients can route by name "
-                    "(or name the queue: enqueue(..., queue=...))"
+                    "(or name the queue: enqueue(..., queue=...)); a runner whose redis.key_prefix is not "
+                    f"'{self.source.rsplit(':', 1)[0]}' needs Client(..., key_prefix=...)"
                 )
             raise UnknownTask(f"unknown task '{task}' (declared: {', '.join(sorted(self.tasks))})")
         chosen = queue or route.queue
