@@ -60,6 +60,7 @@ def create_app(state: RunnerView) -> web.Application:
         web.get(f"{api}/queues", _queues),
         web.get(f"{api}/workers", _workers),
         web.get(f"{api}/dead", _dead_list),
+        web.get(f"{api}/workflows", _workflows),
         web.get(f"{api}/workflows/{{id}}", _workflow),
         web.post(f"{api}/enqueue", _protected(_enqueue)),
         web.post(f"{api}/dead/{{id}}/retry", _protected(_dead_retry)),
@@ -271,6 +272,14 @@ async def _dead_list(request: web.Request) -> web.Response:
         raise ApiError(400, f"limit must be a whole number from 1 to {DEAD_LIMIT_MAX}")
     records = await broker.dead_records(await broker.dead_ids(int(raw)))
     return web.json_response({"dead": [r.public() for r in records], "total": await broker.dead_count()})
+
+
+async def _workflows(request: web.Request) -> web.Response:
+    """`{"workflows": [{id, state, steps, done, failed, created}, ...]}`, newest first (`?limit=`, 1-500)."""
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= 500:
+        raise ApiError(400, "limit must be a whole number from 1 to 500")
+    return web.json_response({"workflows": await request.app[STATE].broker.recent_workflows(int(raw))})
 
 
 async def _workflow(request: web.Request) -> web.Response:

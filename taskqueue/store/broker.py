@@ -423,6 +423,33 @@ class Broker:
         """A workflow's state and its steps' (canvas.view), or None when unknown or expired."""
         return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
 
+    async def recent_workflows(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest workflows still kept: {id, state, steps, left, failed, created}; ids whose hash
+        expired (after their result_ttl) are dropped from the index as they are met."""
+        ids = [i.decode() for i in await self.redis.zrevrange(self.keys.workflows, 0, limit - 1)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workflow_id in ids:
+                pipe.hmget(self.keys.workflow(workflow_id), "state", "steps", "left", "failed", "created")
+            found = await pipe.execute() if ids else []
+        out, gone = [], []
+        for workflow_id, (state, steps, left, failed, created) in zip(ids, found, strict=True):
+            if state is None:
+                gone.append(workflow_id)
+                continue
+            out.append(
+                {
+                    "id": workflow_id,
+                    "state": state.decode(),
+                    "steps": int(steps),
+                    "done": int(steps) - int(left),
+                    "failed": int(failed or 0),
+                    "created": float(created),
+                }
+            )
+        if gone:
+            await self.redis.zrem(self.keys.workflows, *gone)
+        return out
+
     async def dead_count(self) -> int:
         return int(await self.redis.zcard(self.keys.dead_index))
 

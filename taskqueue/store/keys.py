@@ -16,6 +16,7 @@
 {p}:autoscaler        hash   runner id -> its last scaling decision (msgpack {at, direction, from, to, reason})
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 {p}:workflow:<id>     hash   one workflow's steps, their states, results and what waits for what (canvas.py)
+{p}:workflows         zset   workflow id -> start time (ms): the newest 10,000, for the dashboard
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class Keys:
 
     def workflow(self, workflow_id: str) -> str:
         return f"{self.prefix}:workflow:{workflow_id}"
+
+    @property
+    def workflows(self) -> str:
+        return f"{self.prefix}:workflows"
 
     def result(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"

@@ -198,9 +198,11 @@ class Producer:
                 fields += (f"d:{index}", msgpack.packb(dependents[index]))
         count = len(laid.steps)
         fields += ("state", "running", "steps", count, "left", count, "failed", 0)
-        fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", time.time())
-        keys = (self.keys.workflow(workflow_id), self.keys.stats)
-        rest = (*keys, self.keys.queue_prefix, len(fields) // 2, *fields, len(entries) // 2, *entries)
+        created = time.time()
+        fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", created)
+        keys = (self.keys.workflow(workflow_id), self.keys.stats, self.keys.workflows)
+        start = (*keys, self.keys.queue_prefix, workflow_id, int(created * 1000))
+        rest = (*start, len(fields) // 2, *fields, len(entries) // 2, *entries)
         return workflow_id, Push("workflow", "", keys, (len(rest), *rest), len(entries) // 2)
 
     def _step_message(self, part: canvas.Step, step_id: str, prepend: bool) -> tuple[bytes, bytes]:

@@ -20,7 +20,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from taskqueue.client import Client
+from taskqueue.client import Client, chain, step
 from tests.conftest import REPO, RedisServer, wait_for
 from tests.e2e.harness import Runner, RunnerFactory, runs, store
 
@@ -134,6 +134,10 @@ def test_dashboard_in_a_real_browser(make_runner: RunnerFactory, redis_url: str,
     runner = make_runner(redis_url, workers=1, slots=1, grace="1s", http={"port": 0, "auth_token": TOKEN})
     base = http_url(runner.start(expect_workers=1))
     db = store(redis_url)
+    # A workflow whose first step is dead-lettered at once (flaky: max_retries 0): failed, shown as such.
+    producer = Client(redis_url)
+    failed_workflow = producer.enqueue_workflow(chain(step("flaky", 1, key="browser"), step("add", 1)))
+    wait_for(lambda: (producer.workflow(failed_workflow) or {}).get("state") == "failed", what="a failed workflow")
     # A dead task: max_retries 0 sends it to the dead-letter store on its first failure.
     dead = {"id": "dead-1", "task": "always_fails", "kwargs": {"key": "browser"}, "max_retries": 0}
     db.lpush("tq:queue:default", json.dumps(dead))
@@ -150,6 +154,9 @@ def test_dashboard_in_a_real_browser(make_runner: RunnerFactory, redis_url: str,
         wait = WebDriverWait(browser, 10, ignored_exceptions=[StaleElementReferenceException])  # redrawn every 2s
         depth = (By.CSS_SELECTOR, 'tr[data-queue="default"] td.pending')
         wait.until(lambda d: d.find_element(*depth).text == "3")
+        shown = (By.CSS_SELECTOR, f'tr[data-workflow="{failed_workflow}"] td.state')
+        wait.until(lambda d: d.find_element(*shown).text == "failed")
+        assert "1 failed" in browser.find_element(By.ID, "workflow-summary").text
         retry = (By.CSS_SELECTOR, 'button.retry[data-id="dead-1"]')
         wait.until(lambda d: d.find_element(*retry).is_displayed())
         browser.find_element(By.ID, "token").send_keys(TOKEN)

@@ -56,18 +56,20 @@ local function wf_resume(key, qprefix, rkey, stats)
   end
 end
 
--- Start a workflow (args: N, then N values: its hash key, stats hash, ready-list key prefix, F and F
--- field/value pairs, E and E pairs of queue name and message). Returns (1 started or 0 when it exists
+-- Start a workflow (args: N, then N values: its hash key, stats hash, index zset, ready-list key prefix,
+-- its id, its start time (ms), F and F field/value pairs, E and E pairs of queue name and message). The
+-- index keeps the newest WF_INDEXED workflow ids by start time, for the dashboard. Returns (1 started or 0 when it exists
 -- already, the index after it), so that a message naming a YAML workflow starts it exactly once: in the
 -- settle script that acknowledges the message.
+local WF_INDEXED = 10000
 local function wf_start_at(argv, i)
   local after = i + 1 + tonumber(argv[i])
-  local key, stats, qprefix = argv[i + 1], argv[i + 2], argv[i + 3]
+  local key, stats, index, qprefix, id, created = argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5], argv[i + 6]
   if redis.call('EXISTS', key) == 1 then
     return 0, after
   end
-  local j = i + 5
-  local last = j - 1 + 2 * tonumber(argv[i + 4])
+  local j = i + 8
+  local last = j - 1 + 2 * tonumber(argv[i + 7])
   while j <= last do
     local k = math.min(j + 999, last) -- 1,000 arguments (500 pairs) per HSET: inside unpack()'s limit
     redis.call('HSET', key, unpack(argv, j, k))
@@ -80,6 +82,8 @@ local function wf_start_at(argv, i)
     j = j + 2
   end
   redis.call('HINCRBY', stats, 'workflows:started', 1)
+  redis.call('ZADD', index, created, id)
+  redis.call('ZREMRANGEBYRANK', index, 0, -WF_INDEXED - 1)
   return 1, after
 end
 
