@@ -15,7 +15,7 @@ from typing import Any
 from taskqueue import config as config_mod
 from taskqueue._loop import run_loop
 from taskqueue.config import registry, validation
-from taskqueue.errors import UsageError
+from taskqueue.errors import UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner.runner import Runner, RunOptions
 from taskqueue.store import redisboot
@@ -81,7 +81,7 @@ def enqueue(args: argparse.Namespace) -> int:
     async def action(broker: Broker) -> int:
         try:
             task_id, _ = await admin.enqueue(broker, args.task, call_args, call_kwargs, args.queue, delay)
-        except ValueError as exc:
+        except (ValueError, UnknownTask) as exc:  # a name or argument the user typed: a usage error (exit 2)
             raise UsageError(str(exc)) from None
         print(task_id)
         return 0

@@ -58,6 +58,7 @@ class Runner:
         self.broker = broker
         self.workers: dict[str, WorkerProcess] = {}
         self.stopping = False
+        self.interrupted = False  # stopped by SIGINT (Ctrl-C): exit code 130
         self.stopped = asyncio.Event()
         self.redis_ok_since: float | None = time.monotonic()
         self._crashes: list[float] = []
@@ -247,7 +248,7 @@ class Runner:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal)
+            loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         await self.broker.publish_tables()
         await self.broker.register_runner(self.runner_id, {"config": str(self.options.config_path)})
@@ -268,7 +269,7 @@ class Runner:
             job.cancel()
         await _settle(list(self._background))
         log.info("runner stopped")
-        return 0
+        return 130 if self.interrupted else 0  # Ctrl-C: the shell's convention (128 + SIGINT)
 
     async def start_services(self) -> None:
         """The loops that follow the configuration (restarted as a whole by a reload)."""
@@ -299,7 +300,8 @@ class Runner:
 
         return await web.start(self)
 
-    def _on_signal(self) -> None:
+    def _on_signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        self.interrupted = self.interrupted or (sig == signal.SIGINT and not self.stopping)
         if self.stopping:
             log.warning("second signal: handing back running tasks now")
             for handle in self.workers.values():

@@ -14,6 +14,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from taskqueue import envelope
 from taskqueue._loop import raise_if_cancelled
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
@@ -136,9 +137,15 @@ class Worker:
             return
         out.acks, out.hooked = [], []
         out.counters.clear()
+        for held in self.executor.held.values():  # one line per task we were running, with its id
+            task_id, task = envelope.identify(held.raw)
+            log.info(
+                "handed back a task that had not finished",
+                extra={"task_id": task_id, "task": task, "queue": held.queue},
+            )
         self.executor.held.clear()
         if handed:
-            log.info("handed back %d task(s) that had not finished", handed, extra={"worker": self.id})
+            log.info("handed back %d message(s) in all", handed, extra={"worker": self.id})
 
     async def _heartbeat_once(self) -> None:
         info = {

@@ -104,3 +104,18 @@ def test_workers_never_import_from_the_launch_directory(make_runner: RunnerFacto
     Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(20)])
     wait_for(lambda: len(runs(redis_url)) == 20, timeout=20, what="tasks run by workers started beside them")
     assert not [line for line in runner.logs() if "exited unexpectedly" in str(line.get("msg"))]
+
+
+def test_exit_codes_follow_the_readme(make_runner: RunnerFactory, redis_url: str) -> None:
+    """SIGINT (Ctrl-C) stops the runner gracefully with 130, SIGTERM with 0; an unknown task named on the
+    command line is a usage error (2)."""
+    runner = make_runner(redis_url, workers=1)
+    typo = pex_cmd(runner.pex, runner.config, "enqueue", "recrod", redis_url=redis_url)
+    assert typo.returncode == 2, typo.stderr
+    assert typo.stderr.startswith("taskqueue: unknown task 'recrod' (declared: "), typo.stderr
+    runner.start(expect_workers=1)
+    runner.signal(signal.SIGINT)
+    assert runner.wait(30) == 130
+    runner.start(expect_workers=1)
+    runner.signal(signal.SIGTERM)
+    assert runner.wait(30) == 0
