@@ -155,26 +155,24 @@ class Broker:
     ) -> list[Taken]:
         """Settle finished tokens (with their effects), bump counters and take up to `want` messages: one
         round trip."""
-        acks = list(acks)
-        while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
-            await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, token_base)
-            acks = acks[MAX_ACKS_PER_CALL:]
-        return await self._exchange_once(worker_id, acks, counters, hooked, want, token_base)
-
-    async def _exchange_once(
-        self,
-        worker_id: str,
-        acks: Sequence[bytes],
-        counters: Mapping[str, int],
-        hooked: Hooked,
-        want: int,
-        token_base: int,
-    ) -> list[Taken]:
+        acks = await self._settle_excess_acks(worker_id, acks)
         argv = [want, token_base, *outbox_args(acks, counters, hooked), *self.queue_names]
-        keys = [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
-        reply = await self._exchange_call(keys, argv)
+        reply = await self._exchange_call(self._exchange_keys(worker_id), argv)
         names = self.queue_names
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
+
+    async def _settle_excess_acks(self, worker_id: str, acks: Sequence[bytes]) -> list[bytes]:
+        """Only after a long Redis outage: acknowledge all but the last MAX_ACKS_PER_CALL tokens in calls of
+        their own (Lua's unpack() has a limit); returns the rest, for the call at hand."""
+        acks = list(acks)
+        while len(acks) > MAX_ACKS_PER_CALL:
+            chunk, acks = acks[:MAX_ACKS_PER_CALL], acks[MAX_ACKS_PER_CALL:]
+            argv = [0, 0, *outbox_args(chunk, {}, ()), *self.queue_names]
+            await self._exchange_call(self._exchange_keys(worker_id), argv)
+        return acks
+
+    def _exchange_keys(self, worker_id: str) -> list[str]:
+        return [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
 
     async def _exchange_call(self, keys: list[str], argv: list[Any]) -> Any:
         if self._direct is None or self._direct.busy:
@@ -287,10 +285,7 @@ class Broker:
         """Settle a leaving worker's last tokens, hand back everything else in its in-flight hash and drop its
         registration, atomically; returns how many messages went back. Also the last step of recovering a
         dead worker (with nothing to settle), so no path ever removes a lease and leaves its messages."""
-        acks = list(acks)
-        while len(acks) > MAX_ACKS_PER_CALL:  # only after a long Redis outage
-            await self._exchange_once(worker_id, acks[:MAX_ACKS_PER_CALL], {}, (), 0, 0)
-            acks = acks[MAX_ACKS_PER_CALL:]
+        acks = await self._settle_excess_acks(worker_id, acks)
         argv = [worker_id, self.keys.queue_prefix, *outbox_args(acks, counters or {}, hooked)]
         keys = [self.keys.inflight(worker_id), self.keys.stats, self.keys.workers, self.keys.worker(worker_id)]
         return int(await self._retire(keys=keys, args=argv))
