@@ -41,7 +41,8 @@ def _seconds(delay: float | dt.timedelta | None) -> float:
 
 
 def _scripts(client: Any) -> dict[str, Any]:
-    return {name: client.register_script(scripts.source(name)) for name in ("enqueue", "schedule", "workflow")}
+    names = ("enqueue", "schedule", "workflow", "unique")
+    return {name: client.register_script(scripts.source(name)) for name in names}
 
 
 def _pauses(task_id: str, timeout: float) -> Iterator[float]:
@@ -76,9 +77,14 @@ class _Base:
         self.producer.routes = Routes.from_tables(tables[0], tables[1], self.keys.tasks)
 
     def _plan(
-        self, calls: Sequence[Call], queue: str | None, delay: float | dt.timedelta | None, task_id: str | None
+        self,
+        calls: Sequence[Call],
+        queue: str | None,
+        delay: float | dt.timedelta | None,
+        task_id: str | None,
+        unique_key: str | None = None,
     ) -> tuple[list[str], Any]:
-        return self.producer.plan(calls, queue=queue, delay_s=_seconds(delay), task_id=task_id)
+        return self.producer.plan(calls, queue=queue, delay_s=_seconds(delay), task_id=task_id, unique_key=unique_key)
 
     def _unknown(self, calls: Sequence[Call]) -> bool:
         return any(name not in self.producer.routes.tasks for name, _, _ in calls)
@@ -142,10 +148,13 @@ class Client(_Base):
         queue: str | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        unique_key: str | None = None,
         **kwargs: Any,
     ) -> str:
-        """Enqueue one task (one round trip); returns its id. Raises QueueFull, UnknownTask, PayloadTooLarge."""
-        return self.enqueue_call(task, args, kwargs, queue=queue, delay=delay, task_id=task_id)
+        """Enqueue one task (one round trip); returns its id. Raises QueueFull, UnknownTask, PayloadTooLarge.
+        A task with `unique_for` (or a call with `unique_key`) that equals one already queued, delayed or
+        running is not enqueued again: the id returned is that task's."""
+        return self.enqueue_call(task, args, kwargs, queue=queue, delay=delay, task_id=task_id, unique_key=unique_key)
 
     def enqueue_call(
         self,
@@ -156,9 +165,10 @@ class Client(_Base):
         queue: str | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        unique_key: str | None = None,
     ) -> str:
-        """Like enqueue(), for kwargs named `queue`, `delay` or `task_id`."""
-        return self._enqueue([(task, args, kwargs or {})], queue, delay, task_id)[0]
+        """Like enqueue(), for kwargs named `queue`, `delay`, `task_id` or `unique_key`."""
+        return self._enqueue([(task, args, kwargs or {})], queue, delay, task_id, unique_key)[0]
 
     def enqueue_many(
         self, calls: Iterable[Call], *, queue: str | None = None, delay: float | dt.timedelta | None = None
@@ -167,12 +177,17 @@ class Client(_Base):
         return self._enqueue(list(calls), queue, delay, None)
 
     def _enqueue(
-        self, calls: list[Call], queue: str | None, delay: float | dt.timedelta | None, task_id: str | None
+        self,
+        calls: list[Call],
+        queue: str | None,
+        delay: float | dt.timedelta | None,
+        task_id: str | None,
+        unique_key: str | None = None,
     ) -> list[str]:
         if self._unknown(calls):
             self.refresh()
-        ids, pushes = self._plan(calls, queue, delay, task_id)
-        self._sender.send(pushes)
+        ids, pushes = self._plan(calls, queue, delay, task_id, unique_key)
+        self._sender.send(pushes, ids)
         return ids
 
     def enqueue_workflow(self, flow: Flow) -> str:
@@ -222,9 +237,12 @@ class AsyncClient(_Base):
         queue: str | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        unique_key: str | None = None,
         **kwargs: Any,
     ) -> str:
-        return await self.enqueue_call(task, args, kwargs, queue=queue, delay=delay, task_id=task_id)
+        return await self.enqueue_call(
+            task, args, kwargs, queue=queue, delay=delay, task_id=task_id, unique_key=unique_key
+        )
 
     async def enqueue_call(
         self,
@@ -235,8 +253,9 @@ class AsyncClient(_Base):
         queue: str | None = None,
         delay: float | dt.timedelta | None = None,
         task_id: str | None = None,
+        unique_key: str | None = None,
     ) -> str:
-        return (await self._enqueue([(task, args, kwargs or {})], queue, delay, task_id))[0]
+        return (await self._enqueue([(task, args, kwargs or {})], queue, delay, task_id, unique_key))[0]
 
     async def enqueue_many(
         self, calls: Iterable[Call], *, queue: str | None = None, delay: float | dt.timedelta | None = None
@@ -244,12 +263,17 @@ class AsyncClient(_Base):
         return await self._enqueue(list(calls), queue, delay, None)
 
     async def _enqueue(
-        self, calls: list[Call], queue: str | None, delay: float | dt.timedelta | None, task_id: str | None
+        self,
+        calls: list[Call],
+        queue: str | None,
+        delay: float | dt.timedelta | None,
+        task_id: str | None,
+        unique_key: str | None = None,
     ) -> list[str]:
         if self._unknown(calls):
             await self.refresh()
-        ids, pushes = self._plan(calls, queue, delay, task_id)
-        await self._sender.asend(pushes)
+        ids, pushes = self._plan(calls, queue, delay, task_id, unique_key)
+        await self._sender.asend(pushes, ids)
         return ids
 
     async def _lpush_direct(self, key: str, *messages: bytes) -> bool:

@@ -1,7 +1,8 @@
 """The message ("envelope"): JSON or MessagePack map in, MessagePack out. Client-safe (msgpack only).
 
 Keys: `task` (required), `id`, `args`, `kwargs`, `max_retries`, `timeout`, `enqueued_at` (SPEC §5), and
-`attempt`, which taskqueue itself sets on retries (attempts already made).
+`attempt`, which taskqueue itself sets on retries (attempts already made), and `unique`, the unique key a
+task holds (SPEC §11; set by the producer, kept across retries and re-deliveries).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import msgpack
 
-_KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt"})
+_KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt", "unique"})
 _CORE = frozenset({"task", "id", "args", "kwargs", "enqueued_at"})  # what producers send
 _NO_KWARGS: dict[str, Any] = {}  # shared, never mutated: tasks get it unpacked (**kwargs)
 _packer = msgpack.Packer(use_bin_type=True)
@@ -43,13 +44,22 @@ def new_id() -> str:
     return f"{_id_prefix}{next(_id_counter):x}"
 
 
-def pack(task: str, task_id: str, args: Sequence[Any], kwargs: Mapping[str, Any], enqueued_at: float) -> bytes:
+def pack(
+    task: str,
+    task_id: str,
+    args: Sequence[Any],
+    kwargs: Mapping[str, Any],
+    enqueued_at: float,
+    unique: str | None = None,
+) -> bytes:
     """The message a producer sends (what `Envelope.encode` gives, built without the dataclass)."""
     body: dict[str, Any] = {"id": task_id, "task": task, "enqueued_at": enqueued_at}
     if args:
         body["args"] = list(args)
     if kwargs:
         body["kwargs"] = kwargs if isinstance(kwargs, dict) else dict(kwargs)
+    if unique is not None:
+        body["unique"] = unique
     packed: bytes = _packer.pack(body)
     return packed
 
@@ -68,6 +78,7 @@ class Envelope:
     timeout: float | None = None
     enqueued_at: float | None = None
     attempt: int = 0  # attempts already made before this delivery
+    unique: str | None = None  # the unique key it holds (Keys.unique), released when it finishes
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"id": self.id, "task": self.task}
@@ -81,6 +92,8 @@ class Envelope:
                 body[key] = value
         if self.attempt:
             body["attempt"] = self.attempt
+        if self.unique is not None:
+            body["unique"] = self.unique
         packed: bytes = _packer.pack(body)
         return packed
 
@@ -128,6 +141,10 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
         env.timeout = _number(body, "timeout", float)
         env.enqueued_at = _number(body, "enqueued_at", float)
         env.attempt = _number(body, "attempt", int) or 0
+        unique = body.get("unique")
+        if unique is not None and (not isinstance(unique, str) or not 0 < len(unique) <= 3 * MAX_NAME):
+            raise InvalidEnvelope(f"'unique' must be a non-empty string of at most {3 * MAX_NAME} characters")
+        env.unique = unique
     else:
         env.enqueued_at = _number(body, "enqueued_at", float)
     return env

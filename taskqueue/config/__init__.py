@@ -109,6 +109,25 @@ class Backoff:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """At most `count` starts in any window of `window_s` seconds (`text`: as written, e.g. "10/s")."""
+
+    count: int
+    window_s: float
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A task's deployment-wide start limits (SPEC §11); `*_key` names the kwarg that splits the budget."""
+
+    rates: tuple[Rate, ...] = ()
+    rate_key: str | None = None
+    concurrency: int | None = None
+    concurrency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class TaskConfig:
     name: str
     path: str
@@ -117,6 +136,8 @@ class TaskConfig:
     timeout_s: float
     retry_backoff: Backoff
     result_ttl_s: float
+    unique_for_s: float | None = None
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,7 +369,29 @@ def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Tas
         timeout_s=seconds(raw.get("timeout", defaults["timeout"])),
         retry_backoff=Backoff(seconds(backoff["base"]), seconds(backoff["max"]), backoff["jitter"]),
         result_ttl_s=seconds(raw.get("result_ttl", defaults["result_ttl"])),
+        unique_for_s=seconds(raw["unique_for"]) if raw.get("unique_for") else None,
+        limits=_limits(raw),
     )
+
+
+_WINDOWS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _limits(raw: Mapping[str, Any]) -> Limits | None:
+    rate, concurrency = raw.get("rate_limit"), raw.get("concurrency")
+    if rate is None and concurrency is None:
+        return None
+    rate_key = concurrency_key = None
+    if isinstance(rate, Mapping):
+        rate, rate_key = rate["limit"], rate.get("key")
+    if isinstance(concurrency, Mapping):
+        concurrency, concurrency_key = concurrency["limit"], concurrency.get("key")
+    texts = [] if rate is None else ([rate] if isinstance(rate, str) else list(rate))
+    rates = []
+    for text in texts:
+        count, _, unit = text.strip().partition("/")
+        rates.append(Rate(int(count), _WINDOWS[unit.strip()], text.strip()))
+    return Limits(tuple(rates), rate_key, concurrency, concurrency_key)
 
 
 def _schedule(name: str, raw: Mapping[str, Any]) -> ScheduleConfig:

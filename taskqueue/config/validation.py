@@ -171,6 +171,8 @@ _HINTS = {
     "positive duration": "a duration above zero: seconds, or a string like 250ms, 30s, 5m, 1h",
     "size": "a size: bytes, or a string like 512KiB, 1MiB, 10MB",
     "name": "use letters, digits, _ . - and start with a letter or _ (up to 100)",
+    "rate limit": "a rate like 20/s, 100/m or 5000/h, a list of rates, or {limit: <rate or list>, key: <kwarg name>}",
+    "concurrency": "a whole number >= 1, or {limit: <number>, key: <kwarg name>}",
 }
 
 

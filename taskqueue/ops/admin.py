@@ -58,5 +58,5 @@ async def enqueue(
     """Enqueue one declared task for the CLI and the HTTP API through the producer; returns (task id, queue).
     Raises UnknownTask (task or queue), PayloadTooLarge, QueueFull, or ValueError (not encodable)."""
     ids, pushes = broker.producer.plan([(task, args, kwargs)], queue=queue, delay_s=delay_s)
-    await broker.send(pushes, task=task)
+    await broker.send(pushes, task=task, ids=ids)
     return ids[0], pushes[0].queue

@@ -142,14 +142,22 @@ class Schedules:
     async def _fire(self, entry: _Entry, fire_at: dt.datetime) -> None:
         cfg = entry.config
         stamp = fire_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        producer, task_id = self.broker.producer, f"{cfg.name}@{stamp}"
+        hold: tuple[object, ...] = ()
         try:
-            _, message = self.broker.producer.message(cfg.task, cfg.args, cfg.kwargs, task_id=f"{cfg.name}@{stamp}")
+            unique = producer.lock_of(cfg.task, cfg.args, cfg.kwargs)  # a unique task's fire may be a duplicate
+            lock = unique[0] if unique else None
+            _, message = producer.message(cfg.task, cfg.args, cfg.kwargs, task_id=task_id, unique=lock)
+            if unique:
+                hold = producer.hold(entry.queue, task_id, *unique)
         except (PayloadTooLarge, ValueError) as exc:
             log.error("schedule %s cannot fire: %s", cfg.name, exc, extra={"task": cfg.task, "queue": entry.queue})
             message = None  # recorded as skipped, so the schedule moves on
         following = entry.after(fire_at)
         next_ms = _ms(following) if following else -1
-        fired = await _retry_forever(lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message))
+        fired = await _retry_forever(
+            lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message, hold)
+        )
         if fired and message is not None:
             log.info("schedule %s fired (%s)", cfg.name, stamp, extra={"task": cfg.task, "queue": entry.queue})
 

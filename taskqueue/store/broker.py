@@ -133,14 +133,19 @@ class Broker:
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
-        tasks = {name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s) for name, t in config.tasks.items()}
+        tasks = {
+            name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s, unique_for_s=t.unique_for_s)
+            for name, t in config.tasks.items()
+        }
         for name in config.workflows:  # a workflow's name is enqueued like a task's: to its first step's queue
             tasks[name] = TaskRoute(config.queue_of(name), config.max_payload_bytes, workflow=True)
         routes = Routes(tasks, {q.name: q.max_length for q in config.queues}, max_delay_s=config.max_delay_s)
         self.producer = Producer(self.keys, routes)
         self._workflow = client.register_script(scripts.source("workflow"))
+        self._unique = client.register_script(scripts.source("unique"))
         self._sender = Sender(
-            client, {"enqueue": self._enqueue, "schedule": self._schedule, "workflow": self._workflow}
+            client,
+            {"enqueue": self._enqueue, "schedule": self._schedule, "workflow": self._workflow, "unique": self._unique},
         )
         self._retire = client.register_script(scripts.source("retire"))
 
@@ -231,10 +236,11 @@ class Broker:
         due = int(float(next_due))
         return int(moved), (None if due < 0 else due)
 
-    async def send(self, pushes: Sequence[Push], task: str = "") -> None:
+    async def send(self, pushes: Sequence[Push], task: str = "", ids: list[str] | None = None) -> None:
         """Run the producer's pushes for the runner's own enqueues (CLI, HTTP API); raises QueueFull.
-        With `task`, counts them as `enqueued:<queue>:<task>` (the client's one-round-trip enqueue does not)."""
-        await self._sender.asend(pushes)
+        With `task`, counts them as `enqueued:<queue>:<task>` (the client's one-round-trip enqueue does not).
+        A duplicate of a unique task puts the id of the task already there into `ids`."""
+        await self._sender.asend(pushes, ids)
         if task:
             for push in pushes:
                 await self.redis.hincrby(self.keys.stats, stat_field("enqueued", push.queue, task), push.count)
@@ -302,6 +308,7 @@ class Broker:
                     "result_ttl": t.result_ttl_s,
                     "max_payload": cfg.max_payload_bytes,
                     "max_delay": cfg.max_delay_s,
+                    "unique_for": t.unique_for_s,
                 }
             )
             for name, t in cfg.tasks.items()
@@ -393,11 +400,20 @@ class Broker:
         keys = [self.keys.dead, self.keys.dead_index, self.keys.queue(queue)]
         return bool(await self._revive(keys=keys, args=[task_id, message]))
 
-    async def fire(self, schedule: str, queue: str, fire_ms: int, next_ms: int, message: bytes | None) -> bool:
-        """Fire (or, with no message, skip) one schedule time; False when another runner already did."""
+    async def fire(
+        self,
+        schedule: str,
+        queue: str,
+        fire_ms: int,
+        next_ms: int,
+        message: bytes | None,
+        hold: Sequence[Any] = (),
+    ) -> bool:
+        """Fire (or, with no message, skip) one schedule time; False when another runner already did.
+        `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there."""
         keys = [self.keys.schedules, self.keys.queue(queue), self.keys.stats]
         mode = "fire" if message is not None else "skip"
-        return bool(await self._fire(keys=keys, args=[schedule, fire_ms, next_ms, mode, message or b""]))
+        return bool(await self._fire(keys=keys, args=[schedule, fire_ms, next_ms, mode, message or b"", *hold]))
 
     async def schedule_state(self) -> dict[str, int]:
         found = await self.redis.hgetall(self.keys.schedules)

@@ -17,6 +17,7 @@
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 {p}:workflow:<id>     hash   one workflow's steps, their states, results and what waits for what (canvas.py)
 {p}:workflows         zset   workflow id -> start time (ms): the newest 10,000, for the dashboard
+{p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
 """
 
 from __future__ import annotations
@@ -80,6 +81,14 @@ class Keys:
     @property
     def workflows(self) -> str:
         return f"{self.prefix}:workflows"
+
+    def unique(self, lock: str) -> str:
+        """A unique key's lock; `lock` is what the message carries (`<task>:<digest>`)."""
+        return f"{self.prefix}:unique:{lock}"
+
+    @property
+    def result_prefix(self) -> str:
+        return f"{self.prefix}:result:"
 
     def result(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"

@@ -9,6 +9,7 @@ asyncio client, so the two clients share every line but the await.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,6 +26,8 @@ from taskqueue.store.keys import Keys, join_member
 Call = tuple[str, Sequence[Any], Mapping[str, Any]]
 DEFAULT_MAX_DELAY_S = 365 * 86400.0  # limits.max_delay's default
 WORKFLOW_ID_PREFIX = "wf-"  # a workflow's id; its steps are "<workflow id>.<index>"
+DEFAULT_UNIQUE_FOR_S = 3600.0  # the hold of a per-call unique_key for a task without `unique_for`
+MAX_UNIQUE_KEY = 200  # characters of a per-call unique_key
 
 
 def due_ms(delay_s: float) -> int:
@@ -38,6 +41,7 @@ class TaskRoute:
     max_payload: int | None = None
     result_ttl_s: float = 3600.0
     workflow: bool = False  # a YAML workflow's name: the message starts it (its id: WORKFLOW_ID_PREFIX + message id)
+    unique_for_s: float | None = None  # an equal call is not enqueued again while one is there (SPEC §11)
 
 
 @dataclass(slots=True)
@@ -56,7 +60,11 @@ class Routes:
         lengths = {k.decode(): msgpack.unpackb(v).get("max_length") for k, v in queues.items()}
         routes = {
             name: TaskRoute(
-                str(t["queue"]), t.get("max_payload"), float(t.get("result_ttl", 3600.0)), bool(t.get("workflow"))
+                str(t["queue"]),
+                t.get("max_payload"),
+                float(t.get("result_ttl", 3600.0)),
+                bool(t.get("workflow")),
+                float(t["unique_for"]) if t.get("unique_for") else None,
             )
             for name, t in found.items()
         }
@@ -86,17 +94,23 @@ class Push:
     """One Redis call of an enqueue. `kind` says how it runs: a plain LPUSH, the bounded-queue script
     (all or nothing; reply < 0 is QueueFull) or the delayed-set script."""
 
-    kind: Literal["lpush", "bounded", "delayed", "workflow"]
+    kind: Literal["lpush", "bounded", "delayed", "workflow", "unique"]
     queue: str
     keys: tuple[str, ...]
     args: tuple[Any, ...]
     count: int
+    slot: int = -1  # "unique": the index of its id in the plan's ids
 
-    def check(self, reply: Any) -> None:
-        if self.kind == "bounded" and int(reply) < 0:
-            raise QueueFull(f"queue '{self.queue}' is full (max_length {self.args[0]})")
+    def check(self, reply: Any) -> str | None:
+        """Raises what the reply means; for a "unique" push, returns the id of the task already there, if any."""
+        if self.kind in ("bounded", "unique") and isinstance(reply, int) and reply < 0:
+            limit = self.args[0] if self.kind == "bounded" else self.args[7]
+            raise QueueFull(f"queue '{self.queue}' is full (max_length {limit})")
         if self.kind == "workflow" and int(reply) == 0:
             raise ValueError(f"workflow {self.keys[0]} exists already")
+        if self.kind == "unique" and not isinstance(reply, int):
+            return reply.decode() if isinstance(reply, bytes) else str(reply)
+        return None
 
 
 class Producer:
@@ -111,11 +125,12 @@ class Producer:
         kwargs: Mapping[str, Any],
         task_id: str | None = None,
         now: float = 0.0,
+        unique: str | None = None,
     ) -> tuple[str, bytes]:
         """(task id, encoded message) of one call; raises PayloadTooLarge, or ValueError (not encodable)."""
         task_id = task_id or envelope.new_id()
         try:
-            message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6))
+            message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6), unique)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"task '{task}': args/kwargs hold a value MessagePack cannot encode ({exc})") from None
         route = self.routes.tasks.get(task)
@@ -133,21 +148,62 @@ class Producer:
         queue: str | None = None,
         delay_s: float = 0.0,
         task_id: str | None = None,
+        unique_key: str | None = None,
     ) -> tuple[list[str], list[Push]]:
-        """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance.
+        """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance, and
+        one per call that holds a unique key (its check and its enqueue are one script: `unique.lua`).
         Raises UnknownTask, PayloadTooLarge, or ValueError (not encodable, or a delay beyond the limit)."""
         if not 0 <= delay_s <= self.routes.max_delay_s:  # also refuses NaN
             raise ValueError(f"delay of {delay_s:g}s is outside 0 .. limits.max_delay ({self.routes.max_delay_s:g}s)")
+        if unique_key is not None and not 0 < len(unique_key) <= MAX_UNIQUE_KEY:
+            raise ValueError(f"unique_key must be a non-empty string of at most {MAX_UNIQUE_KEY} characters")
         ids: list[str] = []
         by_queue: dict[str, list[bytes]] = {}
+        uniques: list[Push] = []
         now = round(time.time(), 6)  # one timestamp for the batch
         for name, args, kwargs in calls:
             target = self.routes.queue_for(name, queue)
-            new_id, message = self.message(name, args, kwargs, task_id, now)
             route = self.routes.tasks.get(name)
+            hold_s = route.unique_for_s if route else None
+            if unique_key is not None or hold_s:
+                lock = unique_lock(name, args, kwargs, unique_key)
+                new_id, message = self.message(name, args, kwargs, task_id, now, lock)
+                hold = hold_s or DEFAULT_UNIQUE_FOR_S
+                uniques.append(self.unique(target, message, new_id, lock, hold, delay_s, slot=len(ids)))
+            else:
+                new_id, message = self.message(name, args, kwargs, task_id, now)
+                by_queue.setdefault(target, []).append(message)
             ids.append(WORKFLOW_ID_PREFIX + new_id if route and route.workflow else new_id)
-            by_queue.setdefault(target, []).append(message)
-        return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()]
+        return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()] + uniques
+
+    def unique(
+        self, queue: str, message: bytes, task_id: str, lock: str, hold_s: float, delay_s: float, slot: int = 0
+    ) -> Push:
+        """The one script call that enqueues a message holding unique key `lock` unless another task holds it."""
+        keys = self.keys
+        if delay_s > 0:
+            target, mode, extra, body = keys.delayed, "delayed", str(due_ms(delay_s)), join_member(queue, message)
+        else:
+            limit = self.routes.max_length.get(queue)
+            mode = "lpush" if limit is None else "bounded"
+            target, extra, body = keys.queue(queue), str(limit or ""), message
+        argv = (*self.hold(queue, task_id, lock, hold_s)[1:], mode, extra, body, keys.delayed_wake)
+        return Push("unique", queue, (keys.unique(lock), target), argv, 1, slot)
+
+    def lock_of(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, float] | None:
+        """(lock, hold) of a call of a task declared with `unique_for`, else None (schedules use it)."""
+        route = self.routes.tasks.get(task)
+        if route is None or not route.unique_for_s:
+            return None
+        return unique_lock(task, args, kwargs, None), route.unique_for_s
+
+    def hold(self, queue: str, task_id: str, lock: str, hold_s: float) -> tuple[Any, ...]:
+        """What a script needs to take unique key `lock` for `task_id` (see unique.lua): the lock's key, the
+        id, the hold (ms), the result key prefix, the dead hash, the stats hash and the duplicates counter."""
+        keys = self.keys
+        duplicates = f"duplicate:{queue}:{message_task(lock)}"
+        hold_ms = max(1, math.ceil(hold_s * 1000))
+        return (keys.unique(lock), task_id, hold_ms, keys.result_prefix, keys.dead, keys.stats, duplicates)
 
     def push(self, queue: str, messages: Sequence[bytes], delay_s: float = 0.0) -> Push:
         """The Redis call that puts already-built messages on `queue` (or in the delayed set)."""
@@ -230,6 +286,22 @@ class Producer:
         return head, tail
 
 
+def unique_lock(task: str, args: Sequence[Any], kwargs: Mapping[str, Any], unique_key: str | None) -> str:
+    """What makes two calls "equal" (SPEC §11): the same task and the same unique_key, or else the same
+    args and kwargs (kwargs in any order). The lock's name within Keys.unique."""
+    if unique_key is not None:
+        return f"{task}:k:{unique_key}"
+    try:
+        packed = msgpack.packb([list(args), sorted(kwargs.items())], use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValueError(f"task '{task}': args/kwargs hold a value MessagePack cannot encode ({exc})") from None
+    return f"{task}:{hashlib.blake2b(packed, digest_size=16).hexdigest()}"
+
+
+def message_task(lock: str) -> str:
+    return lock.partition(":")[0]
+
+
 class Sender:
     """Runs pushes on one client (sync or asyncio). Scripts are registered once; a plain LPUSH may take a
     faster path (`lpush`: a callable returning False when it could not run, to use the regular client)."""
@@ -239,23 +311,30 @@ class Sender:
         self.bounded = scripts["enqueue"]
         self.delayed = scripts["schedule"]
         self.workflow = scripts["workflow"]
+        self.unique = scripts["unique"]
         self.fast_lpush = fast_lpush
 
-    def send(self, pushes: Sequence[Push]) -> None:
+    def send(self, pushes: Sequence[Push], ids: list[str] | None = None) -> None:
+        """Run the pushes; a duplicate of a unique task puts the id of the task already there into `ids`."""
         for push in pushes:
             if push.kind == "lpush":
                 if self.fast_lpush is None or not self.fast_lpush(*push.keys, *push.args):
                     self.client.lpush(*push.keys, *push.args)
                 continue
-            push.check(self._script(push)(keys=list(push.keys), args=list(push.args)))
+            held = push.check(self._script(push)(keys=list(push.keys), args=list(push.args)))
+            if held is not None and ids is not None:
+                ids[push.slot] = held
 
-    async def asend(self, pushes: Sequence[Push]) -> None:
+    async def asend(self, pushes: Sequence[Push], ids: list[str] | None = None) -> None:
         for push in pushes:
             if push.kind == "lpush":
                 if self.fast_lpush is None or not await self.fast_lpush(*push.keys, *push.args):
                     await self.client.lpush(*push.keys, *push.args)
                 continue
-            push.check(await self._script(push)(keys=list(push.keys), args=list(push.args)))
+            held = push.check(await self._script(push)(keys=list(push.keys), args=list(push.args)))
+            if held is not None and ids is not None:
+                ids[push.slot] = held
 
     def _script(self, push: Push) -> Any:
-        return {"bounded": self.bounded, "delayed": self.delayed, "workflow": self.workflow}[push.kind]
+        scripts = {"bounded": self.bounded, "delayed": self.delayed, "workflow": self.workflow, "unique": self.unique}
+        return scripts[push.kind]

@@ -29,6 +29,7 @@ from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
 from taskqueue.features.results import Results
+from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
 from taskqueue.store import stats
 from taskqueue.store.broker import Broker, DeadRecord, Taken
@@ -92,7 +93,7 @@ class Executor:
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
         self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
-        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys)])
+        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys)])
 
     def pending_outbox(self) -> bool:
         return bool(self.acks or self.counters or self.hooked)

@@ -37,6 +37,8 @@ BASE_TASKS = """
   add: {path: testjobs.tasks:add}
   total: {path: testjobs.tasks:total}
   flaky: {path: testjobs.tasks:flaky, max_retries: 0}
+  gated: {path: testjobs.tasks:gated}
+  agated: {path: testjobs.tasks:agated}
 """
 
 
@@ -51,13 +53,15 @@ def write_config(
     autoscaler: str = "{enabled: false}",
     extra: str = "",
     http: Mapping[str, object] | None = None,
+    tasks: str = "",
 ) -> Path:
     """A runner config for the test tasks; `extra` is appended YAML (top-level sections); `http` (keys of the
-    `http:` section) turns the HTTP server on, e.g. `http={"port": 0}` for any free port."""
+    `http:` section) turns the HTTP server on, e.g. `http={"port": 0}` for any free port; `tasks` adds entries
+    to `tasks:` (each line indented by two spaces)."""
     text = (
         f'redis: {{url: "{redis_url}"}}\n'
         f'python_path: ["{HERE}"]\n'
-        f"tasks:{BASE_TASKS}"
+        f"tasks:{BASE_TASKS}{textwrap.indent(textwrap.dedent(tasks).strip(), '  ')}\n"
         f"workers: {{initial_count: {workers}, max_concurrent_tasks: {slots}, heartbeat_interval: {heartbeat}, "
         f"shutdown_grace_period: {grace}}}\n"
         f"autoscaler: {autoscaler}\n"

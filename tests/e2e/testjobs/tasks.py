@@ -134,3 +134,28 @@ def flaky(x: int, key: str) -> int:
     if not _redis().exists(f"test:flaky:{key}"):
         raise ValueError(f"{key} is not ready")
     return x
+
+
+def gated(n: int, gate: str = "test:gate") -> int:
+    """Records that it started, waits (at most 60 s) until the key `gate` exists, then records the run."""
+    client = _redis()
+    client.rpush("test:started", f"{n}|{os.getpid()}|{time.time()!r}")
+    deadline = time.monotonic() + 60
+    while not client.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.hincrby("test:runs", str(n), 1)
+    return n
+
+
+async def agated(n: int, gate: str = "test:gate") -> int:
+    """Async gated(): a running async task, for cancel."""
+    client = aioredis.Redis.from_url(os.environ["TEST_REDIS_URL"])
+    try:
+        await client.rpush("test:started", f"{n}|{os.getpid()}|{time.time()!r}")
+        deadline = time.monotonic() + 60
+        while not await client.exists(gate) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await client.hincrby("test:runs", str(n), 1)
+    finally:
+        await client.aclose()
+    return n
