@@ -13,11 +13,12 @@ class TaskContext:
     queue: str
     attempt: int  # 1 for the first run, 2 for the first retry, ...
     max_retries: int
+    admitted_at: float | None = None  # a task under rate or concurrency limits: when they let it start (Redis' clock)
 
 
 # The worker stores the fields as a plain tuple (cheaper than building a TaskContext for every task,
 # most of which never ask); current_task() builds the object.
-Fields = tuple[str, str, str, int, int]
+Fields = tuple[str, str, str, int, int] | tuple[str, str, str, int, int, float]
 _current: contextvars.ContextVar[Fields | None] = contextvars.ContextVar("taskqueue_task", default=None)
 
 
@@ -30,5 +31,5 @@ def current_task() -> TaskContext:
 
 
 def set_current(fields: Fields | None) -> contextvars.Token[Fields | None]:
-    """(id, name, queue, attempt, max_retries) of the task this coroutine or thread runs."""
+    """(id, name, queue, attempt, max_retries[, admitted_at]) of the task this coroutine or thread runs."""
     return _current.set(fields)

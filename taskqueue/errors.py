@@ -51,6 +51,19 @@ class TaskFailed(TaskQueueError):
     """`Client.result()` of a task that ended in the dead-letter list."""
 
 
+class TaskCancelled(TaskFailed):
+    """`Client.result()` of a task that was cancelled."""
+
+
+class RateLimited(Exception):
+    """Raised by a task that was told to slow down (e.g. a partner's HTTP 429): it goes back to wait for
+    `retry_after` seconds, no attempt counted, no slot kept."""
+
+    def __init__(self, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"rate limited: retry after {retry_after:g}s")
+
+
 class Retry(Exception):
     """Raised by a task to be run again after `delay` seconds (or per its backoff policy when None)."""
 

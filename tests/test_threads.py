@@ -76,3 +76,30 @@ def test_a_cancelled_wait_leaves_the_thread_to_finish_and_the_pool_usable() -> N
         return result
 
     assert asyncio.run(scenario()) == "OK"
+
+
+def test_two_jobs_given_to_one_idle_thread_at_once_do_not_wait_behind_each_other() -> None:
+    """Found with concurrency limits: two sync tasks admitted together, one idle thread; the second waited in the
+    inbox until the first (a long task) finished, though the pool had room."""
+    release = threading.Event()
+
+    def long_task() -> str:
+        release.wait(10)
+        return "long"
+
+    async def scenario() -> None:
+        runner = ThreadRunner(4, "t")
+        assert await runner.run(lambda: "warm") == "warm"
+        for _ in range(1000):  # until that one thread waits for work again (bounded: at most ~1 s)
+            if runner._idle == 1:
+                break
+            await asyncio.sleep(0.001)
+        assert runner._idle == 1
+        first = runner.run(long_task)
+        second = runner.run(lambda: "short")
+        assert await asyncio.wait_for(second, 5) == "short"
+        release.set()
+        assert await first == "long"
+        runner.stop()
+
+    asyncio.run(scenario())

@@ -39,6 +39,12 @@ TASK_COUNTERS = {
     "failed": ("taskqueue_tasks_failed", "Failed attempts (each retried attempt and each dead-lettering counts)."),
     "retried": ("taskqueue_tasks_retried", "Failed attempts scheduled to run again."),
     "dead": ("taskqueue_tasks_dead", "Tasks moved to the dead-letter store."),
+    "rate_limited": (
+        "taskqueue_tasks_rate_limited",
+        "Starts held back by a rate or concurrency limit, or by the task raising RateLimited (no attempt counted).",
+    ),
+    "duplicate": ("taskqueue_duplicates", "Enqueues refused as duplicates of a unique task already there."),
+    "cancelled": ("taskqueue_tasks_cancelled", "Tasks cancelled before or while they ran."),
 }
 SCHEDULE_COUNTERS = {
     "schedule_fired": ("taskqueue_schedule_fired", "Fires of a periodic schedule, across all runners."),

@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import msgpack
 from redis.exceptions import NoScriptError
@@ -17,7 +17,7 @@ from taskqueue.config import Config
 from taskqueue.features import Effect
 from taskqueue.store import scripts
 from taskqueue.store.connection import DirectConnection
-from taskqueue.store.keys import Keys
+from taskqueue.store.keys import Keys, join_member
 from taskqueue.store.producer import Producer, Push, Routes, Sender, TaskRoute
 from taskqueue.store.stats import field as stat_field
 
@@ -115,6 +115,16 @@ class DeadRecord:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """admit.lua's answer: "start" (at `at_ms`), "waiting" (until `at_ms`, held by `why`), or "gone" (the task
+    was recovered elsewhere meanwhile). Times are Redis' clock, in ms."""
+
+    verdict: Literal["start", "waiting", "gone"]
+    at_ms: int = 0
+    why: str = ""
+
+
 class Broker:
     def __init__(self, client: Any, config: Config) -> None:
         self.redis: Any = client  # redis.asyncio.Redis, or its Cluster/Sentinel flavour
@@ -133,6 +143,7 @@ class Broker:
         self._schedule = client.register_script(scripts.source("schedule"))
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
+        self._admit = client.register_script(scripts.source("admit"))
         tasks = {
             name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s, unique_for_s=t.unique_for_s)
             for name, t in config.tasks.items()
@@ -230,9 +241,38 @@ class Broker:
         keys = [self.keys.inflight(worker_id), self.keys.queue(queue)]
         return bool(await self._requeue(keys=keys, args=[token, message]))
 
+    async def admit(
+        self,
+        worker_id: str,
+        token: bytes,
+        queue: str,
+        raw: bytes,
+        *,
+        spec: str,
+        waiting: str,
+        counted: str,
+        holder: str,
+    ) -> Admission:
+        """May a limited task start now (admit.lua; `spec` and `waiting` from features/limits.py)? If not, it left
+        this worker for its limit's waiting list, counted in stats field `counted`."""
+        keys = self.keys
+        member = join_member(queue, raw)
+        argv = [token, holder, keys.workers, waiting, keys.limits_waiting, keys.limits_spec, spec, member, counted]
+        argv.append(keys.delayed_wake)
+        reply = await self._admit(keys=[keys.inflight(worker_id), keys.stats], args=argv)
+        verdict = int(reply[0])
+        if verdict == 0:
+            why = reply[2].decode() if isinstance(reply[2], bytes) else str(reply[2])
+            return Admission("waiting", int(reply[1]), why)
+        if verdict == 1:
+            return Admission("start", int(reply[1]))
+        return Admission("gone")
+
     async def promote(self, limit: int) -> tuple[int, int | None]:
         """Move due delayed messages to their queues; returns (moved, next due time in ms or None)."""
-        moved, next_due = await self._promote(keys=[self.keys.delayed], args=[now_ms(), limit, self.keys.queue_prefix])
+        keys = self.keys
+        argv = [now_ms(), limit, keys.queue_prefix, keys.limits_waiting, keys.limits_spec, keys.workers]
+        moved, next_due = await self._promote(keys=[keys.delayed], args=argv)
         due = int(float(next_due))
         return int(moved), (None if due < 0 else due)
 

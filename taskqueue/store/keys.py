@@ -17,6 +17,11 @@
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 {p}:workflow:<id>     hash   one workflow's steps, their states, results and what waits for what (canvas.py)
 {p}:workflows         zset   workflow id -> start time (ms): the newest 10,000, for the dashboard
+{p}:limit:<task>:<kind>:<value>  a limit's state for one value of its key kwarg ("-": no key): rate:<i> zset
+                      (the starts of the last window), running zset (holders "<worker>|<task id>"), waiting list
+                      ("<queue>|<message>" held back by the limit, oldest on the right)
+{p}:limits:waiting    zset   waiting list key -> when the timer looks at it again (ms, Redis' clock)
+{p}:limits:spec       hash   waiting list key -> its limit's spec (JSON, see lua/lib/limits.lua)
 {p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
 """
 
@@ -81,6 +86,17 @@ class Keys:
     @property
     def workflows(self) -> str:
         return f"{self.prefix}:workflows"
+
+    def limit(self, task: str, kind: str, value: str) -> str:
+        return f"{self.prefix}:limit:{task}:{kind}:{value}"
+
+    @property
+    def limits_waiting(self) -> str:
+        return f"{self.prefix}:limits:waiting"
+
+    @property
+    def limits_spec(self) -> str:
+        return f"{self.prefix}:limits:spec"
 
     def unique(self, lock: str) -> str:
         """A unique key's lock; `lock` is what the message carries (`<task>:<digest>`)."""

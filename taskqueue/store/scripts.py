@@ -1,6 +1,7 @@
 """The Lua scripts in taskqueue/store/lua/, read once through importlib.resources (so they travel inside the PEX).
 
-A settle script (one that acknowledges, retries, buries or retires a task) is composed: the hooks prelude,
+Some scripts start with shared functions from lua/lib/ (LIBRARIES). A settle script (one that acknowledges,
+retries, buries or retires a task) is composed: the hooks prelude,
 every effect fragment of lua/hooks/, then the script itself, so a feature takes part in the settle step
 atomically by adding one fragment (see taskqueue/features/__init__.py)."""
 
@@ -10,6 +11,7 @@ import functools
 from importlib import resources
 
 SETTLE_SCRIPTS = frozenset({"exchange", "retire", "retry", "bury", "workflow"})  # composed with lua/hooks/
+LIBRARIES = {"admit": ("limits",), "promote": ("limits",)}  # lua/lib/<name>.lua put before the script
 
 
 def _read(path: str) -> str:
@@ -19,6 +21,8 @@ def _read(path: str) -> str:
 @functools.cache
 def source(name: str) -> str:
     body = _read(f"lua/{name}.lua")
+    if name in LIBRARIES:
+        body = "\n".join([*(_read(f"lua/lib/{lib}.lua") for lib in LIBRARIES[name]), body])
     if name not in SETTLE_SCRIPTS:
         return body
     folder = resources.files("taskqueue.store").joinpath("lua/hooks")

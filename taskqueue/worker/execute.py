@@ -26,13 +26,14 @@ from taskqueue.config import Config, TaskConfig
 from taskqueue.config.registry import RegisteredTask, Registry
 from taskqueue.context import set_current
 from taskqueue.envelope import printable
-from taskqueue.errors import PayloadTooLarge, Reject, Retry, UnknownTask
+from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
+from taskqueue.features.limits import Limits
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
 from taskqueue.store import stats
-from taskqueue.store.broker import Broker, DeadRecord, Taken
+from taskqueue.store.broker import Admission, Broker, DeadRecord, Taken
 from taskqueue.store.producer import WORKFLOW_ID_PREFIX
 from taskqueue.store.stats import field as stat_field
 from taskqueue.worker.threads import ThreadRunner
@@ -93,7 +94,8 @@ class Executor:
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
         self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
-        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys)])
+        self.limits = Limits(broker.keys, worker_id)
+        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys), self.limits])
 
     def pending_outbox(self) -> bool:
         return bool(self.acks or self.counters or self.hooked)
@@ -128,11 +130,47 @@ class Executor:
         if starters and (wait := self.hooks.wait_before_start(starters, env, task.config)):
             held.job = asyncio.create_task(self._guard(item, held, self._hold_back(item, env, wait)))
             return
+        if task.config.limits is not None:
+            held.job = asyncio.create_task(self._guard(item, held, self._admit(item, held, env, task)))
+            return
+        held.job = asyncio.create_task(self._attempt(item, held, env, task, self._time_limit(held, env, task)))
+
+    def _time_limit(self, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> float:
+        """The attempt's timeout, with its deadline armed from now."""
         timeout = env.timeout or task.config.timeout_s
         held.deadline = asyncio.get_running_loop().time() + timeout
         if held.deadline < self._timer_at:
             self._arm(held.deadline)
-        held.job = asyncio.create_task(self._attempt(item, held, env, task, timeout))
+        return timeout
+
+    async def _admit(self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> None:
+        """A task under rate or concurrency limits starts only once admit.lua says so; otherwise it waits in
+        Redis, off this worker, without an attempt counted (features/limits.py)."""
+        gate = self.limits.gate(task.config, env.kwargs, item.queue)
+        holder = self.limits.holder(env.id)
+
+        def admit() -> Awaitable[Admission]:
+            return self.broker.admit(
+                self.worker_id,
+                item.token,
+                item.queue,
+                item.raw,
+                spec=gate.spec,
+                waiting=gate.waiting,
+                counted=gate.waits_field,
+                holder=holder,
+            )
+
+        admission = await ride_out(admit, "admitting a limited task", log)
+        if admission.verdict == "start":
+            await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
+            return
+        if self.held.get(item.token) is held:
+            del self.held[item.token]
+        if admission.verdict == "waiting" and log.isEnabledFor(logging.DEBUG):
+            fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": env.attempt + 1}
+            log.debug("waiting: %s", admission.why, extra=fields)
+        self.wake.set()
 
     # ---- timeouts: one timer for the earliest deadline -----------------------------------------------
     def _arm(self, when: float) -> None:
@@ -163,11 +201,20 @@ class Executor:
 
     # ---- one attempt ---------------------------------------------------------------------------------
     async def _attempt(
-        self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask, timeout: float
+        self,
+        item: Taken,
+        held: Held,
+        env: envelope_mod.Envelope,
+        task: RegisteredTask,
+        timeout: float,
+        admitted_at: float | None = None,
     ) -> None:
         attempt = env.attempt + 1
         max_retries = env.max_retries if env.max_retries is not None else task.config.max_retries
-        set_current((env.id, task.name, item.queue, attempt, max_retries))
+        if admitted_at is None:
+            set_current((env.id, task.name, item.queue, attempt, max_retries))
+        else:
+            set_current((env.id, task.name, item.queue, attempt, max_retries, admitted_at))
         started = time.monotonic()
         try:
             value, failure = await self._call(held, env, task)
@@ -342,6 +389,8 @@ class Executor:
             await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
         elif isinstance(exc, Reject):
             await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
+        elif isinstance(exc, RateLimited):
+            await self._rate_limited(item, env, task, exc.retry_after)
         elif isinstance(exc, Retry):
             await self._fail(item, env, task, attempt, max_retries, f"retry requested: {exc.reason}", "", exc.delay)
         elif isinstance(exc, _Overrun):
@@ -351,6 +400,23 @@ class Executor:
             trace = "".join(traceback.format_exception(exc, limit=20))
             log.warning("task failed: %s: %s", type(exc).__name__, exc, extra=fields)
             await self._fail(item, env, task, attempt, max_retries, f"{type(exc).__name__}: {exc}", trace, None)
+
+    async def _rate_limited(
+        self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, retry_after: float
+    ) -> None:
+        """The task said "too fast" (a partner's 429): back to wait, the same message (no attempt counted),
+        its concurrency hold released with it."""
+        wait = min(max(retry_after, 0.0), self.config.max_delay_s) if math.isfinite(retry_after) else 1.0
+        push = self.broker.producer.later(item.queue, [item.raw], wait)
+        features = (self.limits,) if task.config.limits is not None else ()
+        effects = self.hooks.settle(features, "retry", env, item.queue, task.config) if features else []
+        counted = [stat_field("rate_limited", item.queue, task.name)]
+        await self._settle(item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects))
+        log.info(
+            "rate limited by the task: back in %.3gs",
+            wait,
+            extra={"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": env.attempt + 1},
+        )
 
     async def _fail(
         self,

@@ -28,7 +28,8 @@ class ThreadRunner:
         self._done: collections.deque[tuple[asyncio.Future[Any], BaseException | None, Any]] = collections.deque()
         self._lock = threading.Lock()
         self._wake_pending = False
-        self._idle = 0
+        self._idle = 0  # threads waiting for a job
+        self._waiting = 0  # jobs put in the inbox that no thread has taken yet
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -36,8 +37,11 @@ class ThreadRunner:
         """Call `fn(*args)` in a thread, in a copy of the caller's context; await the result."""
         loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        with self._lock:
+            self._waiting += 1
+            short = self._waiting > self._idle  # every idle thread is spoken for: a job would wait behind a task
         self._inbox.put((future, contextvars.copy_context(), fn, args))
-        if self._idle == 0 and len(self._threads) < self.size:  # a racy read: at worst one thread too few, briefly
+        if short and len(self._threads) < self.size:
             thread = threading.Thread(target=self._serve, name=f"{self.name}-{len(self._threads)}", daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -55,6 +59,8 @@ class ThreadRunner:
             job = self._inbox.get()
             with self._lock:
                 self._idle -= 1
+                if job is not None:
+                    self._waiting -= 1
             if job is None:
                 return
             future, context, fn, args = job

@@ -159,3 +159,29 @@ async def agated(n: int, gate: str = "test:gate") -> int:
     finally:
         await client.aclose()
     return n
+
+
+def limited(n: int, tenant: str = "", sleep_s: float = 0.0, gate: str = "") -> int:
+    """A task under limits: records its start ("n|tenant|admitted at|pid|body's start") and, when it ends,
+    the span its body ran ("n|start|end"), so a test can count how many ran at once."""
+    client = _redis()
+    admitted = taskqueue.current_task().admitted_at
+    began = time.time()
+    client.rpush("test:starts", f"{n}|{tenant}|{admitted!r}|{os.getpid()}|{began!r}")
+    try:
+        if sleep_s:
+            time.sleep(sleep_s)
+        deadline = time.monotonic() + 60
+        while gate and not client.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        client.rpush("test:spans", f"{n}|{began!r}|{time.time()!r}")
+    client.hincrby("test:runs", str(n), 1)
+    return n
+
+
+def partner(n: int) -> int:
+    """Answers "429" on its first attempt (RateLimited), then succeeds: the attempt must not be counted."""
+    if _redis().incr(f"test:partner:{n}") == 1:
+        raise taskqueue.RateLimited(retry_after=0.3)
+    return taskqueue.current_task().attempt

@@ -1,0 +1,127 @@
+"""Rate and concurrency limits through the built PEX (SPEC §11): deployment-wide across runners and processes,
+keyed and fair, waiting without a worker slot; a SIGKILLed holder's slot comes back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from taskqueue.client import Client
+from tests.conftest import wait_for
+from tests.e2e.harness import RunnerFactory, runs, store
+
+TASKS = """
+rated: {path: testjobs.tasks:limited, rate_limit: 20/s}
+two_at_once: {path: testjobs.tasks:limited, concurrency: 2}
+per_tenant: {path: testjobs.tasks:limited, rate_limit: {limit: 10/s, key: tenant}}
+partner: {path: testjobs.tasks:partner, max_retries: 0}
+"""
+
+
+def starts(redis_url: str) -> list[tuple[int, str, float, int]]:
+    """(item, tenant, start time, pid) of every start of a limited task, in order. The start time is when the
+    limits admitted it (current_task().admitted_at, Redis' clock): the body's first line follows within a
+    few ms, or tens of ms on a loaded machine (thread hand-off, CPU), which would blur a 1 s window."""
+    out = []
+    for line in store(redis_url).lrange("test:starts", 0, -1):
+        n, tenant, at, pid, _ = line.decode().split("|")
+        out.append((int(n), tenant, float(at), int(pid)))
+    return out
+
+
+def most_at_once(redis_url: str, killed: tuple[float, float] | None = None) -> int:
+    """The most task bodies that ran at the same time, from their spans (plus a killed body's, which never
+    recorded its own)."""
+    spans = []
+    for line in store(redis_url).lrange("test:spans", 0, -1):
+        _, began, ended = line.decode().split("|")
+        spans.append((float(began), float(ended)))
+    if killed:
+        spans.append(killed)
+    events = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans], key=lambda ev: (ev[0], ev[1]))
+    running = most = 0
+    for _, step in events:
+        running += step
+        most = max(most, running)
+    return most
+
+
+def test_a_rate_limit_holds_across_runners_and_other_tasks_flow_meanwhile(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    first = make_runner(redis_url, workers=2, slots=10, tasks=TASKS).start(expect_workers=2)
+    make_runner(redis_url, workers=1, slots=10, tasks=TASKS).start()
+    wait_for(lambda: len(first.worker_pids()) == 2, timeout=20)
+    client = Client(redis_url)
+    ids = client.enqueue_many(("rated", (n,), {}) for n in range(100))
+    plain = client.enqueue_many(("record", (1000 + n,), {}) for n in range(200))
+    for task_id in plain:  # the other task is not held behind the limited backlog
+        client.result(task_id, timeout=20)
+    plain_done = time.time()
+    for task_id in ids:
+        client.result(task_id, timeout=60)
+    times = sorted(at for _, _, at, _ in starts(redis_url))
+    assert len(times) == 100
+    assert plain_done < times[-1] - 2.0  # ~4 s of limited starts remained when the plain ones were done
+    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
+    assert busiest <= 20
+    rate = (len(times) - 20) / (times[-1] - times[0])  # the first window's 20 start at once
+    assert rate >= 18.0, f"{rate:.1f}/s achieved for a 20/s limit"
+    assert len({pid for *_, pid in starts(redis_url)}) == 3  # every process of both runners took part
+
+
+def test_concurrency_holds_across_processes_and_a_killed_holders_slot_comes_back(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    runner = make_runner(redis_url, workers=3, slots=10, tasks=TASKS).start(expect_workers=3)
+    client = Client(redis_url)
+    db = store(redis_url)
+    ids = client.enqueue_many(("two_at_once", (n,), {"sleep_s": 0.1}) for n in range(30))
+    for task_id in ids:
+        client.result(task_id, timeout=60)
+    assert most_at_once(redis_url) == 2
+    assert runs(redis_url) == {n: 1 for n in range(30)}
+    # two holders held at a gate, a third waiting; SIGKILL one holder's process: its slot comes back
+    db.delete("test:starts", "test:spans", "test:runs")
+    held = [client.enqueue("two_at_once", 100 + n, gate="test:gate") for n in range(3)]
+    wait_for(lambda: len(starts(redis_url)) == 2, timeout=20, what="two holders")
+    victim, victim_began = starts(redis_url)[0][3], float(db.lindex("test:starts", 0).decode().split("|")[4])
+    assert victim in runner.worker_pids()
+    os.kill(victim, signal.SIGKILL)
+    killed_at = time.time()
+    wait_for(lambda: len(starts(redis_url)) >= 3, timeout=30, what="the freed slot to be taken")
+    db.set("test:gate", 1)
+    for task_id in held:
+        client.result(task_id, timeout=30)
+    assert set(runs(redis_url)) == {100, 101, 102}
+    assert most_at_once(redis_url, killed=(victim_began, killed_at)) == 2
+
+
+def test_keyed_limits_serve_every_tenant(make_runner: RunnerFactory, redis_url: str) -> None:
+    make_runner(redis_url, workers=2, slots=10, tasks=TASKS).start(expect_workers=2)
+    client = Client(redis_url)
+    a = client.enqueue_many(("per_tenant", (n,), {"tenant": "a"}) for n in range(50))
+    b = client.enqueue_many(("per_tenant", (100 + n,), {"tenant": "b"}) for n in range(10))
+    for task_id in a + b:
+        client.result(task_id, timeout=60)
+    by_tenant: dict[str, list[float]] = {}
+    for _, tenant, at, _ in starts(redis_url):
+        by_tenant.setdefault(tenant, []).append(at)
+    assert len(by_tenant["a"]) == 50 and len(by_tenant["b"]) == 10
+    assert max(by_tenant["b"]) < min(by_tenant["a"]) + 1.0  # b did not wait behind a's backlog
+    assert max(by_tenant["a"]) - max(by_tenant["b"]) > 2.5  # which took its 10/s: ~4 s
+    counted = {k.decode(): int(v) for k, v in store(redis_url).hgetall("tq:stats").items()}
+    assert counted.get("rate_limited:default:per_tenant", 0) >= 40
+
+
+def test_rate_limited_raised_by_a_task_waits_without_counting_an_attempt(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    make_runner(redis_url, workers=1, slots=10, tasks=TASKS).start(expect_workers=1)
+    client = Client(redis_url)
+    started = time.monotonic()
+    task_id = client.enqueue("partner", 1)
+    assert client.result(task_id, timeout=20) == 1  # attempt 1 again, though max_retries is 0
+    assert time.monotonic() - started >= 0.3
+    assert store(redis_url).hget("tq:stats", "rate_limited:default:partner") == b"1"
