@@ -24,8 +24,8 @@ import redis
 
 from taskqueue import canvas
 from taskqueue.canvas import Flow, chain, chord, group, step
-from taskqueue.errors import ResultTimeout, TaskFailed
-from taskqueue.store import scripts
+from taskqueue.errors import ResultTimeout, TaskCancelled, TaskFailed
+from taskqueue.store import lookup, scripts
 from taskqueue.store.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.store.keys import Keys
 from taskqueue.store.producer import Call, Producer, Routes, Sender
@@ -41,7 +41,7 @@ def _seconds(delay: float | dt.timedelta | None) -> float:
 
 
 def _scripts(client: Any) -> dict[str, Any]:
-    names = ("enqueue", "schedule", "workflow", "unique")
+    names = ("enqueue", "schedule", "workflow", "unique", *lookup.SCRIPTS)
     return {name: client.register_script(scripts.source(name)) for name in names}
 
 
@@ -59,6 +59,8 @@ def _pauses(task_id: str, timeout: float) -> Iterator[float]:
 
 def _outcome(task_id: str, raw: bytes) -> Any:
     body = msgpack.unpackb(raw, raw=False)
+    if body.get("status") == "cancelled":
+        raise TaskCancelled(f"task {task_id} was cancelled")
     if body.get("status") != "ok":
         raise TaskFailed(f"task {task_id} failed: {body.get('error')}")
     if body.get("error"):
@@ -88,6 +90,10 @@ class _Base:
 
     def _unknown(self, calls: Sequence[Call]) -> bool:
         return any(name not in self.producer.routes.tasks for name, _, _ in calls)
+
+    def _result_ttl(self, task: str) -> float:
+        route = self.producer.routes.tasks.get(task)
+        return route.result_ttl_s if route else 3600.0
 
     def _unknown_in(self, flow: Flow) -> bool:
         return any(part.task not in self.producer.routes.tasks for part, _ in canvas.lay_out(flow).steps)
@@ -132,7 +138,8 @@ class Client(_Base):
         # send_packed_command skips SentinelManagedConnection.connect), not to the primary.
         plain = type(self.redis) is redis.Redis and type(self.redis.connection_pool) is redis.ConnectionPool
         direct = _DirectConnection(self.redis) if plain else None
-        self._sender = Sender(self.redis, _scripts(self.redis), direct.lpush if direct else None)
+        self._scripts = _scripts(self.redis)
+        self._sender = Sender(self.redis, self._scripts, direct.lpush if direct else None)
 
     def refresh(self) -> None:
         """Re-read the task table (after the runner's YAML changed)."""
@@ -202,8 +209,22 @@ class Client(_Base):
         """{"id", "state", "steps": [{"index", "id", "task", "state"}, ...]}, or None when unknown."""
         return canvas.view(workflow_id, self.redis.hgetall(self.keys.workflow(workflow_id)))
 
+    def status(self, task_id: str) -> dict[str, Any] | None:
+        """Where the task is and what it does: {"id", "task", "state", "queue", "attempt", "progress",
+        "waiting", ...} with state queued, delayed, waiting (held by a limit: "waiting" says which and until
+        when), running, succeeded, failed or cancelled; None when unknown (or its result expired)."""
+        found: dict[str, Any] | None = lookup.run(lookup.status(self.keys, task_id), self.redis, self._scripts)
+        return found
+
+    def cancel(self, task_id: str) -> str:
+        """Cancel a task or a workflow: "cancelled" (it will not start), "cancelling" (it is running: it is
+        stopped), or "not_found" (unknown or finished). result() then raises TaskCancelled."""
+        answer: str = lookup.run(lookup.cancel(self.keys, task_id, self._result_ttl), self.redis, self._scripts)
+        return answer
+
     def result(self, task_id: str, timeout: float = 10.0) -> Any:
-        """Wait for a task's stored result; raises TaskFailed if it was dead-lettered, ResultTimeout."""
+        """Wait for a task's stored result; raises TaskFailed if it was dead-lettered (TaskCancelled if it
+        was cancelled), ResultTimeout."""
         for pause in _pauses(task_id, timeout):
             raw = self.redis.get(self.keys.result(task_id))
             if raw is not None:
@@ -222,7 +243,8 @@ class AsyncClient(_Base):
         super().__init__(key_prefix)
         self.redis: Any = async_client(RedisOptions(url=url, **options), retry=True)
         self._direct = DirectConnection(self.redis) if DirectConnection.possible(self.redis) else None
-        self._sender = Sender(self.redis, _scripts(self.redis), self._lpush_direct if self._direct else None)
+        self._scripts = _scripts(self.redis)
+        self._sender = Sender(self.redis, self._scripts, self._lpush_direct if self._direct else None)
 
     async def refresh(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -300,6 +322,15 @@ class AsyncClient(_Base):
 
     async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
         return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
+
+    async def status(self, task_id: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = await lookup.arun(lookup.status(self.keys, task_id), self.redis, self._scripts)
+        return found
+
+    async def cancel(self, task_id: str) -> str:
+        cancelling = lookup.cancel(self.keys, task_id, self._result_ttl)
+        answer: str = await lookup.arun(cancelling, self.redis, self._scripts)
+        return answer
 
     async def result(self, task_id: str, timeout: float = 10.0) -> Any:
         for pause in _pauses(task_id, timeout):

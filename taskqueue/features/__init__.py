@@ -33,7 +33,7 @@ Effect = tuple[Any, ...]  # (hook name, its arguments...): applied by lua/hooks/
 class Outcome:
     """How one attempt ended, as a feature sees it."""
 
-    status: Literal["ok", "retry", "dead"]
+    status: Literal["ok", "retry", "dead", "cancelled"]
     env: Envelope
     queue: str
     value: Any = None
@@ -91,7 +91,7 @@ class Hooks:
     @staticmethod
     def settle(
         features: tuple[Feature, ...],
-        status: Literal["ok", "retry", "dead"],
+        status: Literal["ok", "retry", "dead", "cancelled"],
         env: Envelope,
         queue: str,
         task: Any,

@@ -31,6 +31,8 @@ def _command(name: str) -> Command:
         "dead": commands.dead,
         "reload": commands.reload,
         "workflow": commands.workflow,
+        "show": commands.show,
+        "cancel": commands.cancel,
     }
     return table[name]  # argparse has already refused any other name
 
@@ -98,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     add("reload", "ask the runner of this config to re-read it (SIGHUP)")
+    show = add("show", "show a task: where it is, its state, attempt, progress, and what holds it if it waits")
+    show.add_argument("id", metavar="ID", help="the task's id (enqueue's return value)")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    cancel = add("cancel", "cancel tasks or workflows: queued and delayed ones never start, running ones stop")
+    cancel.add_argument("ids", nargs="+", metavar="ID", help="task or workflow ids")
     workflow = add("workflow", "show a workflow: its state and each step's")
     workflow.add_argument("action", choices=["show"])
     workflow.add_argument("id", metavar="ID", help="the workflow's id (enqueue_workflow's return value)")

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,61 @@ def workflow(args: argparse.Namespace) -> int:
         for s in found["steps"]:
             print(f"  {s['index']:>4}  {s['state']:<10} {s['task']:<24} {s['id']}")
         return 0
+
+    return _with_broker(args, action)
+
+
+def show(args: argparse.Namespace) -> int:
+    async def action(broker: Broker) -> int:
+        found = await broker.status(args.id)
+        if found is None:
+            print(
+                f"taskqueue: no task {args.id} (unknown, or finished longer ago than its result_ttl)", file=sys.stderr
+            )
+            return 1
+        if args.json:
+            print(json.dumps(found, indent=2, default=str))
+            return 0
+        print(describe_status(found))
+        return 0
+
+    return _with_broker(args, action)
+
+
+def describe_status(found: dict[str, Any]) -> str:
+    """One line or two for `show`: `<id> <task>: waiting (rate_limit 10/s tenant=acme, next slot in 80 ms)`."""
+    head = f"{found['id']}" + (f" {found['task']}" if found.get("task") else "") + f": {found['state']}"
+    parts = []
+    if found.get("queue"):
+        parts.append(f"queue={found['queue']}")
+    if found.get("attempt"):
+        parts.append(f"attempt={found['attempt']}")
+    if found.get("worker"):
+        parts.append(f"worker={found['worker']}")
+    if found.get("due_at"):
+        parts.append(f"due in {max(0.0, found['due_at'] - time.time()):.3g}s")
+    waiting = found.get("waiting")
+    if waiting:
+        until = waiting.get("until")
+        when = f", next look in {max(0.0, until - time.time()) * 1000:.0f} ms" if until else ""
+        head += f" ({waiting['limit']}{when})"
+    progress = found.get("progress")
+    if progress:
+        shown = f"{progress['fraction'] * 100:.0f}%"
+        parts.append(f"progress={shown}" + (f" {progress['message']}" if progress.get("message") else ""))
+    if found.get("error"):
+        parts.append(f"error: {found['error']}")
+    return head + ("\n  " + "  ".join(parts) if parts else "")
+
+
+def cancel(args: argparse.Namespace) -> int:
+    async def action(broker: Broker) -> int:
+        missing = 0
+        for task_id in args.ids:
+            answer = await broker.cancel(task_id)
+            missing += answer == "not_found"
+            print(f"{task_id}: {answer.replace('_', ' ')}")
+        return 1 if missing else 0
 
     return _with_broker(args, action)
 

@@ -62,7 +62,9 @@ def create_app(state: RunnerView) -> web.Application:
         web.get(f"{api}/dead", _dead_list),
         web.get(f"{api}/workflows", _workflows),
         web.get(f"{api}/workflows/{{id}}", _workflow),
+        web.get(f"{api}/task/{{id}}", _task_status),
         web.post(f"{api}/enqueue", _protected(_enqueue)),
+        web.post(f"{api}/cancel/{{id}}", _protected(_cancel)),
         web.post(f"{api}/dead/{{id}}/retry", _protected(_dead_retry)),
         web.delete(f"{api}/dead/{{id}}", _protected(_dead_delete)),
     ]
@@ -289,6 +291,24 @@ async def _workflow(request: web.Request) -> web.Response:
     if found is None:
         raise ApiError(404, f"no workflow {workflow_id} (unknown, or expired after its result_ttl)")
     return web.json_response(found)
+
+
+async def _task_status(request: web.Request) -> web.Response:
+    """Client.status() of one task: {"id", "task", "state", "queue", "attempt", "progress", "waiting", ...}, or 404."""
+    task_id = request.match_info["id"]
+    found = await request.app[STATE].broker.status(task_id)
+    if found is None:
+        raise ApiError(404, f"no task {task_id} (unknown, or finished longer ago than its result_ttl)")
+    return web.json_response(found)
+
+
+async def _cancel(request: web.Request) -> web.Response:
+    """Cancel a task or a workflow: 200 {"id", "cancel": "cancelled" | "cancelling"}, or 404 (unknown or finished)."""
+    task_id = request.match_info["id"]
+    answer = await request.app[STATE].broker.cancel(task_id)
+    if answer == "not_found":
+        raise ApiError(404, f"no task {task_id} to cancel (unknown, or finished already)")
+    return web.json_response({"id": task_id, "cancel": answer})
 
 
 async def _dead_retry(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from redis.exceptions import NoScriptError
 from taskqueue import canvas, envelope
 from taskqueue.config import Config
 from taskqueue.features import Effect
-from taskqueue.store import scripts
+from taskqueue.store import lookup, scripts
 from taskqueue.store.connection import DirectConnection
 from taskqueue.store.keys import Keys, join_member
 from taskqueue.store.producer import Producer, Push, Routes, Sender, TaskRoute
@@ -144,6 +144,7 @@ class Broker:
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
         self._admit = client.register_script(scripts.source("admit"))
+        self._lookups = {name: client.register_script(scripts.source(name)) for name in lookup.SCRIPTS}
         tasks = {
             name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s, unique_for_s=t.unique_for_s)
             for name, t in config.tasks.items()
@@ -267,6 +268,33 @@ class Broker:
         if verdict == 1:
             return Admission("start", int(reply[1]))
         return Admission("gone")
+
+    async def status(self, task_id: str) -> dict[str, Any] | None:
+        """Client.status() for the CLI and HTTP (store/lookup.py)."""
+        found: dict[str, Any] | None = await lookup.arun(lookup.status(self.keys, task_id), self.redis, self._lookups)
+        return found
+
+    async def cancel(self, task_id: str) -> str:
+        """Client.cancel(): "cancelled", "cancelling" or "not_found"."""
+        tasks = self.config.tasks
+
+        def ttl(name: str) -> float:
+            return tasks[name].result_ttl_s if name in tasks else 3600.0
+
+        answer: str = await lookup.arun(lookup.cancel(self.keys, task_id, ttl), self.redis, self._lookups)
+        return answer
+
+    async def write_progress(self, batch: Mapping[str, Mapping[str, str]]) -> None:
+        """The latest progress of running tasks (current_task().progress()), kept a day."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id, fields in batch.items():
+                pipe.hset(self.keys.progress(task_id), mapping=dict(fields))
+                pipe.expire(self.keys.progress(task_id), 86400)
+            await pipe.execute()
+
+    async def load_cancelled(self) -> set[str]:
+        """The ids cancelled in the last days (cancel.lua keeps them), for a worker's copy."""
+        return {i.decode() for i in await self.redis.zrange(self.keys.cancelled, 0, -1)}
 
     async def promote(self, limit: int) -> tuple[int, int | None]:
         """Move due delayed messages to their queues; returns (moved, next due time in ms or None)."""

@@ -22,6 +22,9 @@
                       ("<queue>|<message>" held back by the limit, oldest on the right)
 {p}:limits:waiting    zset   waiting list key -> when the timer looks at it again (ms, Redis' clock)
 {p}:limits:spec       hash   waiting list key -> its limit's spec (JSON, see lua/lib/limits.lua)
+{p}:cancelled         zset   task id -> when it was cancelled (ms): the newest 100,000 of the last 7 days
+{p}:cancel            channel  a cancelled task id, for the workers that may hold it
+{p}:progress:<id>     hash   fraction, message, at: what a running task said of its progress (kept 1 day)
 {p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
 """
 
@@ -97,6 +100,17 @@ class Keys:
     @property
     def limits_spec(self) -> str:
         return f"{self.prefix}:limits:spec"
+
+    @property
+    def cancelled(self) -> str:
+        return f"{self.prefix}:cancelled"
+
+    @property
+    def cancel_channel(self) -> str:
+        return f"{self.prefix}:cancel"
+
+    def progress(self, task_id: str) -> str:
+        return f"{self.prefix}:progress:{task_id}"
 
     def unique(self, lock: str) -> str:
         """A unique key's lock; `lock` is what the message carries (`<task>:<digest>`)."""

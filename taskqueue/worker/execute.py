@@ -14,9 +14,10 @@ import logging
 import math
 import os
 import random
+import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -24,7 +25,7 @@ from taskqueue import envelope as envelope_mod
 from taskqueue._loop import ride_out
 from taskqueue.config import Config, TaskConfig
 from taskqueue.config.registry import RegisteredTask, Registry
-from taskqueue.context import set_current
+from taskqueue.context import set_current, set_progress_sink
 from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
@@ -32,7 +33,7 @@ from taskqueue.features.limits import Limits
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
-from taskqueue.store import stats
+from taskqueue.store import lookup, stats
 from taskqueue.store.broker import Admission, Broker, DeadRecord, Taken
 from taskqueue.store.producer import WORKFLOW_ID_PREFIX
 from taskqueue.store.stats import field as stat_field
@@ -55,6 +56,9 @@ class Held:
     job: asyncio.Task[None] | None = None
     deadline: float = NO_DEADLINE  # loop time; NO_DEADLINE once the task body has returned
     overran: bool = False
+    task_id: str | None = None  # once decoded
+    running: bool = False  # its body was called (a cancel stops it)
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +98,17 @@ class Executor:
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
         self._troubles: dict[bytes, int] = {}  # message -> bookkeeping failures seen here
+        self.cancelled: set[str] = set()  # ids cancelled in the last days (a copy of {p}:cancelled, see worker.py)
+        self._progress: dict[str, dict[str, str]] = {}  # task id -> its latest progress, not yet written
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
         self.limits = Limits(broker.keys, worker_id)
         self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys), self.limits])
+
+    def attach(self) -> None:
+        """Called on the worker's event loop before any task starts: tasks' progress comes here."""
+        self._loop, self._loop_thread = asyncio.get_running_loop(), threading.get_ident()
+        set_progress_sink(self._progress_from_any_thread)
 
     def pending_outbox(self) -> bool:
         return bool(self.acks or self.counters or self.hooked)
@@ -116,6 +129,10 @@ class Executor:
             held.job = asyncio.create_task(
                 self._guard(item, held, self._bury(item, None, f"invalid message: {reason}", ident=ident))
             )
+            return
+        held.task_id = env.id
+        if self.cancelled and env.id in self.cancelled:
+            held.job = asyncio.create_task(self._guard(item, held, self._drop_cancelled(item, env)))
             return
         task = self.registry.get(env.task)
         if task is None and env.task in self.config.workflows:
@@ -211,6 +228,10 @@ class Executor:
     ) -> None:
         attempt = env.attempt + 1
         max_retries = env.max_retries if env.max_retries is not None else task.config.max_retries
+        held.running = True
+        if held.cancelled:  # while it waited for its limits
+            await self._drop_cancelled(item, env, task)
+            return
         if admitted_at is None:
             set_current((env.id, task.name, item.queue, attempt, max_retries))
         else:
@@ -242,12 +263,19 @@ class Executor:
             else:
                 value = await self._run_sync(task, env)
         except asyncio.CancelledError:
-            if not held.overran:
+            if not held.overran and not held.cancelled:
                 raise  # hand back: the shutdown path requeues the message
-            failure = _Overrun()
+            failure = _Overrun() if held.overran else _Cancelled()
         except Exception as error:
             failure = error
         held.deadline = NO_DEADLINE  # from here on, only bookkeeping: the timer must not cancel it
+        if held.cancelled and not held.overran:
+            current = asyncio.current_task()
+            if current is not None and current.uncancel() > 0:
+                raise asyncio.CancelledError  # also told to stop (shutdown): hand back
+            if not task.is_async:
+                self.exit_code = EXIT_REPLACE  # its thread runs on: this process is replaced
+            return None, _Cancelled()
         if held.overran:
             current = asyncio.current_task()
             if current is not None and current.uncancel() > 0:
@@ -362,6 +390,68 @@ class Executor:
         log.info("workflow %s started", workflow_id, extra={"task_id": env.id, "task": env.task, "queue": item.queue})
         self.wake.set()
 
+    # ---- cancel ----------------------------------------------------------------------------------------
+    def cancel(self, task_ids: Iterable[str]) -> None:
+        """Tasks were cancelled (worker.py hears it on the cancel channel): remember them, and stop those that
+        run here. An async task gets CancelledError; a sync one's thread cannot be stopped, so the task is
+        settled as cancelled and this process is replaced."""
+        self.cancelled.update(task_ids)
+        if len(self.cancelled) > lookup.CANCELLED_KEPT * 2:  # Redis keeps the newest; so does a reload
+            self.cancelled = set(list(self.cancelled)[-lookup.CANCELLED_KEPT :])
+        for held in self.held.values():
+            if held.task_id in self.cancelled and not held.cancelled:
+                held.cancelled = True
+                if held.running and held.job is not None and not held.job.done() and held.deadline < NO_DEADLINE:
+                    log.info("cancelling a running task", extra={"task_id": held.task_id, "queue": held.queue})
+                    held.job.cancel(msg="cancelled")
+
+    async def _drop_cancelled(
+        self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask | None = None
+    ) -> None:
+        """Settle a cancelled task without running it (or after stopping it): acknowledged with the effects of
+        a cancel (its result says cancelled, its unique key and limits are released, its workflow stops)."""
+        task = task or self.registry.get(env.task)
+        features = self.hooks.of(task.name, task.config) if task else ()
+        effects = (
+            self.hooks.settle(features, "cancelled", env, item.queue, task.config, error="cancelled")
+            if features and task
+            else []
+        )
+        if self.held.get(item.token) is not None:
+            del self.held[item.token]
+        if effects:
+            self.hooked.append((item.token, effects))
+        else:
+            self.acks.append(item.token)
+        counted_as = task.name if task else "(unknown)"
+        self.counters[stat_field("cancelled", item.queue, counted_as)] += 1
+        log.info("cancelled", extra={"task_id": env.id, "task": env.task, "queue": item.queue})
+        self.wake.set()
+
+    # ---- progress ----------------------------------------------------------------------------------------
+    def _progress_from_any_thread(self, task_id: str, fraction: float, message: str) -> None:
+        fields = lookup.progress_fields(fraction, message)
+        if threading.get_ident() == self._loop_thread:
+            self.report_progress(task_id, fields)
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self.report_progress, task_id, fields)
+
+    def report_progress(self, task_id: str, fields: dict[str, str]) -> None:
+        """current_task().progress(), from the loop's thread: the latest value is written, one write at a time."""
+        first = not self._progress
+        self._progress[task_id] = fields
+        if first:
+            self._spawn(self._write_progress())
+
+    async def _write_progress(self) -> None:
+        while self._progress:
+            batch, self._progress = self._progress, {}
+            try:
+                await self.broker.write_progress(batch)
+            except Exception as exc:  # progress is advice: a lost update is replaced by the next one
+                log.debug("could not record progress: %s", exc)
+                return
+
     async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
         """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""
         push = self.broker.producer.later(item.queue, [item.raw], wait)
@@ -389,6 +479,10 @@ class Executor:
             await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
         elif isinstance(exc, Reject):
             await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
+        elif isinstance(exc, _Cancelled):
+            await self._drop_cancelled(item, env, task)
+            if self.exit_code == EXIT_REPLACE:
+                os.kill(os.getpid(), 15)  # a sync task cannot be stopped: stop taking work, be replaced
         elif isinstance(exc, RateLimited):
             await self._rate_limited(item, env, task, exc.retry_after)
         elif isinstance(exc, Retry):
@@ -515,3 +609,7 @@ class Executor:
 
 class _Overrun(Exception):
     """An attempt ran past its timeout."""
+
+
+class _Cancelled(Exception):
+    """An attempt was stopped because its task was cancelled."""

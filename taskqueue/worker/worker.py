@@ -7,12 +7,13 @@ the tasks themselves is `taskqueue.execute`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from taskqueue import envelope
 from taskqueue._loop import raise_if_cancelled
@@ -70,8 +71,12 @@ class Worker:
     async def run(self, stop: asyncio.Event, fast_stop: asyncio.Event) -> int:
         """Work until `stop`; then finish running tasks within the grace period and hand back the rest."""
         await self._heartbeat_once()
+        self.executor.attach()
+        cancels_known = asyncio.Event()
+        helpers = [asyncio.create_task(self._follow_cancels(cancels_known))]
+        await asyncio.wait([asyncio.create_task(cancels_known.wait())], timeout=STOP_WAIT_S)  # before taking any
         pump = asyncio.create_task(self._pump())
-        helpers = [asyncio.create_task(self._heartbeat())]
+        helpers.append(asyncio.create_task(self._heartbeat()))
         helpers += [asyncio.create_task(self._watch(q)) for q in self.broker.queue_names]
         self.armed.set()
         self.wake.set()
@@ -175,6 +180,27 @@ class Worker:
                 self._beat_at = time.monotonic()
             except RedisError as exc:
                 log.warning("heartbeat failed: %s", exc)
+
+    async def _follow_cancels(self, known: asyncio.Event) -> None:
+        """Keep the executor's copy of the cancelled ids: subscribe to the cancel channel, then read the set
+        (so no cancel falls between the two), again after every reconnection."""
+        while True:
+            raise_if_cancelled()
+            pubsub = self.broker.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.broker.keys.cancel_channel)
+                self.executor.cancel(await self.broker.load_cancelled())
+                known.set()
+                async for message in pubsub.listen():
+                    data = message.get("data")
+                    if isinstance(data, bytes):
+                        self.executor.cancel([data.decode("utf-8", "replace")])
+            except (RedisError, RedisClusterException, OSError):
+                known.set()  # Redis away: the pump cannot take anything either; we read the set again when back
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(RedisError, RedisClusterException, OSError):
+                    await pubsub.aclose()
 
     # ---- taking work -------------------------------------------------------------------------------
     async def _watch(self, queue: str) -> None:

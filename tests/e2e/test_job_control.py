@@ -3,18 +3,22 @@ and real Redis, and SIGKILLs workers where the contract says a crash must not ma
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 import pytest
 
-from taskqueue.client import Client
+from taskqueue.client import Client, chain, step
+from taskqueue.errors import TaskCancelled
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, RunnerFactory, runs, store
+from tests.e2e.harness import Runner, RunnerFactory, pex_cmd, runs, store
 
 TASKS = """
 gated_unique: {path: testjobs.tasks:gated, unique_for: 30s}
 short_hold: {path: testjobs.tasks:gated, unique_for: 3s}
+one_at_a_time: {path: testjobs.tasks:gated, concurrency: 1}
+reporting: {path: testjobs.tasks:reporting}
 """
 
 
@@ -25,6 +29,15 @@ def started(redis_url: str) -> list[tuple[int, int]]:
         n, pid, _ = line.decode().split("|")
         out.append((int(n), int(pid)))
     return out
+
+
+def gone(pid: int) -> bool:
+    """The process exited (a zombie not reaped yet counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 @pytest.fixture
@@ -100,3 +113,84 @@ def test_unique_key_per_call(runner: Runner, redis_url: str) -> None:
     assert client.enqueue("gated", 1) != a  # no key, and `gated` has no unique_for: not deduplicated
     store(redis_url).set("test:gate", 1)
     assert client.result(a, timeout=20) == 1
+
+
+def test_cancel_queued_delayed_running_async_running_sync_and_a_workflow(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    runner = make_runner(redis_url, workers=1, slots=3, tasks=TASKS).start(expect_workers=1)
+    client = Client(redis_url)
+    db = store(redis_url)
+    running_async = client.enqueue("agated", 1)
+    running_sync = client.enqueue("gated", 2)
+    flow = client.enqueue_workflow(chain(step("gated", 3), step("gated", 4)))
+    wait_for(lambda: len(started(redis_url)) == 3, timeout=20, what="three running")
+    queued = client.enqueue("gated", 5)  # every slot is taken: it stays queued
+    delayed = client.enqueue("gated", 6, delay=1.0)
+    assert client.status(queued)["state"] == "queued"  # type: ignore[index]
+    assert client.status(delayed)["state"] == "delayed"  # type: ignore[index]
+    assert client.status(running_async)["state"] == "running"  # type: ignore[index]
+
+    assert client.cancel(queued) == "cancelled"
+    assert client.cancel(delayed) == "cancelled"
+    assert client.cancel(running_async) == "cancelling"
+    for task_id in (queued, delayed, running_async):
+        with pytest.raises(TaskCancelled):
+            client.result(task_id, timeout=10)
+    assert client.status(queued)["state"] == "cancelled"  # type: ignore[index]
+
+    (sync_pid,) = runner.worker_pids()
+    assert client.cancel(running_sync) == "cancelling"  # its process is replaced, its other task handed back
+    wait_for(lambda: runner.worker_pids() and runner.worker_pids() != [sync_pid], timeout=30, what="a new worker")
+    with pytest.raises(TaskCancelled):
+        client.result(running_sync, timeout=10)
+
+    assert client.cancel(flow) == "cancelled"  # its running step, handed back by the replaced process
+    with pytest.raises(TaskCancelled):
+        client.result(flow, timeout=10)
+    shown = client.workflow(flow)
+    assert shown is not None and shown["state"] == "cancelled"
+    assert [s["state"] for s in shown["steps"]] == ["cancelled", "cancelled"]
+    # the step was handed back when the first process went, and taken again: that process is replaced too.
+    # A sync task's thread runs on until its process is gone, so the gate opens only then.
+    wait_for(lambda: not any(db.hlen(k) for k in db.keys("tq:inflight:*")), timeout=30, what="nothing held")
+    for pid in {pid for n, pid in started(redis_url) if n in (2, 3)}:
+        wait_for(lambda pid=pid: gone(pid), timeout=30, what=f"process {pid} to exit")
+
+    db.set("test:gate", 1)
+    later = client.enqueue("gated", 7)
+    assert client.result(later, timeout=20) == 7
+    wait_for(lambda: not db.zcard("tq:delayed"), timeout=10, what="the delayed one to come due")
+    wait_for(lambda: not db.llen("tq:queue:default"), timeout=10, what="the queue to drain")
+    assert runs(redis_url) == {7: 1}  # nothing cancelled ran to its end
+    counted = {k.decode(): int(v) for k, v in db.hgetall("tq:stats").items() if k.startswith(b"cancelled:")}
+    assert sum(counted.values()) >= 5
+    assert client.cancel(later) == "not_found"
+    assert client.cancel("no-such-task") == "not_found"
+
+
+def test_status_says_why_a_task_waits_and_shows_progress(runner: Runner, redis_url: str) -> None:
+    client = Client(redis_url)
+    first = client.enqueue("one_at_a_time", 1)
+    wait_for(lambda: started(redis_url), timeout=20, what="the first to start")
+    second = client.enqueue("one_at_a_time", 2)
+    wait_for(lambda: (client.status(second) or {}).get("state") == "waiting", timeout=10, what="waiting")
+    shown = client.status(second)
+    assert shown is not None and shown["waiting"]["limit"] == "concurrency 1"
+    assert shown["task"] == "one_at_a_time" and shown["attempt"] == 1
+    text = pex_cmd(runner.pex, runner.config, "show", second, redis_url=redis_url)
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"{second} one_at_a_time: waiting (concurrency 1, next look in ")
+    reporting = client.enqueue("reporting", 3)
+    wait_for(lambda: (client.status(reporting) or {}).get("progress"), timeout=10, what="progress")
+    as_json = json.loads(pex_cmd(runner.pex, runner.config, "show", reporting, "--json", redis_url=redis_url).stdout)
+    assert as_json["state"] == "running"
+    assert (as_json["progress"]["fraction"], as_json["progress"]["message"]) == (0.5, "half way")
+    cancelled = pex_cmd(runner.pex, runner.config, "cancel", second, "nope", redis_url=redis_url)
+    assert (cancelled.returncode, cancelled.stdout) == (1, f"{second}: cancelled\nnope: not found\n")
+    store(redis_url).set("test:gate", 1)
+    assert client.result(first, timeout=20) == 1
+    assert client.result(reporting, timeout=20) == 3
+    assert client.status(first)["state"] == "succeeded"  # type: ignore[index]
+    assert client.status("never-seen") is None
+    assert client.status("nope")["state"] == "cancelled"  # type: ignore[index]  # remembered, should it come

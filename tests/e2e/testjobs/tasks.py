@@ -185,3 +185,9 @@ def partner(n: int) -> int:
     if _redis().incr(f"test:partner:{n}") == 1:
         raise taskqueue.RateLimited(retry_after=0.3)
     return taskqueue.current_task().attempt
+
+
+def reporting(n: int, gate: str = "test:gate") -> int:
+    """Says it is half way, then waits at the gate like gated()."""
+    taskqueue.current_task().progress(0.5, "half way")
+    return gated(n, gate)

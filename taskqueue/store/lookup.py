@@ -1,0 +1,271 @@
+"""Where is task X, and what is it doing? (SPEC §11 `status`), and cancelling it. Client-safe (redis + msgpack).
+
+Nothing on the hot path records a task's whereabouts: the answer is looked up where the task can be, in this
+order, each a few commands: its result, the dead-letter store, the cancelled set, the in-flight hashes of the
+live workers, the delayed set, the limits' waiting lists, then the ready lists (read in pages, from the end
+workers take from). A task moving between two of them while we look may be missed; the lookup then looks once
+more. The logic is written once, as generators that yield Redis commands (a list of commands = one pipeline;
+`("SCRIPT", name, keys, args)` calls lua/<name>.lua) and receive the replies; `run` and `arun` drive them on
+a sync or an asyncio client, with the client's registered scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+import msgpack
+
+from taskqueue import envelope
+from taskqueue.store.keys import Keys, split_member
+
+Command = tuple[Any, ...]
+Lookup = Generator[list[Command], list[Any], Any]
+
+CANCELLED_KEPT = 100_000  # ids in the cancelled set, and for how long (every worker keeps a copy in memory)
+CANCELLED_FOR_S = 7 * 86400
+PAGE = 1000  # ready-list entries read per command
+READY_SCANNED = 200_000  # entries of each ready list looked at, at most
+PROGRESS_TTL_S = 86400
+MAX_PROGRESS_MESSAGE = 1000
+FINISHED = {"ok": "succeeded", "dead": "failed", "cancelled": "cancelled"}
+
+
+SCRIPTS = ("cancel", "cancel_workflow")  # what a client registers for these lookups
+
+
+def _queue(pipe: Any, batch: list[Command], scripts: Mapping[str, Any]) -> None:
+    for command in batch:
+        if command[0] == "SCRIPT":
+            _, name, keys, args = command
+            scripts[name](keys=list(keys), args=list(args), client=pipe)
+        else:
+            pipe.execute_command(*command)
+
+
+def run(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
+    """Drive a lookup on a redis-py client (sync)."""
+    try:
+        batch = next(lookup)
+        while True:
+            pipe = client.pipeline(transaction=False)
+            _queue(pipe, batch, scripts)
+            batch = lookup.send(pipe.execute())
+    except StopIteration as done:
+        return done.value
+
+
+async def arun(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
+    """Drive a lookup on a redis.asyncio client."""
+    try:
+        batch = next(lookup)
+        while True:
+            async with client.pipeline(transaction=False) as pipe:
+                for command in batch:
+                    if command[0] == "SCRIPT":  # redis.asyncio's Script queues itself on the pipeline when awaited
+                        _, name, keys, args = command
+                        await scripts[name](keys=list(keys), args=list(args), client=pipe)
+                    else:
+                        pipe.execute_command(*command)
+                replies = await pipe.execute()
+            batch = lookup.send(replies)
+    except StopIteration as done:
+        return done.value
+
+
+def _glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _scored(pairs: Any) -> list[tuple[bytes, float]]:
+    """(member, score) of a ZSCAN page: redis-py gives pairs, Redis a flat list."""
+    if pairs and isinstance(pairs[0], tuple | list):
+        return [(m, float(score)) for m, score in pairs]
+    return [(m, float(score)) for m, score in zip(pairs[::2], pairs[1::2], strict=True)]
+
+
+def _progress(fields: Mapping[bytes, bytes]) -> dict[str, Any] | None:
+    if not fields:
+        return None
+    found = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
+    return {"fraction": float(found.get("fraction", 0)), "message": found.get("message", ""), "at": float(found["at"])}
+
+
+def _is(raw: bytes, task_id: str) -> envelope.Envelope | None:
+    """The message, if it is task `task_id`'s (the id's bytes were found in it: now make sure)."""
+    try:
+        env = envelope.decode(raw, 1 << 62)
+    except envelope.InvalidEnvelope:
+        found_id, _ = envelope.identify(raw)
+        return envelope.Envelope("(invalid)", task_id) if found_id == task_id else None
+    return env if env.id == task_id else None
+
+
+def _seen(env: envelope.Envelope, state: str, queue: str, **more: Any) -> dict[str, Any]:
+    return {"id": env.id, "task": env.task, "state": state, "queue": queue, "attempt": env.attempt + 1, **more}
+
+
+def status(keys: Keys, task_id: str) -> Lookup:
+    """The status of one task (see Client.status), or None when it is unknown."""
+    for look in range(2):
+        found = yield from _status_once(keys, task_id)
+        if found is not None or look == 1:
+            return found
+    return None
+
+
+def _status_once(keys: Keys, task_id: str) -> Lookup:
+    result, dead, cancelled, progress, workers, queues = yield [
+        ("GET", keys.result(task_id)),
+        ("HGET", keys.dead, task_id),
+        ("ZSCORE", keys.cancelled, task_id),
+        ("HGETALL", keys.progress(task_id)),
+        ("ZRANGEBYSCORE", keys.workers, int(time.time() * 1000), "+inf"),
+        ("HKEYS", keys.queues),
+    ]
+    shown_progress = _progress(progress)
+    finished = _finished(task_id, result, dead, cancelled, shown_progress)
+    if finished is not None:
+        return finished
+    found = yield from _running(keys, task_id, [_text(w) for w in workers], shown_progress)
+    found = found or (yield from _delayed(keys, task_id))
+    found = found or (yield from _waiting(keys, task_id))
+    return found or (yield from _queued(keys, task_id, sorted(_text(q) for q in queues)))
+
+
+def _finished(
+    task_id: str, result: bytes | None, dead: bytes | None, cancelled: Any, progress: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    if result is not None:
+        body = msgpack.unpackb(result, raw=False)
+        state = FINISHED.get(str(body.get("status")), "failed")
+        out = {"id": task_id, "state": state, "finished_at": body.get("finished_at"), "progress": progress}
+        if state in ("failed", "cancelled"):
+            out["error"] = body.get("error")
+        return out
+    if dead is not None:
+        record = msgpack.unpackb(dead, raw=False)
+        return {
+            "id": task_id,
+            "task": record.get("task"),
+            "state": "failed",
+            "queue": record.get("queue"),
+            "attempt": record.get("attempts"),
+            "error": record.get("error"),
+            "finished_at": record.get("failed_at"),
+            "progress": progress,
+        }
+    if cancelled is not None:
+        return {"id": task_id, "state": "cancelled", "cancelled_at": float(cancelled) / 1000}
+    return None
+
+
+def _running(keys: Keys, task_id: str, workers: list[str], progress: dict[str, Any] | None) -> Lookup:
+    """In the in-flight hash of a live worker (as many entries as it has slots): all in one pipeline."""
+    if not workers:
+        return None
+    held = yield [("HVALS", keys.inflight(worker)) for worker in workers]
+    needle = task_id.encode()
+    for worker, members in zip(workers, held, strict=True):
+        for member in members:
+            if needle not in member:
+                continue
+            queue, raw = split_member(member)
+            if (env := _is(raw, task_id)) is not None:
+                return _seen(env, "running", queue, worker=worker, progress=progress)
+    return None
+
+
+def _delayed(keys: Keys, task_id: str) -> Lookup:
+    """In the delayed set: a delay, a retry's backoff, or a task holding back (RateLimited)."""
+    cursor: Any = 0
+    for _ in range(100_000):
+        pattern = f"*{_glob(task_id)}*"
+        ((cursor, pairs),) = yield [("ZSCAN", keys.delayed, cursor, "MATCH", pattern, "COUNT", 1000)]
+        for member, score in _scored(pairs):
+            queue, raw = split_member(member)
+            if (env := _is(raw, task_id)) is not None:
+                return _seen(env, "delayed", queue, due_at=float(score) / 1000)
+        if int(cursor) == 0:
+            break
+    return None
+
+
+def _waiting(keys: Keys, task_id: str) -> Lookup:
+    """In the waiting list of a rate or concurrency limit: which one, and when the timer looks again."""
+    (specs,) = yield [("HGETALL", keys.limits_spec)]
+    needle = task_id.encode()
+    for waiting, spec in specs.items():
+        (members, look_at) = yield [("LRANGE", waiting, 0, -1), ("ZSCORE", keys.limits_waiting, waiting)]
+        for member in members:
+            if needle not in member:
+                continue
+            queue, raw = split_member(member)
+            if (env := _is(raw, task_id)) is not None:
+                why = json.loads(spec).get("why", "a limit")
+                until = float(look_at) / 1000 if look_at is not None else None
+                return _seen(env, "waiting", queue, waiting={"limit": why, "until": until})
+    return None
+
+
+def _queued(keys: Keys, task_id: str, queues: list[str]) -> Lookup:
+    """In a ready list, read in pages from the end workers take from (the next to run first)."""
+    needle = task_id.encode()
+    for queue in queues:
+        for start in range(0, READY_SCANNED, PAGE):
+            (page,) = yield [("LRANGE", keys.queue(queue), -start - PAGE, -start - 1)]
+            for raw in reversed(page):
+                if needle in raw and (env := _is(raw, task_id)) is not None:
+                    return _seen(env, "queued", queue)
+            if len(page) < PAGE:
+                break
+    return None
+
+
+def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lookup:
+    """Cancel one task or workflow: "cancelled" (it will not start, or it stopped), "cancelling" (it is
+    running: its worker stops it), or "not_found" (unknown, or finished already)."""
+    if task_id.startswith("wf-"):
+        record = _record("cancelled", "workflow cancelled")
+        now_ms = int(time.time() * 1000)
+        oldest = now_ms - CANCELLED_FOR_S * 1000
+        wf_keys = (keys.workflow(task_id), keys.result(task_id), keys.cancelled, keys.stats)
+        wf_args = (task_id, now_ms, CANCELLED_KEPT, oldest, keys.cancel_channel, record)
+        (count,) = yield [("SCRIPT", "cancel_workflow", wf_keys, wf_args)]
+        if int(count) >= 0:
+            return "cancelled"
+    found = yield from status(keys, task_id)
+    if found is not None and found["state"] in ("succeeded", "failed"):
+        return "not_found"
+    if found is not None and found["state"] == "cancelled":
+        return "cancelled"
+    ttl = int(result_ttl_s(found.get("task", "") if found else "") * 1000)
+    now_ms = int(time.time() * 1000)
+    kept_ttl = ttl if found is not None and ttl > 0 else ""
+    args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, kept_ttl)
+    cancel_keys = (keys.cancelled, keys.result(task_id), keys.dead)
+    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, _record("cancelled", "cancelled")))]
+    if found is None or not int(done):
+        return "not_found"  # an unknown id is remembered all the same: should it show up, it will not start
+    return "cancelling" if found["state"] == "running" else "cancelled"
+
+
+def _record(status: str, error: str) -> bytes:
+    packed: bytes = msgpack.packb(
+        {"status": status, "value": None, "error": error, "finished_at": time.time()}, use_bin_type=True
+    )
+    return packed
+
+
+def progress_fields(fraction: float, message: str) -> dict[str, str]:
+    """What current_task().progress() stores; raises ValueError for a fraction outside 0..1."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"progress fraction must be within 0 .. 1, got {fraction!r}")
+    shown = envelope.printable(str(message))[:MAX_PROGRESS_MESSAGE]
+    return {"fraction": repr(float(fraction)), "message": shown, "at": repr(time.time())}
