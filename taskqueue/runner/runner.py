@@ -226,6 +226,7 @@ class Runner:
             )
             self.last_decision = decision
             if decision.direction == "hold" or self.stopping:
+                log.debug("autoscaler: hold at %d worker process(es): %s", current, decision.reason)
                 continue
             last_change = time.monotonic()
             log.info("scale %s %d→%d: %s", decision.direction, current, decision.target, decision.reason)
