@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from yarl import URL
 
+from taskqueue._loop import outage
 from taskqueue.config import seconds
 from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, UnknownTask
 from taskqueue.ops import admin, health
@@ -130,7 +131,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = _error(exc.status, exc.reason, allow)
     except (RedisError, OSError) as exc:
-        log.warning("HTTP %s %s: Redis unavailable (%s)", request.method, request.path, exc)
+        outage.failed(f"serving HTTP {request.method} {request.path}", exc)
         response = _error(503, "Redis is unavailable; try again shortly")
     except Exception:
         log.exception("HTTP %s %s failed", request.method, request.path)

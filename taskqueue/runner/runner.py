@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue._loop import raise_if_cancelled, ride_out
+from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
 from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
@@ -134,7 +134,6 @@ class Runner:
             requeued, buried = await ride_out(
                 lambda: recovery.recover_worker(self.broker, worker_id),
                 f"recovering worker {worker_id}",
-                log,
                 attempts=100,
                 longest_s=5.0,
             )
@@ -190,8 +189,10 @@ class Runner:
                 expired = await self.broker.expired_workers()
                 if self.redis_ok_since is None:
                     self.redis_ok_since = time.monotonic()
-            except RedisError:
+                outage.answered()
+            except RedisError as exc:
                 self.redis_ok_since = None
+                outage.failed("looking for expired worker leases", exc)
                 continue
             # After an outage every lease looks expired: give live workers a lease to heartbeat first.
             if time.monotonic() - self.redis_ok_since < lease_s(self.config):
@@ -218,8 +219,9 @@ class Runner:
             try:
                 pending, live, oldest = await self.broker.load()
             except RedisError as exc:
-                log.warning("autoscaler: Redis unavailable (%s); holding", exc)
+                outage.failed("reading the load for the autoscaler (holding)", exc)
                 continue
+            outage.answered()
             current = len(self.active_workers())
             decision = autoscaler.decide(
                 cfg, autoscaler.Load(pending, live, oldest), current, time.monotonic() - last_change

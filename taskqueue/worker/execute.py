@@ -251,7 +251,7 @@ class Executor:
             log.exception("could not quarantine a message; it goes back when this worker stops")
 
     async def _give_back(self, token: bytes, held: Held) -> None:
-        await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back", log)
+        await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back a task")
         self.wake.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -425,7 +425,7 @@ class Executor:
 
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
-        await ride_out(script, "settling a task", log)
+        await ride_out(script, "settling a task")
         self.held.pop(token, None)
         self.wake.set()
 
