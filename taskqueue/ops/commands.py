@@ -176,11 +176,30 @@ def workflow(args: argparse.Namespace) -> int:
     return _with_broker(args, action)
 
 
+TRACEBACK_LINES = 6  # of each record's traceback, the last lines `dead list` shows (--json: all of it)
+
+
 def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records, indent=2, default=str))
         return
     for r in records:
         when = dt.datetime.fromtimestamp(r["failed_at"], dt.UTC).isoformat(timespec="seconds")
-        print(f"{r['id']}  {r['task']}  queue={r['queue']}  attempts={r['attempts']}  {when}  {r['error']}")
+        print(_plain(f"{r['id']}  {r['task']}  queue={r['queue']}  attempts={r['attempts']}  {when}  {r['error']}"))
+        for line in traceback_tail(r.get("traceback") or ""):
+            print(f"    {line}")
     print(f"{len(records)} dead task(s)")
+
+
+def traceback_tail(trace: str, limit: int = TRACEBACK_LINES) -> list[str]:
+    """The last `limit` lines of a traceback (where it failed), after a line saying how many came before;
+    without the `^^^^` lines under the code (they point into a line the summary may not show whole)."""
+    lines = [_plain(line) for line in trace.rstrip().splitlines() if line.strip(" ^~")]
+    if len(lines) <= limit:
+        return lines
+    return [f"… {len(lines) - limit} line(s) above: `dead list --json` shows the whole traceback", *lines[-limit:]]
+
+
+def _plain(text: str) -> str:
+    """Terminal-safe: control characters a task's error may carry (escape sequences) printed escaped."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)

@@ -105,6 +105,12 @@ def test_retries_back_off_then_dead_letter_and_dead_retry(make_runner: RunnerFac
     assert "Traceback" in records[task_id]["traceback"]
     assert records[task_id]["attempts"] == 3
     assert reject_id in records
+    text = pex_cmd(runner.pex, runner.config, "dead", "list", redis_url=redis_url).stdout.splitlines()
+    mine = text.index(next(line for line in text if line.startswith(f"{task_id}  always_fails  ")))
+    shown = list(itertools.takewhile(lambda line: line.startswith("    "), text[mine + 1 :]))  # its traceback's end
+    assert 2 <= len(shown) <= 7, text  # the README: "shows dead-lettered tasks with their error and traceback"
+    assert any('tasks.py", line' in line and "in always_fails" in line for line in shown), text
+    assert shown[-1] == "    ValueError: boom a"
 
     again = pex_cmd(runner.pex, runner.config, "dead", "retry", task_id, redis_url=redis_url)
     assert again.returncode == 0, again.stderr
