@@ -12,10 +12,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from taskqueue import canvas
 from taskqueue import config as config_mod
 from taskqueue._loop import run_loop
 from taskqueue.config import registry, validation
-from taskqueue.errors import UnknownTask, UsageError
+from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner.runner import Runner, RunOptions
 from taskqueue.store import redisboot
@@ -37,13 +38,13 @@ def schema(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace, *, serve: bool = True) -> int:
     raw = config_mod.read(args.config)
     cfg = config_mod.load(args.config, raw=raw)
-    registry.build(cfg)
+    tasks = registry.build(cfg)  # the runner never runs them: it checks the arguments that HTTP enqueues
     options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, serve)
 
     async def main() -> int:
         client, embedded = await redisboot.connect(cfg)
         try:
-            return await Runner(cfg, options, Broker(client, cfg)).run()
+            return await Runner(cfg, options, Broker(client, cfg), tasks).run()
         finally:
             await client.aclose()
             if embedded:
@@ -52,8 +53,10 @@ def run(args: argparse.Namespace, *, serve: bool = True) -> int:
     return run_loop(main())
 
 
-def _with_broker(args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]]) -> int:
-    cfg = config_mod.load(args.config, import_tasks=False)
+def _with_broker(
+    args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]], cfg: config_mod.Config | None = None
+) -> int:
+    cfg = cfg or config_mod.load(args.config, import_tasks=False)
 
     async def main() -> int:
         client = async_client(redisboot.options(cfg))
@@ -77,6 +80,10 @@ def enqueue(args: argparse.Namespace) -> int:
         delay = config_mod.seconds(args.delay) if args.delay else 0.0
     except ValueError as exc:
         raise UsageError(f"--delay: {exc} (e.g. 30s, 5m, 2h)") from None
+    cfg = config_mod.load(args.config, import_tasks=False)
+    problem = _argument_problem(cfg, args.task, call_args, call_kwargs)
+    if problem:
+        raise UsageError(problem)  # it would only be dead-lettered: refused before it reaches Redis
 
     async def action(broker: Broker) -> int:
         try:
@@ -86,7 +93,24 @@ def enqueue(args: argparse.Namespace) -> int:
         print(task_id)
         return 0
 
-    return _with_broker(args, action)
+    return _with_broker(args, action, cfg)
+
+
+def _argument_problem(cfg: config_mod.Config, name: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why these arguments cannot bind to the task (or to a workflow's first steps), importing only those
+    tasks. One that cannot be imported here (say, a dependency only the workers' hosts have) is not checked."""
+    if name in cfg.workflows:
+        names = {step.task for step, source in canvas.lay_out(cfg.workflows[name]).steps if source is None}
+    elif name in cfg.tasks:
+        names = {name}
+    else:
+        return None  # unknown: admin.enqueue says so
+    try:
+        tasks = registry.build(cfg, names)
+    except ConfigError as exc:
+        print(f"taskqueue: note: arguments not checked: {exc.problems[0]}", file=sys.stderr)
+        return None
+    return tasks.call_problem(cfg, name, args, kwargs)
 
 
 def status(args: argparse.Namespace) -> int:

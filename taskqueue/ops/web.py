@@ -22,6 +22,7 @@ from yarl import URL
 
 from taskqueue._loop import outage
 from taskqueue.config import seconds
+from taskqueue.config.registry import Registry
 from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, UnknownTask
 from taskqueue.ops import admin, health
 from taskqueue.ops import metrics as metrics_mod
@@ -321,6 +322,10 @@ async def _enqueue(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         raise ApiError(400, "the body must be JSON") from None
     task, args, kwargs, queue, delay_s = _enqueue_fields(body)
+    tasks = getattr(request.app[STATE], "registry", None)  # the runner's imported tasks (not every host has them)
+    problem = tasks.call_problem(config, task, args, kwargs) if isinstance(tasks, Registry) else None
+    if problem:
+        raise ApiError(400, problem)  # it would only be dead-lettered
     try:
         task_id, queue = await admin.enqueue(broker, task, args, kwargs, queue, delay_s)
     except (UnknownTask, ValueError) as exc:

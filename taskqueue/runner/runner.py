@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 import taskqueue
 from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
+from taskqueue.config.registry import Registry
 from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
@@ -52,8 +53,9 @@ class RunOptions:
 
 
 class Runner:
-    def __init__(self, config: Config, options: RunOptions, broker: Broker) -> None:
+    def __init__(self, config: Config, options: RunOptions, broker: Broker, registry: Registry | None = None) -> None:
         self.config = config
+        self.registry = registry  # the tasks as imported here: HTTP checks an enqueue's arguments against them
         self.options = options
         self.broker = broker
         self.workers: dict[str, WorkerProcess] = {}
@@ -151,7 +153,7 @@ class Runner:
             found = reload.read_new(path, self.config)
             if found is None:
                 return False
-            new, raw = found
+            new, raw, self.registry = found
             old, retiring = self.config, self.active_workers()
             await self.stop_services()
             self.config = new

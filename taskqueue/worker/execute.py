@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import math
 import os
@@ -87,7 +86,6 @@ class Executor:
         self.exit_code = 0
         self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
         self._names: dict[tuple[str, str], _Names] = {}
-        self._signatures: dict[str, inspect.Signature | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
@@ -337,7 +335,7 @@ class Executor:
             "attempt": attempt,
             "duration_ms": round(elapsed * 1000, 2),
         }
-        if isinstance(exc, TypeError) and (mismatch := self._bind_problem(task, env)):
+        if isinstance(exc, TypeError) and (mismatch := task.bind_problem(env.args, env.kwargs)):
             await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
         elif isinstance(exc, Reject):
             await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
@@ -428,22 +426,6 @@ class Executor:
         await ride_out(script, "settling a task")
         self.held.pop(token, None)
         self.wake.set()
-
-    def _bind_problem(self, task: RegisteredTask, env: envelope_mod.Envelope) -> str | None:
-        if task.name not in self._signatures:
-            try:
-                signature: inspect.Signature | None = inspect.signature(task.target)  # a class: its __init__
-            except (TypeError, ValueError):
-                signature = None
-            self._signatures[task.name] = signature
-        signature = self._signatures[task.name]
-        if signature is None:
-            return None
-        try:
-            signature.bind(*env.args, **env.kwargs)
-        except TypeError as exc:
-            return f"arguments do not match {task.name}{signature}: {exc}"
-        return None
 
 
 class _Overrun(Exception):
