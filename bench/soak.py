@@ -1135,20 +1135,23 @@ def read_trace(client: Any) -> dict[int, list[Run]]:
 
 FAR_FROM_FAULT_S = 10.0
 HICCUP_WINDOW_S = 5.0
-ROUND_TRIP_FAILED = "Redis unavailable ("  # the worker's log line when its ack/fetch round trip failed
+# A process's "Redis is away" warning (taskqueue._loop.RedisOutage): said when a call to Redis fails after
+# at least 30 s without one, so it marks the start of a worker's trouble with Redis (a failed ack/fetch
+# round trip, heartbeat or watch), not every failed round trip.
+OUTAGE_LOGGER, OUTAGE_STARTS = "taskqueue.redis", ("Redis unreachable while ", "Redis answering with errors while ")
 
 
 def failed_round_trips(folder: Path) -> dict[int, list[float]]:
-    """Worker pid -> unix times at which its ack/fetch round trip to Redis failed (from the runner logs)."""
+    """Worker pid -> unix times at which it found Redis away (from the runner logs; at most one per 30 s)."""
     found: dict[int, list[float]] = collections.defaultdict(list)
     for log in sorted(folder.glob("runner*.log")):
         with log.open(errors="replace") as handle:
             for line in handle:
-                if ROUND_TRIP_FAILED not in line:
+                if OUTAGE_LOGGER not in line:
                     continue
                 with contextlib.suppress(json.JSONDecodeError, KeyError, TypeError, ValueError):
                     entry = json.loads(line)
-                    if entry.get("logger") == "taskqueue.worker" and str(entry["msg"]).startswith(ROUND_TRIP_FAILED):
+                    if entry.get("logger") == OUTAGE_LOGGER and str(entry["msg"]).startswith(OUTAGE_STARTS):
                         found[int(entry["pid"])].append(float(entry["ts"]))
     return dict(found)
 
@@ -1493,7 +1496,7 @@ def print_summary(result: dict[str, Any]) -> None:
     dups = result["duplicates"]
     print(f"duplicates by likely cause: {dups['by_cause']}; {dups['how']}")
     print(
-        f"worker round trips that failed: {dups['failed_worker_round_trips']}, "
+        f"workers that found Redis away (at most once per 30 s each): {dups['failed_worker_round_trips']}, "
         f"{dups['failed_worker_round_trips_while_redis_up']} of them while Redis was up (not within a restart + 2 s)"
     )
     for item in dups["far_from_faults"][:5]:

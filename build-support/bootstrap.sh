@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared bootstrap for build.sh, test.sh and .ci/run. Source it, don't execute it:
 #   source "$(dirname "${BASH_SOURCE[0]}")/build-support/bootstrap.sh"
-# It defines functions only (plus TQ_ROOT / TQ_VENV); callers decide what to run.
+# It defines functions only (plus TQ_ROOT / TQ_VENV / TQ_MIN_REDIS); callers decide what to run.
 #
 # Knobs (environment):
 #   TQ_PYTHON   interpreter used to create .venv (default: python3; must be >= 3.11)
@@ -25,14 +25,26 @@ tq_as_root() {
   fi
 }
 
-# Install redis-server from the distro if it is not on PATH (Debian/Ubuntu apt only).
+# The oldest Redis taskqueue runs on: RPOP with a count (exchange.lua) and BLMOVE (the workers' watch) came
+# in 6.2. Must equal MIN_VERSION in taskqueue/store/redisboot.py and the README (tests/test_requirements.py).
+TQ_MIN_REDIS="6.2.0"
+
+# Install redis-server (and redis-cli) from the distro if not on PATH (Debian/Ubuntu apt only); refuse one
+# older than TQ_MIN_REDIS.
 tq_ensure_redis_server() {
-  command -v redis-server >/dev/null 2>&1 && return 0
-  command -v apt-get >/dev/null 2>&1 || tq_die "redis-server missing and apt-get unavailable; install Redis >= 7"
-  tq_log "installing redis-server via apt-get"
-  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-  tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
-  command -v redis-server >/dev/null 2>&1 || tq_die "redis-server still not on PATH after apt-get install"
+  if ! command -v redis-server >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 \
+      || tq_die "redis-server missing and apt-get unavailable; install Redis >= $TQ_MIN_REDIS"
+    tq_log "installing redis-server via apt-get"
+    tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    tq_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server
+    command -v redis-server >/dev/null 2>&1 || tq_die "redis-server still not on PATH after apt-get install"
+  fi
+  local found
+  found="$(redis-server --version | sed -n 's/.* v=\([0-9][0-9.]*\).*/\1/p')"
+  [[ -n "$found" ]] || tq_die "cannot read the version of $(command -v redis-server)"
+  [[ "$(printf '%s\n%s\n' "$TQ_MIN_REDIS" "$found" | sort -V | head -n1)" == "$TQ_MIN_REDIS" ]] \
+    || tq_die "redis-server $found is too old: taskqueue needs Redis >= $TQ_MIN_REDIS"
 }
 
 # Tools the HTTP end-to-end tests run, installed from the distro when missing (Debian/Ubuntu apt only):

@@ -252,7 +252,7 @@ def test_minimal_config_gets_every_default() -> None:
     assert (cfg.redis.pool_size, cfg.redis.key_prefix, cfg.redis.cluster) == (10, "tq", False)
     assert (cfg.redis.sentinel, cfg.redis.tls, cfg.redis.embedded) == (None, None, None)
     assert cfg.workers == config.WorkersConfig(2, 10, 5.0, 30.0)
-    assert (cfg.autoscaler.enabled, cfg.autoscaler.min_workers, cfg.autoscaler.max_workers) == (True, 1, 8)
+    assert (cfg.autoscaler.enabled, cfg.autoscaler.min_workers, cfg.autoscaler.max_workers) == (True, 2, 8)
     assert cfg.scheduler == config.SchedulerConfig(True, 1.0, 100)
     assert cfg.schedules == ()
     assert cfg.http == config.HttpConfig(True, "127.0.0.1", 8080, "/tasks", True, True, "")
@@ -410,9 +410,16 @@ def test_environment_override_is_checked_like_the_file() -> None:
     found = problems_of(VALID / "minimal.yaml", {"TASK_QUEUE_WORKERS": "20", "REDIS_POOL_SIZE": "0"})
     assert found == (
         "$REDIS_POOL_SIZE: redis.pool_size: must be >= 1, got 0",
-        "$TASK_QUEUE_WORKERS: workers.initial_count: initial_count (20) must lie within autoscaler "
-        "min_workers..max_workers (1..8)",
+        "$TASK_QUEUE_WORKERS: workers.initial_count: initial_count (20) is above autoscaler max_workers (8)",
     )
+
+
+def test_min_workers_defaults_to_the_worker_count_the_user_set() -> None:
+    """The autoscaler never undoes an explicit count: it scales up from it and back down to it."""
+    assert load_valid("minimal.yaml").autoscaler.min_workers == 2  # workers.initial_count's default
+    assert load_valid("minimal.yaml", {"TASK_QUEUE_WORKERS": "4"}).autoscaler.min_workers == 4
+    assert load_valid("all-sections.yaml").autoscaler.min_workers == 2  # explicit: it wins
+    assert load_valid("all-sections.yaml", {"TASK_QUEUE_WORKERS": "5"}).autoscaler.min_workers == 2
 
 
 def test_anchors_and_merge_keys() -> None:

@@ -318,7 +318,7 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         ),
         autoscaler=AutoscalerConfig(
             a["enabled"],
-            a["min_workers"],
+            a.get("min_workers", w["initial_count"]),  # by default never below the count the user set
             a["max_workers"],
             float(a["scale_up_threshold"]),
             float(a["scale_down_threshold"]),

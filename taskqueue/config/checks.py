@@ -42,20 +42,20 @@ def _autoscaler(doc: Document, data: dict[str, Any]) -> Iterator[str]:
     scaler, workers = data.get("autoscaler"), data.get("workers")
     if not isinstance(scaler, dict) or not isinstance(workers, dict):
         return
-    low, high, initial = (
-        _int(scaler.get("min_workers")),
-        _int(scaler.get("max_workers")),
-        _int(workers.get("initial_count")),
-    )
+    high, initial = _int(scaler.get("max_workers")), _int(workers.get("initial_count"))
+    explicit = "min_workers" in scaler  # absent: min_workers is initial_count
+    low = _int(scaler.get("min_workers")) if explicit else initial
     if low is None or high is None:
         pass
-    elif low > high:
+    elif explicit and low > high:
         yield doc.problem(("autoscaler", "min_workers"), f"min_workers ({low}) is above max_workers ({high})")
     elif scaler.get("enabled") is True and initial is not None and not low <= initial <= high:
-        yield doc.problem(
-            ("workers", "initial_count"),
-            f"initial_count ({initial}) must lie within autoscaler min_workers..max_workers ({low}..{high})",
+        problem = (
+            f"must lie within autoscaler min_workers..max_workers ({low}..{high})"
+            if explicit
+            else f"is above autoscaler max_workers ({high})"
         )
+        yield doc.problem(("workers", "initial_count"), f"initial_count ({initial}) {problem}")
     down, up = _number(scaler.get("scale_down_threshold")), _number(scaler.get("scale_up_threshold"))
     if down is not None and up is not None and down >= up:
         yield doc.problem(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
 
+from taskqueue import canvas
 from taskqueue.config import Config, TaskConfig, checks, imports
 from taskqueue.errors import ConfigError
 
@@ -18,6 +21,7 @@ class RegisteredTask:
     target: Callable[..., Any]
     is_async: bool  # True: run on the event loop; False: run in the worker's thread pool
     is_class: bool  # the seed's Task trait: instantiate with kwargs, then call execute()
+    signature: inspect.Signature | None = None  # what `call` can bind (a class: its __init__); None: unknown
 
     @property
     def name(self) -> str:
@@ -29,6 +33,23 @@ class RegisteredTask:
             return self.target(*args, **kwargs).execute()
         return self.target(*args, **kwargs)
 
+    def bind_problem(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """Why `call(args, kwargs)` cannot bind to the task's signature (None when it can, or is unknown)."""
+        if self.signature is None:
+            return None
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            return f"arguments do not match {self.name}{_shown(self.signature)}: {exc}"
+        return None
+
+
+def _shown(signature: inspect.Signature) -> inspect.Signature:
+    """Names and defaults only: annotations (strings, with `from __future__ import annotations`) are noise here."""
+    empty = inspect.Parameter.empty
+    parameters = [p.replace(annotation=empty) for p in signature.parameters.values()]
+    return signature.replace(parameters=parameters, return_annotation=empty)
+
 
 @dataclass(frozen=True, slots=True)
 class Registry:
@@ -37,13 +58,59 @@ class Registry:
     def get(self, name: str) -> RegisteredTask | None:
         return self.tasks.get(name)
 
+    def call_problem(self, config: Config, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """Why enqueueing `name` (a task, or a workflow: its first steps get the arguments) with these
+        arguments could never run, from the signatures of the tasks imported here; None when it may run
+        (or when this registry does not hold the task: nothing to check against)."""
+        if name in config.workflows:
+            laid = canvas.lay_out(config.workflows[name], args, kwargs)
+            for step, source in laid.steps:
+                task = self.get(step.task)
+                problem = task.bind_problem(step.args, step.kwargs) if task and source is None else None
+                if problem:
+                    return f"workflow {name}, its first step {step.task}: {problem}"
+            return None
+        task = self.get(name)
+        return task.bind_problem(args, kwargs) if task else None
 
-def build(config: Config) -> Registry:
-    """Import every declared task; raises ConfigError naming the task (config.load checked them already)."""
+
+def signature_of(target: Callable[..., Any]) -> inspect.Signature | None:
+    """The signature arguments must bind to. Not through `functools.wraps` (a decorator may supply arguments
+    itself: the wrapped function's signature would refuse calls that run); None when Python cannot tell."""
+    try:
+        return inspect.signature(target, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return None
+
+
+_IMPORTED_MTIME: dict[str, int] = {}  # module → its file's mtime when this process first looked
+
+
+def _current(path: str) -> bool:
+    """Whether the module of a task path is the code on disk. A process imports a module once: after a reload
+    whose YAML names a module that changed since, the runner still holds the old function, whose signature
+    must not judge calls of the new one (the workers import the new code)."""
+    module_name = path.partition(":")[0]
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if not file:
+        return True
+    try:
+        mtime = os.stat(file).st_mtime_ns
+    except OSError:
+        return False
+    return _IMPORTED_MTIME.setdefault(module_name, mtime) == mtime
+
+
+def build(config: Config, names: Iterable[str] | None = None) -> Registry:
+    """Import every declared task (or only those `names`); raises ConfigError naming the task (config.load
+    checked them already)."""
     imports.add_to_sys_path(config.python_path)
     found: dict[str, RegisteredTask] = {}
     problems: list[str] = []
+    wanted = None if names is None else set(names)
     for name, task in config.tasks.items():
+        if wanted is not None and name not in wanted:
+            continue
         try:
             target = imports.resolve(task.path)
         except ImportError as exc:
@@ -57,7 +124,9 @@ def build(config: Config) -> Registry:
         runs = getattr(target, "execute") if is_class else target  # noqa: B009 - checked by callable_problem
         call_method = getattr(type(runs), "__call__", None)  # noqa: B004 - async callable objects count too
         is_async = inspect.iscoroutinefunction(runs) or inspect.iscoroutinefunction(call_method)
-        found[name] = RegisteredTask(task, cast(Callable[..., Any], target), is_async, is_class)
+        function = cast(Callable[..., Any], target)
+        signature = signature_of(function) if _current(task.path) else None
+        found[name] = RegisteredTask(task, function, is_async, is_class, signature)
     if problems:
         raise ConfigError(problems)
     return Registry(MappingProxyType(found))

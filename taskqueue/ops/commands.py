@@ -13,10 +13,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from taskqueue import canvas
 from taskqueue import config as config_mod
 from taskqueue._loop import run_loop
 from taskqueue.config import registry, validation
-from taskqueue.errors import UnknownTask, UsageError
+from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner.runner import Runner, RunOptions
 from taskqueue.store import redisboot
@@ -38,13 +39,13 @@ def schema(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace, *, serve: bool = True) -> int:
     raw = config_mod.read(args.config)
     cfg = config_mod.load(args.config, raw=raw)
-    registry.build(cfg)
+    tasks = registry.build(cfg)  # the runner never runs them: it checks the arguments that HTTP enqueues
     options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, serve)
 
     async def main() -> int:
         client, embedded = await redisboot.connect(cfg)
         try:
-            return await Runner(cfg, options, Broker(client, cfg)).run()
+            return await Runner(cfg, options, Broker(client, cfg), tasks).run()
         finally:
             await client.aclose()
             if embedded:
@@ -53,8 +54,10 @@ def run(args: argparse.Namespace, *, serve: bool = True) -> int:
     return run_loop(main())
 
 
-def _with_broker(args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]]) -> int:
-    cfg = config_mod.load(args.config, import_tasks=False)
+def _with_broker(
+    args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]], cfg: config_mod.Config | None = None
+) -> int:
+    cfg = cfg or config_mod.load(args.config, import_tasks=False)
 
     async def main() -> int:
         client = async_client(redisboot.options(cfg))
@@ -78,6 +81,10 @@ def enqueue(args: argparse.Namespace) -> int:
         delay = config_mod.seconds(args.delay) if args.delay else 0.0
     except ValueError as exc:
         raise UsageError(f"--delay: {exc} (e.g. 30s, 5m, 2h)") from None
+    cfg = config_mod.load(args.config, import_tasks=False)
+    problem = _argument_problem(cfg, args.task, call_args, call_kwargs)
+    if problem:
+        raise UsageError(problem)  # it would only be dead-lettered: refused before it reaches Redis
 
     async def action(broker: Broker) -> int:
         try:
@@ -87,7 +94,24 @@ def enqueue(args: argparse.Namespace) -> int:
         print(task_id)
         return 0
 
-    return _with_broker(args, action)
+    return _with_broker(args, action, cfg)
+
+
+def _argument_problem(cfg: config_mod.Config, name: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """Why these arguments cannot bind to the task (or to a workflow's first steps), importing only those
+    tasks. One that cannot be imported here (say, a dependency only the workers' hosts have) is not checked."""
+    if name in cfg.workflows:
+        names = {step.task for step, source in canvas.lay_out(cfg.workflows[name]).steps if source is None}
+    elif name in cfg.tasks:
+        names = {name}
+    else:
+        return None  # unknown: admin.enqueue says so
+    try:
+        tasks = registry.build(cfg, names)
+    except ConfigError as exc:
+        print(f"taskqueue: note: arguments not checked: {exc.problems[0]}", file=sys.stderr)
+        return None
+    return tasks.call_problem(cfg, name, args, kwargs)
 
 
 def status(args: argparse.Namespace) -> int:
@@ -232,11 +256,30 @@ def cancel(args: argparse.Namespace) -> int:
     return _with_broker(args, action)
 
 
+TRACEBACK_LINES = 6  # of each record's traceback, the last lines `dead list` shows (--json: all of it)
+
+
 def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         print(json.dumps(records, indent=2, default=str))
         return
     for r in records:
         when = dt.datetime.fromtimestamp(r["failed_at"], dt.UTC).isoformat(timespec="seconds")
-        print(f"{r['id']}  {r['task']}  queue={r['queue']}  attempts={r['attempts']}  {when}  {r['error']}")
+        print(_plain(f"{r['id']}  {r['task']}  queue={r['queue']}  attempts={r['attempts']}  {when}  {r['error']}"))
+        for line in traceback_tail(r.get("traceback") or ""):
+            print(f"    {line}")
     print(f"{len(records)} dead task(s)")
+
+
+def traceback_tail(trace: str, limit: int = TRACEBACK_LINES) -> list[str]:
+    """The last `limit` lines of a traceback (where it failed), after a line saying how many came before;
+    without the `^^^^` lines under the code (they point into a line the summary may not show whole)."""
+    lines = [_plain(line) for line in trace.rstrip().splitlines() if line.strip(" ^~")]
+    if len(lines) <= limit:
+        return lines
+    return [f"… {len(lines) - limit} line(s) above: `dead list --json` shows the whole traceback", *lines[-limit:]]
+
+
+def _plain(text: str) -> str:
+    """Terminal-safe: control characters a task's error may carry (escape sequences) printed escaped."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)

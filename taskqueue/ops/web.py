@@ -20,7 +20,9 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 from yarl import URL
 
+from taskqueue._loop import outage
 from taskqueue.config import seconds
+from taskqueue.config.registry import Registry
 from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, UnknownTask
 from taskqueue.ops import admin, health
 from taskqueue.ops import metrics as metrics_mod
@@ -132,7 +134,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         response = _error(exc.status, exc.reason, allow)
     except (RedisError, OSError) as exc:
-        log.warning("HTTP %s %s: Redis unavailable (%s)", request.method, request.path, exc)
+        outage.failed(f"serving HTTP {request.method} {request.path}", exc)
         response = _error(503, "Redis is unavailable; try again shortly")
     except Exception:
         log.exception("HTTP %s %s failed", request.method, request.path)
@@ -340,6 +342,10 @@ async def _enqueue(request: web.Request) -> web.Response:
     except (ValueError, RecursionError):
         raise ApiError(400, "the body must be JSON") from None
     task, args, kwargs, queue, delay_s = _enqueue_fields(body)
+    tasks = getattr(request.app[STATE], "registry", None)  # the runner's imported tasks (not every host has them)
+    problem = tasks.call_problem(config, task, args, kwargs) if isinstance(tasks, Registry) else None
+    if problem:
+        raise ApiError(400, problem)  # it would only be dead-lettered
     try:
         task_id, queue = await admin.enqueue(broker, task, args, kwargs, queue, delay_s)
     except (UnknownTask, ValueError) as exc:

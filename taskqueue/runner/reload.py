@@ -14,13 +14,13 @@ from taskqueue.errors import ConfigError
 log = logging.getLogger("taskqueue.reload")
 
 
-def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config, bytes] | None:
-    """The YAML on disk, validated and importable, as (config, raw bytes); None (with the reasons logged)
-    when it must be rejected and the running configuration stays."""
+def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config, bytes, registry.Registry] | None:
+    """The YAML on disk, validated and importable, as (config, raw bytes, its tasks); None (with the reasons
+    logged) when it must be rejected and the running configuration stays."""
     try:
         raw = config_mod.read(path)
         new = config_mod.load(path, raw=raw)
-        registry.build(new)
+        tasks = registry.build(new)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
@@ -29,7 +29,7 @@ def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config,
     if new.redis != running.redis:
         log.error("reload rejected: the redis section changed, which needs a restart; the running configuration stays")
         return None
-    return new, raw
+    return new, raw, tasks
 
 
 def worker_count(config: config_mod.Config, current: int) -> int:

@@ -20,8 +20,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 import taskqueue
-from taskqueue._loop import raise_if_cancelled, ride_out
+from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
+from taskqueue.config.registry import Registry
 from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
@@ -52,8 +53,9 @@ class RunOptions:
 
 
 class Runner:
-    def __init__(self, config: Config, options: RunOptions, broker: Broker) -> None:
+    def __init__(self, config: Config, options: RunOptions, broker: Broker, registry: Registry | None = None) -> None:
         self.config = config
+        self.registry = registry  # the tasks as imported here: HTTP checks an enqueue's arguments against them
         self.options = options
         self.broker = broker
         self.workers: dict[str, WorkerProcess] = {}
@@ -134,7 +136,6 @@ class Runner:
             requeued, buried = await ride_out(
                 lambda: recovery.recover_worker(self.broker, worker_id),
                 f"recovering worker {worker_id}",
-                log,
                 attempts=100,
                 longest_s=5.0,
             )
@@ -152,7 +153,7 @@ class Runner:
             found = reload.read_new(path, self.config)
             if found is None:
                 return False
-            new, raw = found
+            new, raw, self.registry = found
             old, retiring = self.config, self.active_workers()
             await self.stop_services()
             self.config = new
@@ -190,8 +191,10 @@ class Runner:
                 expired = await self.broker.expired_workers()
                 if self.redis_ok_since is None:
                     self.redis_ok_since = time.monotonic()
-            except RedisError:
+                outage.answered()
+            except RedisError as exc:
                 self.redis_ok_since = None
+                outage.failed("looking for expired worker leases", exc)
                 continue
             # After an outage every lease looks expired: give live workers a lease to heartbeat first.
             if time.monotonic() - self.redis_ok_since < lease_s(self.config):
@@ -218,14 +221,16 @@ class Runner:
             try:
                 pending, live, oldest = await self.broker.load()
             except RedisError as exc:
-                log.warning("autoscaler: Redis unavailable (%s); holding", exc)
+                outage.failed("reading the load for the autoscaler (holding)", exc)
                 continue
+            outage.answered()
             current = len(self.active_workers())
             decision = autoscaler.decide(
                 cfg, autoscaler.Load(pending, live, oldest), current, time.monotonic() - last_change
             )
             self.last_decision = decision
             if decision.direction == "hold" or self.stopping:
+                log.debug("autoscaler: hold at %d worker process(es): %s", current, decision.reason)
                 continue
             last_change = time.monotonic()
             log.info("scale %s %d→%d: %s", decision.direction, current, decision.target, decision.reason)

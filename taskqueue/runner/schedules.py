@@ -170,7 +170,7 @@ class Schedules:
 
 async def _retry_forever(call: Callable[[], Awaitable[T]]) -> T:
     """The schedule's state lives in Redis, so a fire waits for it."""
-    return await ride_out(call, "firing a schedule", log)
+    return await ride_out(call, "firing a schedule")
 
 
 def describe(config: Config, state: dict[str, int], counts: dict[str, int]) -> list[dict[str, object]]:

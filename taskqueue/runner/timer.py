@@ -12,7 +12,7 @@ from typing import Protocol
 
 from redis.exceptions import RedisClusterException, RedisError
 
-from taskqueue._loop import raise_if_cancelled
+from taskqueue._loop import outage, raise_if_cancelled
 from taskqueue.config import Config
 from taskqueue.store.broker import Broker
 
@@ -41,9 +41,10 @@ async def run(host: Host) -> None:
             try:
                 moved, next_due = await broker.promote(settings.max_tasks_per_tick)
             except (RedisError, OSError) as exc:
-                log.warning("delayed-task timer: Redis unavailable (%s)", exc)
+                outage.failed("promoting due delayed tasks", exc)
                 await asyncio.sleep(1.0)
                 continue
+            outage.answered()
             host.last_tick = time.time()
             if moved >= settings.max_tasks_per_tick:
                 continue  # more are due: next round at once

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import inspect
 import logging
 import math
 import os
@@ -93,7 +92,6 @@ class Executor:
         self.exit_code = 0
         self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
         self._names: dict[tuple[str, str], _Names] = {}
-        self._signatures: dict[str, inspect.Signature | None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = NO_DEADLINE
         self._background: set[asyncio.Task[None]] = set()
@@ -178,7 +176,7 @@ class Executor:
                 holder=holder,
             )
 
-        admission = await ride_out(admit, "admitting a limited task", log)
+        admission = await ride_out(admit, "admitting a limited task")
         if admission.verdict == "start":
             await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
             return
@@ -327,7 +325,7 @@ class Executor:
             log.exception("could not quarantine a message; it goes back when this worker stops")
 
     async def _give_back(self, token: bytes, held: Held) -> None:
-        await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back", log)
+        await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back a task")
         self.wake.set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -475,7 +473,7 @@ class Executor:
             "attempt": attempt,
             "duration_ms": round(elapsed * 1000, 2),
         }
-        if isinstance(exc, TypeError) and (mismatch := self._bind_problem(task, env)):
+        if isinstance(exc, TypeError) and (mismatch := task.bind_problem(env.args, env.kwargs)):
             await self._bury(item, env, mismatch, "", attempt)  # checked only on failure: off the hot path
         elif isinstance(exc, Reject):
             await self._bury(item, env, f"rejected: {exc.reason}", "", attempt)
@@ -586,25 +584,9 @@ class Executor:
 
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
-        await ride_out(script, "settling a task", log)
+        await ride_out(script, "settling a task")
         self.held.pop(token, None)
         self.wake.set()
-
-    def _bind_problem(self, task: RegisteredTask, env: envelope_mod.Envelope) -> str | None:
-        if task.name not in self._signatures:
-            try:
-                signature: inspect.Signature | None = inspect.signature(task.target)  # a class: its __init__
-            except (TypeError, ValueError):
-                signature = None
-            self._signatures[task.name] = signature
-        signature = self._signatures[task.name]
-        if signature is None:
-            return None
-        try:
-            signature.bind(*env.args, **env.kwargs)
-        except TypeError as exc:
-            return f"arguments do not match {task.name}{signature}: {exc}"
-        return None
 
 
 class _Overrun(Exception):

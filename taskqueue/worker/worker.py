@@ -16,7 +16,7 @@ from typing import Any
 from redis.exceptions import RedisClusterException, RedisError
 
 from taskqueue import envelope
-from taskqueue._loop import raise_if_cancelled
+from taskqueue._loop import outage, raise_if_cancelled
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.store.broker import HOST, Broker, Taken
@@ -178,8 +178,9 @@ class Worker:
             try:
                 await self._heartbeat_once()
                 self._beat_at = time.monotonic()
+                outage.answered()
             except RedisError as exc:
-                log.warning("heartbeat failed: %s", exc)
+                outage.failed("renewing this worker's lease", exc)
 
     async def _follow_cancels(self, known: asyncio.Event) -> None:
         """Keep the executor's copy of the cancelled ids: subscribe to the cancel channel, then read the set
@@ -211,7 +212,8 @@ class Worker:
             await self.armed.wait()
             try:
                 found = await self.watch.blmove(key, key, WATCH_BLOCK_S, "RIGHT", "RIGHT")
-            except RedisError:
+            except RedisError as exc:
+                outage.failed(f"watching queue {queue}", exc)
                 await asyncio.sleep(0.5)
                 found = True  # let the pump find out whether Redis is back
             if found is not None:
@@ -241,13 +243,13 @@ class Worker:
                 for item in taken:  # held before any reconcile: they are ours, not strays
                     self.executor.start(item)
                 delay = 0.05
+                outage.answered()
                 moves = getattr(getattr(self.broker.redis, "connection_pool", None), "primary_changes", 0)
                 if self._pump_failed or moves != self._primary_moves:  # a Sentinel failover may lose replies too
                     self._pump_failed, self._primary_moves = False, moves
                     await self._reconcile()
             except RedisError as exc:
-                if not self._pump_failed:
-                    log.warning("Redis unavailable (%s); retrying with backoff", exc)
+                outage.failed("exchanging tasks (ack, count, take)", exc)
                 self._pump_failed = True
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -76,15 +76,26 @@ def write_config(
 class Runner:
     """One `taskqueue.pex run` subprocess and its worker processes."""
 
-    def __init__(self, pex: Path, config: Path, redis_url: str, log: Path, command: str = "run") -> None:
+    def __init__(
+        self,
+        pex: Path,
+        config: Path,
+        redis_url: str,
+        log: Path,
+        command: str = "run",
+        *,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.pex, self.config, self.redis_url, self.log, self.command = pex, config, redis_url, log, command
+        self.args, self.env = tuple(args), dict(env or {})  # more command-line options; more environment
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, expect_workers: int | None = None) -> Runner:
-        env = {**os.environ, "TEST_REDIS_URL": self.redis_url}
+        env = {**os.environ, "TEST_REDIS_URL": self.redis_url, **self.env}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), self.command, "--log-format", "json"],
+                [str(self.pex), "-c", str(self.config), self.command, "--log-format", "json", *self.args],
                 stdout=out,
                 stderr=out,
                 env=env,

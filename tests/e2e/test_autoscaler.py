@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from taskqueue.client import Client
 from tests.conftest import wait_for
 from tests.e2e.harness import Runner, RunnerFactory, runs
@@ -17,6 +19,33 @@ SCALER = (
 
 def _decisions(runner: Runner) -> list[str]:
     return [line["msg"] for line in runner.logs() if str(line.get("msg", "")).startswith("scale ")]
+
+
+def _messages(runner: Runner) -> list[str]:
+    return [str(line.get("msg", "")) for line in runner.logs()]
+
+
+def _holds(runner: Runner) -> int:
+    return sum(1 for msg in _messages(runner) if msg.startswith("autoscaler: hold at "))
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [({"TASK_QUEUE_WORKERS": "4"}, 4), ({}, 2)],
+    ids=["TASK_QUEUE_WORKERS=4", "initial_count=2"],
+)
+def test_the_autoscaler_never_scales_below_the_worker_count_the_user_set(
+    make_runner: RunnerFactory, redis_url: str, env: dict[str, str], expected: int
+) -> None:
+    """No min_workers in the YAML: it defaults to the count set by initial_count or $TASK_QUEUE_WORKERS."""
+    scaler = "{enabled: true, max_workers: 6, interval: 200ms, cooldown: 0s}"
+    runner = make_runner(redis_url, workers=2, autoscaler=scaler, args=["--log-level", "debug"], env=env)
+    runner.start()
+    # an idle queue, evaluated again and again (each hold is logged at debug level)
+    wait_for(lambda: _holds(runner) >= 10 or _decisions(runner), timeout=30, what="10 autoscaler evaluations")
+    assert _decisions(runner) == []
+    wait_for(lambda: len(runner.worker_pids()) == expected, timeout=10, what=f"{expected} worker processes")
+    assert f"autoscaler: hold at {expected} worker process(es): pending=0" in "\n".join(_messages(runner))
 
 
 def test_burst_scales_up_within_two_intervals_drains_and_scales_back(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import urllib.request
 from pathlib import Path
 
 import msgpack
@@ -13,6 +14,7 @@ import pytest
 from taskqueue.client import Client
 from tests.conftest import wait_for
 from tests.e2e.harness import Runner, RunnerFactory, lpush_cli, pex_cmd, runs, store
+from tests.e2e.test_http import fetch, http_url
 
 
 def _port(url: str) -> int:
@@ -105,6 +107,12 @@ def test_retries_back_off_then_dead_letter_and_dead_retry(make_runner: RunnerFac
     assert "Traceback" in records[task_id]["traceback"]
     assert records[task_id]["attempts"] == 3
     assert reject_id in records
+    text = pex_cmd(runner.pex, runner.config, "dead", "list", redis_url=redis_url).stdout.splitlines()
+    mine = text.index(next(line for line in text if line.startswith(f"{task_id}  always_fails  ")))
+    shown = list(itertools.takewhile(lambda line: line.startswith("    "), text[mine + 1 :]))  # its traceback's end
+    assert 2 <= len(shown) <= 7, text  # the README: "shows dead-lettered tasks with their error and traceback"
+    assert any('tasks.py", line' in line and "in always_fails" in line for line in shown), text
+    assert shown[-1] == "    ValueError: boom a"
 
     again = pex_cmd(runner.pex, runner.config, "dead", "retry", task_id, redis_url=redis_url)
     assert again.returncode == 0, again.stderr
@@ -211,3 +219,39 @@ def test_client_refuses_unknown_tasks_and_full_queues(make_runner: RunnerFactory
     with pytest.raises(Exception, match="queue 'default' is full"):
         client.enqueue("record", 99)
     assert db.llen("tq:queue:default") == 3
+
+
+def _post_json(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    status, raw = fetch(request)
+    return status, json.loads(raw)
+
+
+def test_cli_and_http_refuse_arguments_the_task_cannot_take(make_runner: RunnerFactory, redis_url: str) -> None:
+    """Both import the task (the CLI only the one it enqueues, HTTP in the runner), so a call that could only
+    be dead-lettered ("missing a required argument") is refused at once: exit 2 / HTTP 400, one line."""
+    runner: Runner = make_runner(redis_url, workers=1, http={"port": 0}).start(expect_workers=1)
+    enqueue = f"{http_url(runner)}/tasks/enqueue"
+
+    refused = pex_cmd(runner.pex, runner.config, "enqueue", "record", "--args", "[1, 2, 3]", redis_url=redis_url)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines() == [
+        "taskqueue: arguments do not match record(n, sleep_s=0.0): too many positional arguments"
+    ]
+    assert refused.stdout == ""
+    status, body = _post_json(enqueue, {"task": "record", "args": [1], "kwargs": {"to": "a@example.com"}})
+    assert (status, body) == (
+        400,
+        {"error": "arguments do not match record(n, sleep_s=0.0): got an unexpected keyword argument 'to'"},
+    )
+    status, body = _post_json(enqueue, {"task": "recorder", "kwargs": {"label": "x"}})  # a class: its __init__
+    assert status == 400 and "missing a required argument: 'n'" in str(body["error"]), body
+
+    fine = pex_cmd(runner.pex, runner.config, "enqueue", "record", "--args", "[7]", redis_url=redis_url)
+    assert fine.returncode == 0, fine.stderr
+    assert _post_json(enqueue, {"task": "recorder", "kwargs": {"n": 8}})[0] == 201
+    assert _post_json(enqueue, {"task": "echo", "args": [9, 10], "kwargs": {"any": "thing"}})[0] == 201
+    wait_for(lambda: runs(redis_url) == {7: 1, 8: 1}, timeout=20, what="the accepted calls to run")
+    db = store(redis_url)
+    wait_for(lambda: db.llen("tq:queue:default") == 0, timeout=20, what="the queue to drain")
+    assert db.zcard("tq:dead:index") == 0  # nothing refused reached Redis

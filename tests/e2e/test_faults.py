@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from typing import Any
 
 from taskqueue.client import Client
 from tests.conftest import RedisServer, wait_for
-from tests.e2e.harness import RunnerFactory, runs, store
+from tests.e2e.harness import Runner, RunnerFactory, runs, store
+from tests.e2e.test_http import fetch, http_url
 
 N = 2000
 
@@ -74,6 +77,48 @@ def test_redis_restart_with_aof_mid_run(make_runner: RunnerFactory, own_redis: R
     wait_for(lambda: len(runs(url)) == N, timeout=120, what="all tasks after the Redis restart")
     _report("Redis SIGKILL + restart", runs(url))
     assert runner.alive()
+
+
+def _pids_saying(runner: Runner, start: str, level: str) -> set[int]:
+    return {int(line["pid"]) for line in runner.logs() if line.get("level") == level and line["msg"].startswith(start)}
+
+
+def _warnings(runner: Runner, after: float) -> list[dict[str, Any]]:
+    return [line for line in runner.logs() if line.get("level") == "warning" and line.get("ts", 0) >= after]
+
+
+def test_a_redis_outage_is_said_once_per_process_and_so_is_its_end(
+    make_runner: RunnerFactory, own_redis: RedisServer
+) -> None:
+    url = own_redis.url
+    runner = make_runner(url, workers=2, http={"port": 0}).start(expect_workers=2)
+    base = http_url(runner)
+    processes = {runner.pid, *runner.worker_pids()}
+    stopped_at = time.time()
+    own_redis.stop()
+    wait_for(
+        lambda: _pids_saying(runner, "Redis unreachable while ", "warning") >= processes,
+        timeout=15,
+        what="the outage warning of the runner and of each worker process",
+    )
+    assert fetch(f"{base}/tasks/queues")[0] == 503  # the HTTP API meets it too, and says it through the same line
+    assert fetch(f"{base}/tasks/queues")[0] == 503
+    # The outage itself: a few seconds in which every loop of every process keeps failing.
+    wait_for(lambda: time.time() - stopped_at >= 5, timeout=10, what="a 5 s outage")
+    own_redis.start()  # the same port, the same data (AOF)
+    wait_for(
+        lambda: _pids_saying(runner, "Redis reachable again after ", "info") >= processes,
+        timeout=20,
+        what="'Redis reachable again' from the runner and each worker process",
+    )
+    warnings = _warnings(runner, stopped_at)
+    assert len(warnings) == len(processes), [w["msg"] for w in warnings]  # one per process, nothing else
+    assert {w["logger"] for w in warnings} == {"taskqueue.redis"}
+    again = [line["msg"] for line in runner.logs() if line["msg"].startswith("Redis reachable again after ")]
+    assert all(int(msg.split()[4]) >= 4 for msg in again), again  # "… after 5 s": the outage's length
+    Client(url).enqueue("record", 1, 0.0)  # and work flows again
+    wait_for(lambda: runs(url) == {1: 1}, timeout=15, what="a task enqueued after the outage")
+    assert runner.alive() and set(runner.worker_pids()) == processes - {runner.pid}
 
 
 def test_graceful_shutdown_finishes_running_tasks_within_grace(make_runner: RunnerFactory, redis_url: str) -> None:

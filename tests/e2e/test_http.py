@@ -40,7 +40,7 @@ def http_url(runner: Runner) -> str:
     return found[0]
 
 
-def fetch(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+def fetch(url: str | urllib.request.Request, timeout: float = 3.0) -> tuple[int, bytes]:
     try:
         with _OPENER.open(url, timeout=timeout) as response:
             return int(response.status), bytes(response.read())

@@ -264,7 +264,7 @@ def test_cluster_full_restart_resumes(cluster: Cluster, make_runner: RunnerFacto
     for node in cluster.nodes:
         node.kill()
     at_kill = len(runs(redis_url))
-    outage = re.compile(r"Redis unavailable|cannot be connected")
+    outage = re.compile(r"Redis (unreachable|answering with errors) while ")  # one line per process
     wait_for(
         lambda: sum(1 for e in runner.logs() if outage.search(str(e.get("msg", "")))) >= 3,
         timeout=15,

@@ -1,0 +1,56 @@
+"""The text output of `dead list`: each record's line, then the end of its traceback, indented."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskqueue.ops import commands
+
+TRACE = """Traceback (most recent call last):
+  File "/srv/app/taskqueue/worker/execute.py", line 193, in _call
+    value = await task.call(env.args, env.kwargs)
+  File "/srv/app/jobs/email.py", line 12, in send_email
+    raise ValueError(f"no such mailbox {to}")
+    ^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+ValueError: no such mailbox a@example.com
+"""
+
+
+def _record(**changes: object) -> dict[str, object]:
+    record: dict[str, object] = {"id": "t1", "task": "send_email", "queue": "default", "attempts": 4}
+    record.update(failed_at=0.0, error="ValueError: no such mailbox a@example.com", traceback=TRACE)
+    return {**record, **changes}
+
+
+def test_dead_list_shows_the_last_lines_of_each_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    commands._print_dead([_record(), _record(id="t2", traceback=None, error="rejected: spam")], as_json=False)
+    assert capsys.readouterr().out.splitlines() == [
+        "t1  send_email  queue=default  attempts=4  1970-01-01T00:00:00+00:00  "
+        "ValueError: no such mailbox a@example.com",
+        "    Traceback (most recent call last):",
+        '      File "/srv/app/taskqueue/worker/execute.py", line 193, in _call',
+        "        value = await task.call(env.args, env.kwargs)",
+        '      File "/srv/app/jobs/email.py", line 12, in send_email',
+        '        raise ValueError(f"no such mailbox {to}")',
+        "    ValueError: no such mailbox a@example.com",
+        "t2  send_email  queue=default  attempts=4  1970-01-01T00:00:00+00:00  rejected: spam",
+        "2 dead task(s)",
+    ]
+
+
+def test_a_long_traceback_is_cut_to_its_end_and_says_so() -> None:
+    trace = (
+        "Traceback (most recent call last):\n"
+        + '  File "x.py", line 1, in f\n    f()\n' * 50
+        + "RecursionError: deep\n"
+    )
+    tail = commands.traceback_tail(trace)
+    assert tail[0] == "… 96 line(s) above: `dead list --json` shows the whole traceback"
+    frame = ['  File "x.py", line 1, in f', "    f()"]
+    assert tail[1:] == [*frame[1:], *frame, *frame, "RecursionError: deep"]
+
+
+def test_control_characters_of_an_error_are_printed_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    commands._print_dead([_record(error="ValueError: \x1b[2Jgone\nsecond line", traceback="")], as_json=False)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("ValueError: \\x1b[2Jgone\\nsecond line")

@@ -1,0 +1,113 @@
+"""Checking an enqueue's arguments against the task's signature, where the task is imported (CLI, HTTP)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from taskqueue import config as config_mod
+from taskqueue.config import registry
+
+JOBS = """
+import functools
+
+
+def send(to, subject="", *, cc=None):
+    return to
+
+
+class Report:
+    def __init__(self, day, fmt="pdf"):
+        self.day = day
+
+    def execute(self):
+        return self.day
+
+
+def injects_db(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        return function("db", *args, **kwargs)
+
+    return wrapper
+
+
+@injects_db
+def query(db, sql):
+    return sql
+"""
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> config_mod.Config:
+    name = f"sigjobs_{tmp_path.name.replace('-', '_')}"  # a module of this test alone
+    (tmp_path / f"{name}.py").write_text(JOBS)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""\
+            tasks:
+              send: {{path: "{name}:send"}}
+              report: {{path: "{name}:Report"}}
+              query: {{path: "{name}:query"}}
+            workflows:
+              mail_then_report: {{chain: [send, report]}}
+            """
+        )
+    )
+    return config_mod.load(path, env={})
+
+
+def test_calls_that_bind_pass(cfg: config_mod.Config) -> None:
+    tasks = registry.build(cfg)
+    assert tasks.call_problem(cfg, "send", ["a@x"], {"cc": "b@x"}) is None
+    assert tasks.call_problem(cfg, "send", [], {"to": "a@x", "subject": "hi"}) is None
+    assert tasks.call_problem(cfg, "report", [], {"day": "mon"}) is None
+    assert tasks.call_problem(cfg, "unknown", [1], {}) is None  # not ours to judge: admin.enqueue refuses it
+
+
+def test_calls_that_cannot_bind_name_the_task_and_the_problem(cfg: config_mod.Config) -> None:
+    tasks = registry.build(cfg)
+    assert tasks.call_problem(cfg, "send", [], {}) == (
+        "arguments do not match send(to, subject='', *, cc=None): missing a required argument: 'to'"
+    )
+    assert tasks.call_problem(cfg, "send", ["a", "b", "c"], {}) == (
+        "arguments do not match send(to, subject='', *, cc=None): too many positional arguments"
+    )
+    assert tasks.call_problem(cfg, "report", [], {"day": 1, "colour": "red"}) == (
+        "arguments do not match report(day, fmt='pdf'): got an unexpected keyword argument 'colour'"
+    )
+
+
+def test_a_workflow_checks_its_first_steps_only(cfg: config_mod.Config) -> None:
+    tasks = registry.build(cfg)
+    assert tasks.call_problem(cfg, "mail_then_report", ["a@x"], {}) is None  # report gets send's result
+    assert tasks.call_problem(cfg, "mail_then_report", [], {}) == (
+        "workflow mail_then_report, its first step send: arguments do not match send(to, subject='', *, "
+        "cc=None): missing a required argument: 'to'"
+    )
+
+
+def test_a_decorator_that_supplies_arguments_is_not_second_guessed(cfg: config_mod.Config) -> None:
+    """`functools.wraps` makes inspect report `query(db, sql)`, but callers pass only `sql`."""
+    assert registry.build(cfg).call_problem(cfg, "query", ["select 1"], {}) is None
+
+
+def test_only_the_named_tasks_are_imported(cfg: config_mod.Config) -> None:
+    assert set(registry.build(cfg, {"send"}).tasks) == {"send"}
+
+
+def test_a_module_changed_since_it_was_imported_is_not_judged_by_its_old_code(cfg: config_mod.Config) -> None:
+    """A reload names the same module, edited meanwhile: this process still holds the old function, the
+    workers run the new one."""
+    assert registry.build(cfg).call_problem(cfg, "send", [], {}) is not None
+    module = sys.modules[cfg.tasks["send"].path.partition(":")[0]]
+    assert module.__file__ is not None
+    stat = os.stat(module.__file__)
+    os.utime(module.__file__, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    assert registry.build(cfg).call_problem(cfg, "send", [], {}) is None
