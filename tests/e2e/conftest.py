@@ -13,14 +13,14 @@ from tests.e2e.harness import Runner, RunnerFactory, write_config
 
 @pytest.fixture
 def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    """`make_runner(redis_url, command="run", **write_config options)` → a Runner, not started yet."""
+    """`make_runner(redis_url, command="run", python=None, **write_config options)` → a Runner, not started yet."""
     started: list[Runner] = []
 
-    def make(redis_url: str, *, command: str = "run", **options: Any) -> Runner:
+    def make(redis_url: str, *, command: str = "run", python: str | None = None, **options: Any) -> Runner:
         folder = tmp_path / f"r{len(started)}"
         folder.mkdir()
         config = write_config(folder, redis_url, **options)
-        runner = Runner(pex, config, redis_url, folder / "runner.log", command=command)
+        runner = Runner(pex, config, redis_url, folder / "runner.log", command=command, python=python)
         started.append(runner)
         return runner
 

@@ -37,6 +37,7 @@ BASE_TASKS = """
   add: {path: testjobs.tasks:add}
   total: {path: testjobs.tasks:total}
   flaky: {path: testjobs.tasks:flaky, max_retries: 0}
+  interpreter: {path: testjobs.tasks:interpreter}
 """
 
 
@@ -70,17 +71,21 @@ def write_config(
 
 
 class Runner:
-    """One `taskqueue.pex run` subprocess and its worker processes."""
+    """One `taskqueue.pex run` subprocess and its worker processes; `python` runs the pex with that interpreter
+    (`python3.13 taskqueue.pex …`) instead of its own shebang."""
 
-    def __init__(self, pex: Path, config: Path, redis_url: str, log: Path, command: str = "run") -> None:
+    def __init__(
+        self, pex: Path, config: Path, redis_url: str, log: Path, command: str = "run", python: str | None = None
+    ) -> None:
         self.pex, self.config, self.redis_url, self.log, self.command = pex, config, redis_url, log, command
+        self.argv = [python, str(pex)] if python else [str(pex)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, expect_workers: int | None = None) -> Runner:
         env = {**os.environ, "TEST_REDIS_URL": self.redis_url}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), self.command, "--log-format", "json"],
+                [*self.argv, "-c", str(self.config), self.command, "--log-format", "json"],
                 stdout=out,
                 stderr=out,
                 env=env,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import platform
+import sys
 import time
 from typing import Any
 
@@ -134,3 +136,10 @@ def flaky(x: int, key: str) -> int:
     if not _redis().exists(f"test:flaky:{key}"):
         raise ValueError(f"{key} is not ready")
     return x
+
+
+def interpreter() -> dict[str, str]:
+    """Which Python runs this worker (and from where its compiled dependencies were loaded)."""
+    import msgpack
+
+    return {"python": platform.python_version(), "executable": sys.executable, "msgpack": str(msgpack.__file__)}
