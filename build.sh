@@ -4,7 +4,9 @@
 #
 # The pex holds runner.py (entry point runner:main) and the taskqueue package with its data files
 # (taskqueue/store/lua/**/*.lua, taskqueue/config/schema/*.json, taskqueue/ops/static/dashboard.html). jobs/ is NOT
-# included: user tasks are imported at run time from the folder of the YAML config.
+# included: user tasks are imported at run time from the folder of the YAML config. The third-party packages
+# they import are: requirements-jobs.txt (optional; exact pins, dependencies too, none contradicting
+# requirements.lock) is resolved together with requirements.lock and bundled, so workers import them.
 #
 # Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7, 3.12.1,
 # 3.13.0, 3.14.0, and Debian 12's 3.11.2, which alone pulls in async-timeout for redis), so none of these
@@ -16,7 +18,8 @@
 # The smoke test runs the pex under every CPython >= 3.11 found here (tq_find_pythons) and fails if one of
 # them re-executes under another interpreter instead of running it.
 #
-# Usage: ./build.sh            (env: SOURCE_DATE_EPOCH, TQ_PIP_VERSION, TQ_SKIP_SMOKE=1)
+# Usage: ./build.sh            (env: SOURCE_DATE_EPOCH, TQ_PIP_VERSION, TQ_SKIP_SMOKE=1,
+#                               TQ_JOBS_REQUIREMENTS=FILE instead of requirements-jobs.txt, or empty for none)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -37,6 +40,16 @@ shopt -u nullglob
 tq_find_pex
 tq_log "pex: ${TQ_PEX[*]} ($("${TQ_PEX[@]}" --version))"
 
+locks=(requirements.lock)
+jobs_requirements="$(tq_jobs_requirements)"
+if [[ -n "$jobs_requirements" ]]; then
+  tq_log "jobs' requirements: $jobs_requirements"
+  python3 build-support/verify_pex.py requirements "$jobs_requirements" requirements.lock
+  locks+=("$jobs_requirements")
+fi
+requirement_args=()
+for lock in "${locks[@]}"; do requirement_args+=(-r "$lock"); done
+
 work="$(mktemp -d "${TMPDIR:-/tmp}/taskqueue-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -51,7 +64,7 @@ for p in "${platforms[@]}"; do platform_args+=(--complete-platform "$p"); done
 
 tq_log "building taskqueue.pex (pip $PIP_VERSION; targets: ${platforms[*]##*/})"
 "${TQ_PEX[@]}" \
-  -r requirements.lock \
+  "${requirement_args[@]}" \
   -D "$stage" \
   -e runner:main \
   --venv \
@@ -70,7 +83,7 @@ mv -f "$work/taskqueue.pex" "$OUT"
 tq_log "verifying contents"
 find taskqueue \( -name '*.lua' -path '*/lua/*' -o -name '*.json' -path '*/schema/*' -o -path '*/static/*' \) -type f \
   | LC_ALL=C sort >"$work/data-files"
-python3 build-support/verify_pex.py "$OUT" build-support/platforms requirements.lock
+python3 build-support/verify_pex.py pex "$OUT" build-support/platforms "${locks[@]}"
 PEX_INTERPRETER=1 "$OUT" - "$work/data-files" <<'PY'
 import sys
 from importlib import resources

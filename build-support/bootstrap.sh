@@ -53,15 +53,28 @@ tq_ensure_test_tools() {
   done
 }
 
-# Fingerprint of the lock files; stored in the venv to detect a stale install.
-tq_lock_digest() {
-  cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" | sha256sum | cut -d' ' -f1
+# The jobs' third-party requirements (optional; see requirements-jobs.txt): TQ_JOBS_REQUIREMENTS names
+# another file, and an empty TQ_JOBS_REQUIREMENTS none. Prints the path, or nothing.
+tq_jobs_requirements() {
+  local file="${TQ_JOBS_REQUIREMENTS-$TQ_ROOT/requirements-jobs.txt}"
+  if [[ -n "$file" && -f "$file" ]]; then
+    printf '%s\n' "$file"
+  elif [[ -n "${TQ_JOBS_REQUIREMENTS:-}" ]]; then
+    tq_die "TQ_JOBS_REQUIREMENTS=$TQ_JOBS_REQUIREMENTS: no such file"
+  fi
 }
 
-# Create $TQ_VENV if missing and (re)install requirements-dev.lock when the lock files changed
-# since the last install (or when TQ_FORCE_INSTALL=1).
+# Fingerprint of the lock files; stored in the venv to detect a stale install.
+tq_lock_digest() {
+  local jobs
+  jobs="$(tq_jobs_requirements)"
+  cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" ${jobs:+"$jobs"} | sha256sum | cut -d' ' -f1
+}
+
+# Create $TQ_VENV if missing and (re)install requirements-dev.lock and the jobs' requirements when the
+# lock files changed since the last install (or when TQ_FORCE_INSTALL=1).
 tq_ensure_venv() {
-  local py="${TQ_PYTHON:-python3}" stamp="$TQ_VENV/.tq-dev-lock.sha256" digest
+  local py="${TQ_PYTHON:-python3}" stamp="$TQ_VENV/.tq-dev-lock.sha256" digest jobs
   if [[ ! -x "$TQ_VENV/bin/python" ]]; then
     command -v "$py" >/dev/null 2>&1 || tq_die "$py not found (need CPython >= 3.11)"
     "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -71,8 +84,9 @@ tq_ensure_venv() {
   fi
   digest="$(tq_lock_digest)"
   if [[ "${TQ_FORCE_INSTALL:-0}" == 1 || ! -f "$stamp" || "$(cat "$stamp")" != "$digest" ]]; then
-    tq_log "installing requirements-dev.lock into $TQ_VENV"
-    "$TQ_VENV/bin/python" -m pip install --quiet -r "$TQ_ROOT/requirements-dev.lock"
+    jobs="$(tq_jobs_requirements)"
+    tq_log "installing requirements-dev.lock${jobs:+ and ${jobs##*/}} into $TQ_VENV"
+    "$TQ_VENV/bin/python" -m pip install --quiet -r "$TQ_ROOT/requirements-dev.lock" ${jobs:+-r "$jobs"}
     printf '%s\n' "$digest" >"$stamp"
   fi
 }
@@ -143,10 +157,12 @@ tq_ensure_extra_pythons() {
 
 # Files whose change requires rebuilding taskqueue.pex (NUL-free paths, one per line).
 tq_pex_inputs() {
+  local jobs
+  jobs="$(tq_jobs_requirements)"
   (
     cd "$TQ_ROOT" || exit 1
     find runner.py taskqueue requirements.lock build.sh build-support/platforms build-support/verify_pex.py \
-      -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
+      ${jobs:+"$jobs"} -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
   )
 }
 
@@ -155,7 +171,8 @@ tq_pex_stale() {
   local pex="$TQ_ROOT/taskqueue.pex" f
   [[ -f "$pex" ]] || return 0
   while IFS= read -r f; do
-    [[ "$TQ_ROOT/$f" -nt "$pex" ]] && return 0
+    [[ "$f" == /* ]] || f="$TQ_ROOT/$f"
+    [[ "$f" -nt "$pex" ]] && return 0
   done < <(tq_pex_inputs)
   return 1
 }
