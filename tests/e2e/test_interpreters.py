@@ -47,4 +47,4 @@ def test_runner_and_workers_run_on_the_interpreter_that_started_the_pex(
     assert ran["python"] == version, runner.log.read_text()
     pex_root = Path(os.environ.get("PEX_ROOT") or Path.home() / ".cache" / "pex")
     assert Path(ran["executable"]).is_relative_to(pex_root / "venvs"), ran  # the pex's venv for this Python
-    assert Path(ran["msgpack"]).is_relative_to(pex_root / "venvs"), ran  # a compiled wheel from the pex
+    assert Path(ran["module"]).is_relative_to(pex_root / "venvs"), ran  # msgpack: a compiled wheel from the pex

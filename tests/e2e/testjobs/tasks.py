@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import os
 import platform
 import sys
@@ -138,8 +139,7 @@ def flaky(x: int, key: str) -> int:
     return x
 
 
-def interpreter() -> dict[str, str]:
-    """Which Python runs this worker (and from where its compiled dependencies were loaded)."""
-    import msgpack
-
-    return {"python": platform.python_version(), "executable": sys.executable, "msgpack": str(msgpack.__file__)}
+def interpreter(module: str = "msgpack") -> dict[str, str]:
+    """Which Python runs this worker, and from which file it imports `module` (a compiled one by default)."""
+    imported = importlib.import_module(module)
+    return {"python": platform.python_version(), "executable": sys.executable, "module": str(imported.__file__)}
