@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Build ./taskqueue.pex reproducibly from requirements.lock, for CPython 3.11 and 3.12 on linux x86_64.
+# Build ./taskqueue.pex reproducibly from requirements.lock: one file for CPython 3.11, 3.12, 3.13 and 3.14
+# on linux x86_64 (it carries the wheels of each).
 #
 # The pex holds runner.py (entry point runner:main) and the taskqueue package with its data files
 # (taskqueue/store/lua/**/*.lua, taskqueue/config/schema/*.json, taskqueue/ops/static/dashboard.html). jobs/ is NOT
-# included: user tasks are imported at run time from the folder of the YAML config.
+# included: user tasks are imported at run time from the folder of the YAML config. The third-party packages
+# they import are: requirements-jobs.txt (optional; exact pins, dependencies too, none contradicting
+# requirements.lock) is resolved together with requirements.lock and bundled, so workers import them.
 #
-# Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7,
-# 3.12.1, and Debian 12's 3.11.2, which alone pulls in async-timeout for redis), so no 3.12 is
-# needed at build time; regenerate them with build-support/gen-platforms.sh. Short `--platform`
-# names can't be used: they lack python_full_version, which redis's async-timeout marker needs.
+# Targets are the committed complete-platform files in build-support/platforms/ (CPython 3.11.7, 3.12.1,
+# 3.13.0, 3.14.0, and Debian 12's 3.11.2, which alone pulls in async-timeout for redis), so none of these
+# interpreters is needed at build time; regenerate them with build-support/gen-platforms.sh (3.14.0 is
+# derived from 3.13.0's: no 3.14 here to inspect). Short `--platform` names can't be used: they lack
+# python_full_version, which redis's async-timeout marker needs, and the pex's shell boot would try them
+# first (it tries target interpreters in the order short platforms, then complete ones).
 #
-# Usage: ./build.sh            (env: SOURCE_DATE_EPOCH, TQ_PIP_VERSION, TQ_SKIP_SMOKE=1)
+# The smoke test runs the pex under every CPython >= 3.11 found here (tq_find_pythons) and fails if one of
+# them re-executes under another interpreter instead of running it.
+#
+# Usage: ./build.sh            (env: SOURCE_DATE_EPOCH, TQ_PIP_VERSION, TQ_SKIP_SMOKE=1,
+#                               TQ_JOBS_REQUIREMENTS=FILE instead of requirements-jobs.txt, or empty for none)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -31,6 +40,16 @@ shopt -u nullglob
 tq_find_pex
 tq_log "pex: ${TQ_PEX[*]} ($("${TQ_PEX[@]}" --version))"
 
+locks=(requirements.lock)
+jobs_requirements="$(tq_jobs_requirements)"
+if [[ -n "$jobs_requirements" ]]; then
+  tq_log "jobs' requirements: $jobs_requirements"
+  python3 build-support/verify_pex.py requirements "$jobs_requirements" requirements.lock
+  locks+=("$jobs_requirements")
+fi
+requirement_args=()
+for lock in "${locks[@]}"; do requirement_args+=(-r "$lock"); done
+
 work="$(mktemp -d "${TMPDIR:-/tmp}/taskqueue-build.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 
@@ -45,7 +64,7 @@ for p in "${platforms[@]}"; do platform_args+=(--complete-platform "$p"); done
 
 tq_log "building taskqueue.pex (pip $PIP_VERSION; targets: ${platforms[*]##*/})"
 "${TQ_PEX[@]}" \
-  -r requirements.lock \
+  "${requirement_args[@]}" \
   -D "$stage" \
   -e runner:main \
   --venv \
@@ -64,30 +83,7 @@ mv -f "$work/taskqueue.pex" "$OUT"
 tq_log "verifying contents"
 find taskqueue \( -name '*.lua' -path '*/lua/*' -o -name '*.json' -path '*/schema/*' -o -path '*/static/*' \) -type f \
   | LC_ALL=C sort >"$work/data-files"
-python3 - "$OUT" requirements.lock <<'PY'
-import json, re, sys, zipfile
-
-pex, lock = sys.argv[1:3]
-norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
-pins = {}
-for line in open(lock):
-    m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;#]+)", line)
-    if m:
-        pins[norm(m.group(1))] = m.group(2)
-with zipfile.ZipFile(pex) as z:
-    info = json.loads(z.read("PEX-INFO"))
-    names = z.namelist()
-bad = []
-for whl in info["distributions"]:
-    name, version = whl.split("-")[:2]
-    if pins.get(norm(name)) != version:
-        bad.append(whl)
-if bad:
-    sys.exit(f"dists not pinned in {lock}: {bad}")
-if any(n.startswith("jobs/") for n in names):
-    sys.exit("jobs/ must not be packaged into the pex")
-print(f"  {len(info['distributions'])} wheels (all match {lock})")
-PY
+python3 build-support/verify_pex.py pex "$OUT" build-support/platforms "${locks[@]}"
 PEX_INTERPRETER=1 "$OUT" - "$work/data-files" <<'PY'
 import sys
 from importlib import resources
@@ -104,6 +100,18 @@ PY
 if [[ "${TQ_SKIP_SMOKE:-0}" != 1 ]]; then
   tq_log "smoke test: ./taskqueue.pex validate -c task-queue.yaml"
   ./taskqueue.pex validate -c task-queue.yaml
+  tested=()
+  mapfile -t pythons < <(tq_find_pythons)
+  for py in "${pythons[@]}"; do
+    want="$("$py" -c 'import platform; print(platform.python_version())')"
+    tq_log "smoke test: $py taskqueue.pex --version / validate"
+    got="$("$py" "$OUT" --version)"
+    [[ "$got" == *"(Python $want)" ]] || tq_die "under $py ($want) the pex ran another interpreter: $got"
+    [[ "$("$py" "$OUT" validate -c task-queue.yaml)" == OK ]] || tq_die "validate failed under $py"
+    tested+=("$want")
+  done
+  ((${#tested[@]})) || tq_die "smoke test: no CPython >= 3.11 found (tq_find_pythons)"
+  tq_log "smoke-tested under CPython ${tested[*]} (every one found here; TQ_SMOKE_PYTHONS adds more)"
 fi
 
 size_bytes=$(stat -c %s "$OUT")

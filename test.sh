@@ -22,7 +22,7 @@ tq_log "ruff format --check"
 ruff format --check .
 
 mypy_targets=()
-for t in taskqueue runner.py jobs tests bench; do
+for t in taskqueue runner.py jobs tests bench build-support; do
   # only paths holding Python files: mypy rejects an existing but empty directory
   [[ -e "$t" && -n "$(find "$t" -name '*.py' -print -quit)" ]] && mypy_targets+=("$t")
 done

@@ -65,15 +65,28 @@ tq_ensure_test_tools() {
   done
 }
 
-# Fingerprint of the lock files; stored in the venv to detect a stale install.
-tq_lock_digest() {
-  cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" | sha256sum | cut -d' ' -f1
+# The jobs' third-party requirements (optional; see requirements-jobs.txt): TQ_JOBS_REQUIREMENTS names
+# another file, and an empty TQ_JOBS_REQUIREMENTS none. Prints the path, or nothing.
+tq_jobs_requirements() {
+  local file="${TQ_JOBS_REQUIREMENTS-$TQ_ROOT/requirements-jobs.txt}"
+  if [[ -n "$file" && -f "$file" ]]; then
+    printf '%s\n' "$file"
+  elif [[ -n "${TQ_JOBS_REQUIREMENTS:-}" ]]; then
+    tq_die "TQ_JOBS_REQUIREMENTS=$TQ_JOBS_REQUIREMENTS: no such file"
+  fi
 }
 
-# Create $TQ_VENV if missing and (re)install requirements-dev.lock when the lock files changed
-# since the last install (or when TQ_FORCE_INSTALL=1).
+# Fingerprint of the lock files; stored in the venv to detect a stale install.
+tq_lock_digest() {
+  local jobs
+  jobs="$(tq_jobs_requirements)"
+  cat "$TQ_ROOT/requirements-dev.lock" "$TQ_ROOT/requirements.lock" ${jobs:+"$jobs"} | sha256sum | cut -d' ' -f1
+}
+
+# Create $TQ_VENV if missing and (re)install requirements-dev.lock and the jobs' requirements when the
+# lock files changed since the last install (or when TQ_FORCE_INSTALL=1).
 tq_ensure_venv() {
-  local py="${TQ_PYTHON:-python3}" stamp="$TQ_VENV/.tq-dev-lock.sha256" digest
+  local py="${TQ_PYTHON:-python3}" stamp="$TQ_VENV/.tq-dev-lock.sha256" digest jobs
   if [[ ! -x "$TQ_VENV/bin/python" ]]; then
     command -v "$py" >/dev/null 2>&1 || tq_die "$py not found (need CPython >= 3.11)"
     "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -83,8 +96,9 @@ tq_ensure_venv() {
   fi
   digest="$(tq_lock_digest)"
   if [[ "${TQ_FORCE_INSTALL:-0}" == 1 || ! -f "$stamp" || "$(cat "$stamp")" != "$digest" ]]; then
-    tq_log "installing requirements-dev.lock into $TQ_VENV"
-    "$TQ_VENV/bin/python" -m pip install --quiet -r "$TQ_ROOT/requirements-dev.lock"
+    jobs="$(tq_jobs_requirements)"
+    tq_log "installing requirements-dev.lock${jobs:+ and ${jobs##*/}} into $TQ_VENV"
+    "$TQ_VENV/bin/python" -m pip install --quiet -r "$TQ_ROOT/requirements-dev.lock" ${jobs:+-r "$jobs"}
     printf '%s\n' "$digest" >"$stamp"
   fi
 }
@@ -109,12 +123,58 @@ tq_find_pex() {
   fi
 }
 
+# CPython interpreters >= 3.11 on this machine, one a line, each real interpreter once (its resolved path):
+# python3 and python3.11 ... python3.14 on PATH, /usr/bin's, pyenv's versions, those tq_ensure_extra_pythons
+# installed under $TQ_ROOT/.pythons, and TQ_SMOKE_PYTHONS (space-separated paths). An interpreter that
+# does not run (a pyenv shim with no version behind it) is skipped.
+tq_find_pythons() {
+  local candidates=() py real seen=" " pyroot
+  for py in python3 python3.11 python3.12 python3.13 python3.14; do
+    command -v "$py" >/dev/null 2>&1 && candidates+=("$(command -v "$py")")
+  done
+  pyroot="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+  local nullglob_was; nullglob_was="$(shopt -p nullglob || true)"  # status 1 when off
+  shopt -s nullglob
+  candidates+=(/usr/bin/python3.1[1-9] "$pyroot"/versions/3.*/bin/python3 "$TQ_ROOT"/.pythons/*/bin/python3)
+  eval "$nullglob_was"
+  # shellcheck disable=SC2206  # word splitting is the point: a list of paths
+  candidates+=(${TQ_SMOKE_PYTHONS:-})
+  for py in "${candidates[@]}"; do
+    [[ -x "$py" ]] || continue
+    real="$("$py" -c 'import os, sys
+ok = sys.version_info >= (3, 11) and sys.implementation.name == "cpython"
+print(os.path.realpath(sys.executable)) if ok else sys.exit(1)' 2>/dev/null)" || continue
+    [[ "$seen" == *" $real "* ]] && continue
+    seen+="$real "
+    printf '%s\n' "$real"
+  done
+}
+
+# Optional, for CI: with TQ_EXTRA_PYTHONS="3.12 3.13 3.14", install those CPythons under $TQ_ROOT/.pythons
+# with a pinned uv (into its own venv there), so the pex smoke test runs under each. Best effort and
+# bounded: without network (uv downloads the interpreters) it warns and the build goes on with the
+# interpreters the machine has. A no-op when TQ_EXTRA_PYTHONS is empty (the default).
+tq_ensure_extra_pythons() {
+  local want="${TQ_EXTRA_PYTHONS:-}" dir="$TQ_ROOT/.pythons"
+  [[ -n "$want" ]] || return 0
+  tq_log "installing CPython $want under $dir (uv ${TQ_UV_VERSION:-0.13.9})"
+  if [[ ! -x "$dir/.uv/bin/uv" ]]; then
+    python3 -m venv "$dir/.uv" && timeout 120 "$dir/.uv/bin/python" -m pip install --quiet "uv==${TQ_UV_VERSION:-0.13.9}" \
+      || { tq_log "warning: could not install uv; smoke-testing only the interpreters already here"; return 0; }
+  fi
+  # shellcheck disable=SC2086  # one argument per version
+  UV_PYTHON_INSTALL_DIR="$dir" timeout 120 "$dir/.uv/bin/uv" python install --no-bin $want \
+    || tq_log "warning: uv python install $want failed (offline?); smoke-testing only the interpreters already here"
+}
+
 # Files whose change requires rebuilding taskqueue.pex (NUL-free paths, one per line).
 tq_pex_inputs() {
+  local jobs
+  jobs="$(tq_jobs_requirements)"
   (
     cd "$TQ_ROOT" || exit 1
-    find runner.py taskqueue requirements.lock build.sh build-support/platforms \
-      -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
+    find runner.py taskqueue requirements.lock build.sh build-support/platforms build-support/verify_pex.py \
+      ${jobs:+"$jobs"} -name __pycache__ -prune -o -type f ! -name '*.pyc' -print 2>/dev/null
   )
 }
 
@@ -123,7 +183,8 @@ tq_pex_stale() {
   local pex="$TQ_ROOT/taskqueue.pex" f
   [[ -f "$pex" ]] || return 0
   while IFS= read -r f; do
-    [[ "$TQ_ROOT/$f" -nt "$pex" ]] && return 0
+    [[ "$f" == /* ]] || f="$TQ_ROOT/$f"
+    [[ "$f" -nt "$pex" ]] && return 0
   done < <(tq_pex_inputs)
   return 1
 }

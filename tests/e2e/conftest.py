@@ -13,8 +13,9 @@ from tests.e2e.harness import Runner, RunnerFactory, write_config
 
 @pytest.fixture
 def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
-    """`make_runner(redis_url, command="run", args=(), env=None, **write_config options)` → a Runner, not
-    started yet; `args` are more command-line options, `env` more environment variables."""
+    """`make_runner(redis_url, command="run", args=(), env=None, python=None, **write_config options)` → a
+    Runner, not started yet; `args` are more command-line options, `env` more environment variables, `python`
+    the interpreter to run the PEX with."""
     started: list[Runner] = []
 
     def make(
@@ -23,12 +24,15 @@ def make_runner(pex: Path, tmp_path: Path) -> Iterator[RunnerFactory]:
         command: str = "run",
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        python: str | None = None,
         **options: Any,
     ) -> Runner:
         folder = tmp_path / f"r{len(started)}"
         folder.mkdir()
         config = write_config(folder, redis_url, **options)
-        runner = Runner(pex, config, redis_url, folder / "runner.log", command=command, args=args, env=env)
+        runner = Runner(
+            pex, config, redis_url, folder / "runner.log", command=command, args=args, env=env, python=python
+        )
         started.append(runner)
         return runner
 

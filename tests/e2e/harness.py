@@ -39,6 +39,7 @@ BASE_TASKS = """
   flaky: {path: testjobs.tasks:flaky, max_retries: 0}
   gated: {path: testjobs.tasks:gated}
   agated: {path: testjobs.tasks:agated}
+  interpreter: {path: testjobs.tasks:interpreter}
 """
 
 
@@ -74,7 +75,8 @@ def write_config(
 
 
 class Runner:
-    """One `taskqueue.pex run` subprocess and its worker processes."""
+    """One `taskqueue.pex run` subprocess and its worker processes; `python` runs the pex with that interpreter
+    (`python3.13 taskqueue.pex …`) instead of its own shebang."""
 
     def __init__(
         self,
@@ -86,16 +88,18 @@ class Runner:
         *,
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         self.pex, self.config, self.redis_url, self.log, self.command = pex, config, redis_url, log, command
         self.args, self.env = tuple(args), dict(env or {})  # more command-line options; more environment
+        self.argv = [python, str(pex)] if python else [str(pex)]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, expect_workers: int | None = None) -> Runner:
         env = {**os.environ, "TEST_REDIS_URL": self.redis_url, **self.env}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [str(self.pex), "-c", str(self.config), self.command, "--log-format", "json", *self.args],
+                [*self.argv, "-c", str(self.config), self.command, "--log-format", "json", *self.args],
                 stdout=out,
                 stderr=out,
                 env=env,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import os
+import platform
+import sys
 import time
 from typing import Any
 
@@ -191,3 +194,9 @@ def reporting(n: int, gate: str = "test:gate") -> int:
     """Says it is half way, then waits at the gate like gated()."""
     taskqueue.current_task().progress(0.5, "half way")
     return gated(n, gate)
+
+
+def interpreter(module: str = "msgpack") -> dict[str, str]:
+    """Which Python runs this worker, and from which file it imports `module` (a compiled one by default)."""
+    imported = importlib.import_module(module)
+    return {"python": platform.python_version(), "executable": sys.executable, "module": str(imported.__file__)}
