@@ -185,3 +185,24 @@ def partner(n: int) -> int:
     if _redis().incr(f"test:partner:{n}") == 1:
         raise taskqueue.RateLimited(retry_after=0.3)
     return taskqueue.current_task().attempt
+
+
+def record_pid(n: int, sleep_s: float = 0.0) -> int:
+    """Sync: count one run of item n and which worker process ran it (test:pids: pid -> runs)."""
+    if sleep_s:
+        time.sleep(sleep_s)
+    client = _redis()  # held while the pipeline runs: a client lost to the cache's first-call race closes its pool
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby("test:runs", str(n), 1)
+    pipe.hincrby("test:pids", str(os.getpid()), 1)
+    pipe.execute()
+    return n
+
+
+_HOARD: list[bytes] = []
+
+
+def hog(n: int, mib: int, sleep_s: float = 0.0) -> int:
+    """Keep `mib` MiB alive in this process for good (a leak: its RSS grows), then count it like record_pid."""
+    _HOARD.append(b"\x01" * (mib << 20))  # written, not calloc'd: the pages are resident
+    return record_pid(n, sleep_s)
