@@ -87,7 +87,9 @@ class Executor:
         self.hooked: list[tuple[bytes, list[Effect]]] = []  # finished tokens with their effects
         self.counters: collections.Counter[str] = collections.Counter()
         self.exit_code = 0
-        self.finished = 0  # tasks settled here (acked, retried or dead-lettered): what max_tasks_per_child counts
+        # what max_tasks_per_child counts: tasks settled here (acked, retried, rate limited by their body, or
+        # dead-lettered); not messages that only waited (for a limit, or held back by a feature)
+        self.finished = 0
         self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
         self._names: dict[tuple[str, str], _Names] = {}
         self._signatures: dict[str, inspect.Signature | None] = {}
