@@ -333,6 +333,23 @@ def test_durations_in_every_form() -> None:
     assert all(isinstance(v, float) for v in (fast.result_ttl_s, plain.timeout_s, ping.every_s))
 
 
+def test_worker_recycling_limits_are_off_unless_set() -> None:
+    workers = load_valid("minimal.yaml").workers
+    assert (workers.max_tasks_per_child, workers.max_memory_per_child_bytes) == (None, None)
+    recycling = load_valid("recycling.yaml").workers
+    assert (recycling.max_tasks_per_child, recycling.max_memory_per_child_bytes) == (10000, 512 << 20)
+
+
+@pytest.mark.parametrize(
+    ("written", "size"),
+    [("1GiB", 1 << 30), ("300MB", 300 * 10**6), ("64KiB", 65536), ("1048576", 1 << 20), ("2000000", 2000000)],
+)
+def test_max_memory_per_child_takes_sizes_and_plain_bytes(tmp_path: Path, written: str, size: int) -> None:
+    path = tmp_path / "memory.yaml"
+    path.write_text(f"tasks:\n  t: {{path: 'json:dumps'}}\nworkers: {{max_memory_per_child: {written}}}\n", "utf-8")
+    assert config.load(path, env={}).workers.max_memory_per_child_bytes == size
+
+
 def test_env_defaults_apply_when_variables_are_unset() -> None:
     cfg = load_valid("env-expansion.yaml")
     assert cfg.redis.url == "redis://127.0.0.1:6379/3"

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 
 from taskqueue import config as config_mod
@@ -14,7 +15,8 @@ from taskqueue.config import registry
 from taskqueue.runner import recovery
 from taskqueue.store.broker import Broker
 from taskqueue.store.stats import ORPHANS_FIELD
-from taskqueue.worker.worker import Worker
+from taskqueue.worker import worker as worker_mod
+from taskqueue.worker.worker import EXIT_RECYCLED, Worker
 
 CONFIG = """
 redis: {url: "REDIS_URL"}
@@ -208,3 +210,100 @@ def test_an_in_flight_hash_without_a_registration_is_recovered_on_the_second_loo
 
     first, second, queued, counted, left, arg = asyncio.run(scenario())
     assert (first, second, queued, counted, left, arg) == (0, 1, 1, 1, 1, "lost?")
+
+
+RECYCLING = """
+redis: {url: "REDIS_URL"}
+python_path: ["HERE"]
+tasks:
+  echo: {path: "testjobs.tasks:echo", result_ttl: 0}
+  add: {path: "testjobs.tasks:add", result_ttl: 0}
+  reject: {path: "testjobs.tasks:reject"}
+  always_fails: {path: "testjobs.tasks:always_fails", max_retries: 3, retry_backoff: {base: 1h, max: 1h, jitter: false}}
+workers: {initial_count: 1, max_concurrent_tasks: SLOTS, heartbeat_interval: 50ms, LIMIT}
+http: {enabled: false}
+"""
+
+
+def test_max_tasks_per_child_counts_retries_and_dead_letters_and_takes_no_more(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five settled tasks of every kind (2 successes, 2 dead letters, 1 retry) spend a budget of 5: the worker
+    takes nothing beyond it, retires by itself through retire.lua (counted there) and asks to be replaced."""
+    monkeypatch.setenv("TEST_REDIS_URL", redis_url)  # reject and always_fails record their attempts
+    cfg = load_config(tmp_path, redis_url, RECYCLING.replace("SLOTS", "10").replace("LIMIT", "max_tasks_per_child: 5"))
+
+    async def scenario() -> tuple[int, int, dict[str, int], list[Any], int, int, bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        await broker.publish_tables()
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-max-tasks")
+        budget = [("echo", 1), ("reject", "r1"), ("always_fails", "f1"), ("echo", 2), ("reject", "r2")]
+        beyond = [("echo", n) for n in (3, 4, 5)]
+        queue = broker.keys.queue("default")
+        await client.lpush(queue, *[envelope.new(name, (arg,)).encode() for name, arg in budget + beyond])
+        code = await asyncio.wait_for(worker.run(asyncio.Event(), asyncio.Event()), timeout=20)  # no signal
+        counted = {k: int(v) for k, v in (await broker.stats()).items()}
+        queued: list[Any] = await client.lrange(queue, 0, -1)
+        left = sorted(envelope.decode(raw, 1 << 20).args[0] for raw in queued)
+        delayed = int(await client.zcard(broker.keys.delayed))
+        inflight = int(await client.hlen(broker.keys.inflight("w-max-tasks")))
+        registered = await client.zscore(broker.keys.workers, "w-max-tasks") is not None
+        await broker.close()
+        await client.aclose()
+        return code, worker.executor.finished, counted, left, delayed, inflight, registered
+
+    code, finished, counted, left, delayed, inflight, registered = asyncio.run(scenario())
+    assert (code, finished) == (EXIT_RECYCLED, 5)
+    assert counted["processed:default:echo"] == 2
+    assert counted["dead:default:reject"] == 2
+    assert counted["retried:default:always_fails"] == 1
+    assert counted["retirements:max_tasks"] == 1
+    assert "retirements:max_memory" not in counted
+    assert (left, delayed) == ([3, 4, 5], 1)  # never taken (not taken and handed back); the retry waits its 1h
+    assert (inflight, registered) == (0, False)
+
+
+def test_max_memory_per_child_lets_the_running_task_finish_then_retires(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RSS over the limit (on a heartbeat) while a task runs: no new task is taken, the running one finishes
+    within the grace period and is acknowledged, the worker retires, counted as max_memory."""
+    limit = 512 << 20
+    cfg = load_config(
+        tmp_path, redis_url, RECYCLING.replace("SLOTS", "1").replace("LIMIT", f"max_memory_per_child: {limit}")
+    )
+    checks: list[bool] = []
+
+    async def scenario() -> tuple[int, dict[str, int], int, bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-max-memory")
+
+        def rss() -> int:  # above the limit only while a task runs: the retirement starts mid-task
+            checks.append(bool(worker.executor.held))
+            return limit + 1 if worker.executor.held else limit
+
+        monkeypatch.setattr(worker_mod, "rss_bytes", rss)
+        queue = broker.keys.queue("default")
+        await client.lpush(queue, *[envelope.new("add", (n, 0, 1.0)).encode() for n in range(2)])  # 1 s each
+        code = await asyncio.wait_for(worker.run(asyncio.Event(), asyncio.Event()), timeout=20)
+        counted = {k: int(v) for k, v in (await broker.stats()).items()}
+        queued = int(await client.llen(queue))
+        registered = await client.zscore(broker.keys.workers, "w-max-memory") is not None
+        await broker.close()
+        await client.aclose()
+        return code, counted, queued, registered
+
+    code, counted, queued, registered = asyncio.run(scenario())
+    assert code == EXIT_RECYCLED
+    assert counted["processed:default:add"] == 1  # the running task finished, was not handed back
+    assert counted["retirements:max_memory"] == 1
+    assert (queued, registered) == (1, False)  # the second one was never taken
+    assert True in checks  # checked on heartbeats, and found over the limit mid-task
+
+
+def test_rss_bytes_reads_this_processes_resident_memory() -> None:
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    assert abs(worker_mod.rss_bytes() - kib * 1024) < 16 << 20  # the same figure, give or take allocations since

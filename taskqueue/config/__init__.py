@@ -146,6 +146,8 @@ class WorkersConfig:
     max_concurrent_tasks: int
     heartbeat_interval_s: float
     shutdown_grace_period_s: float
+    max_tasks_per_child: int | None = None  # None: no limit
+    max_memory_per_child_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,6 +317,8 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
             w["max_concurrent_tasks"],
             seconds(w["heartbeat_interval"]),
             seconds(w["shutdown_grace_period"]),
+            w.get("max_tasks_per_child"),
+            size_bytes(w["max_memory_per_child"]) if "max_memory_per_child" in w else None,
         ),
         autoscaler=AutoscalerConfig(
             a["enabled"],

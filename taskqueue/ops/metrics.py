@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from taskqueue import envelope
 from taskqueue.config import Config
 from taskqueue.store.broker import Broker
-from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD
+from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD, RETIREMENT_REASONS, RETIREMENTS_PREFIX
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SNAPSHOT_TIMEOUT_S = 2.5  # a scrape answers (taskqueue_redis_up 0) well inside Prometheus' default 10s
@@ -196,6 +196,15 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
     )
     orphans.add_metric([], stats.get(ORPHANS_FIELD, 0))
     yield orphans
+    retirements = CounterMetricFamily(
+        "taskqueue_worker_retirements",
+        "Worker processes that retired by themselves and were replaced, all runners: max_tasks "
+        "(workers.max_tasks_per_child reached) or max_memory (RSS above workers.max_memory_per_child).",
+        labels=["reason"],
+    )
+    for reason in RETIREMENT_REASONS:
+        retirements.add_metric([reason], stats.get(RETIREMENTS_PREFIX + reason, 0))
+    yield retirements
 
 
 def _duration_family(stats: Mapping[str, int], config: Config) -> Metric:

@@ -27,7 +27,7 @@ from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.worker.execute import EXIT_REPLACE
-from taskqueue.worker.worker import lease_s
+from taskqueue.worker.worker import EXIT_RECYCLED, lease_s
 
 log = logging.getLogger("taskqueue.runner")
 
@@ -114,6 +114,8 @@ class Runner:
             return
         if code == EXIT_REPLACE:
             log.warning("worker %s is replaced: a sync task overran its timeout", handle.id)
+        elif code == EXIT_RECYCLED:  # it logged why (max_tasks_per_child, max_memory_per_child)
+            log.debug("worker %s retired by itself: replacing it", handle.id)
         else:
             log.error(
                 "worker process %s exited unexpectedly (code %s): its tasks were re-queued; starting a replacement",

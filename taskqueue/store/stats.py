@@ -12,6 +12,7 @@ script) and every runner reads, so the numbers are right however many processes 
     schedule_fired:<schedule>         fires of a periodic schedule (across all runners)
     schedule_skipped:<schedule>       fires skipped: too late (misfire_grace) or missed while down (catch_up: false)
     orphaned_recovered                tasks recovered from the in-flight hash of an unregistered worker
+    retirements:<reason>              worker processes recycled: max_tasks, max_memory (counted by retire.lua)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import functools
 # Prometheus' default buckets, seconds.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, float("inf"))
 ORPHANS_FIELD = "orphaned_recovered"
+RETIREMENTS_PREFIX = "retirements:"
+RETIREMENT_REASONS = ("max_tasks", "max_memory")
 _BUCKET_NAMES = tuple("+Inf" if b == float("inf") else repr(b) for b in DURATION_BUCKETS)
 
 

@@ -90,6 +90,9 @@ class Executor:
         self.hooked: list[tuple[bytes, list[Effect]]] = []  # finished tokens with their effects
         self.counters: collections.Counter[str] = collections.Counter()
         self.exit_code = 0
+        # what max_tasks_per_child counts: tasks settled here (acked, retried, rate limited by their body, or
+        # dead-lettered); not messages that only waited (for a limit, or held back by a feature)
+        self.finished = 0
         self.threads = ThreadRunner(config.workers.max_concurrent_tasks)
         self._names: dict[tuple[str, str], _Names] = {}
         self._timer: asyncio.TimerHandle | None = None
@@ -358,6 +361,7 @@ class Executor:
         else:
             self.acks.append(item.token)
         self.counters[self._names_for(item.queue, task.name).processed] += 1
+        self.finished += 1
         self.wake.set()
 
     def _effects(
@@ -385,6 +389,7 @@ class Executor:
         del self.held[item.token]
         self.hooked.append((item.token, [("wf_start", *push.args)]))
         self.counters[stat_field("processed", item.queue, env.task)] += 1
+        self.finished += 1
         log.info("workflow %s started", workflow_id, extra={"task_id": env.id, "task": env.task, "queue": item.queue})
         self.wake.set()
 
@@ -423,6 +428,7 @@ class Executor:
             self.acks.append(item.token)
         counted_as = task.name if task else "(unknown)"
         self.counters[stat_field("cancelled", item.queue, counted_as)] += 1
+        self.finished += 1
         log.info("cancelled", extra={"task_id": env.id, "task": env.task, "queue": item.queue})
         self.wake.set()
 
@@ -453,7 +459,9 @@ class Executor:
     async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
         """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""
         push = self.broker.producer.later(item.queue, [item.raw], wait)
-        await self._settle(item.token, lambda: self.broker.retry(self.worker_id, item.token, push, [], []))
+        await self._settle(
+            item.token, lambda: self.broker.retry(self.worker_id, item.token, push, [], []), finished=False
+        )
 
     async def _failed(
         self,
@@ -582,10 +590,13 @@ class Executor:
         effects = self._effects(registered, "dead", known, item.queue, error) if known else []
         await self._settle(item.token, lambda: self.broker.bury(self.worker_id, item.token, record, counted, effects))
 
-    async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]]) -> None:
-        """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands."""
+    async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]], *, finished: bool = True) -> None:
+        """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands.
+        A held-back message (`finished=False`) did not run: it does not count towards max_tasks_per_child."""
         await ride_out(script, "settling a task")
         self.held.pop(token, None)
+        if finished:
+            self.finished += 1
         self.wake.set()
 
 

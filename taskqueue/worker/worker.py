@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
+import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 from redis.exceptions import RedisClusterException, RedisError
 
@@ -21,6 +23,7 @@ from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.store.broker import HOST, Broker, Taken
 from taskqueue.store.keys import split_member
+from taskqueue.store.stats import RETIREMENTS_PREFIX
 from taskqueue.worker.execute import Executor
 
 log = logging.getLogger("taskqueue.worker")
@@ -28,10 +31,24 @@ log = logging.getLogger("taskqueue.worker")
 WATCH_BLOCK_S = 2.0
 STOP_WAIT_S = 2.0  # how long cancelled coroutines get to finish at shutdown
 LEASE_HEARTBEATS = 3  # a worker silent for this many heartbeat intervals is presumed dead
+EXIT_RECYCLED = 76  # "retired, replace me now": max_tasks_per_child or max_memory_per_child was reached
+_PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+Recycle = Literal["max_tasks", "max_memory"]
 
 
 def lease_s(config: Config) -> float:
     return config.workers.heartbeat_interval_s * LEASE_HEARTBEATS
+
+
+def rss_bytes() -> int:
+    """This process's resident memory now (/proc/self/statm); without /proc, its peak from getrusage."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * _PAGE_BYTES
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, Linux KiB
 
 
 class Worker:
@@ -62,10 +79,15 @@ class Worker:
         self.tokens = 0
         self._pump_failed = False
         self._primary_moves = 0
+        self.max_tasks = config.workers.max_tasks_per_child
+        self.max_memory = config.workers.max_memory_per_child_bytes
+        self.recycled: Recycle | None = None  # why this process retires by itself, if it does
+        self.recycling = asyncio.Event()
 
     @property
     def exit_code(self) -> int:
-        return self.executor.exit_code
+        code = self.executor.exit_code
+        return EXIT_RECYCLED if code == 0 and self.recycled else code
 
     # ---- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, fast_stop: asyncio.Event) -> int:
@@ -80,14 +102,14 @@ class Worker:
         helpers += [asyncio.create_task(self._watch(q)) for q in self.broker.queue_names]
         self.armed.set()
         self.wake.set()
-        await stop.wait()
+        await _first(stop, self.recycling)
         self.stopping = True  # the pump takes nothing more; it keeps acknowledging what finishes
         self.wake.set()
         # What a round trip under way brings still starts, and gets the grace period like the rest.
         idle = asyncio.create_task(self.idle.wait())
         await asyncio.wait([idle], timeout=STOP_WAIT_S)
         idle.cancel()
-        grace = self.config.workers.shutdown_grace_period_s if self.exit_code == 0 else 0.0
+        grace = self.config.workers.shutdown_grace_period_s if self.executor.exit_code == 0 else 0.0
         running = [h.job for h in self.executor.held.values() if h.job]
         if running:
             log.info("stopping: waiting up to %.1fs for %d running task(s)", grace, len(running))
@@ -102,10 +124,40 @@ class Worker:
         for helper in helpers:
             helper.cancel()
         await asyncio.wait(helpers, timeout=STOP_WAIT_S)
+        if self.recycled:
+            self.executor.counters[RETIREMENTS_PREFIX + self.recycled] += 1  # counted by retire.lua, atomically
         await self._retire()
         self.executor.close()
         log.info("worker stopped", extra={"worker": self.id})
         return self.exit_code
+
+    def _recycle(self, reason: Recycle, detail: str) -> None:
+        """Retire by ourselves, exactly as on a scale-down; the runner starts a replacement at once."""
+        if self.stopping or self.recycled:
+            return
+        self.recycled = reason
+        log.info(
+            "worker %s retiring (%s): %d task(s) done, %s",
+            self.id,
+            reason,
+            self.executor.finished,
+            detail,
+            extra={"worker": self.id},
+        )
+        self.recycling.set()
+
+    def _task_budget(self, max_tasks: int) -> int:
+        """How many more tasks this process may take (never more than max_tasks_per_child run here in all);
+        once they are all done, it retires."""
+        left = max_tasks - self.executor.finished - len(self.executor.held)
+        if self.executor.finished >= max_tasks:
+            self._recycle("max_tasks", f"max_tasks_per_child {max_tasks}")
+        return left
+
+    def _check_memory(self, max_memory: int) -> None:
+        rss = rss_bytes()
+        if rss > max_memory:
+            self._recycle("max_memory", f"RSS {rss >> 20} MiB > max_memory_per_child {max_memory >> 20} MiB")
 
     async def _cancel_running(self) -> None:
         """Cancel what still runs; its message goes back with the rest of the in-flight hash at retirement."""
@@ -175,6 +227,8 @@ class Worker:
             await asyncio.sleep(min(interval, 0.5))
             if time.monotonic() - getattr(self, "_beat_at", 0.0) < interval:
                 continue
+            if self.max_memory is not None and not self.stopping:
+                self._check_memory(self.max_memory)  # once per heartbeat, never per task
             try:
                 await self._heartbeat_once()
                 self._beat_at = time.monotonic()
@@ -230,6 +284,8 @@ class Worker:
             if self.closing.is_set():
                 return
             want = 0 if self.stopping else self.slots - len(self.executor.held)
+            if self.max_tasks is not None:
+                want = min(want, self._task_budget(self.max_tasks))  # one comparison per round trip
             if want <= 0 and not self.executor.pending_outbox():
                 continue
             try:
@@ -281,3 +337,13 @@ class Worker:
             if token not in self.executor.held and token not in self.executor.unsent():
                 queue, raw = split_member(member)
                 await self.broker.requeue(self.id, token, queue, raw)
+
+
+async def _first(*events: asyncio.Event) -> None:
+    """Until one of `events` is set."""
+    waits = [asyncio.create_task(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()

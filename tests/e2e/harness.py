@@ -55,16 +55,18 @@ def write_config(
     extra: str = "",
     http: Mapping[str, object] | None = None,
     tasks: str = "",
+    worker_options: str = "",
 ) -> Path:
     """A runner config for the test tasks; `extra` is appended YAML (top-level sections); `http` (keys of the
     `http:` section) turns the HTTP server on, e.g. `http={"port": 0}` for any free port; `tasks` adds entries
-    to `tasks:` (each line indented by two spaces)."""
+    to `tasks:` (each line indented by two spaces); `worker_options` adds keys to the `workers:` mapping, e.g.
+    "max_tasks_per_child: 100"."""
     text = (
         f'redis: {{url: "{redis_url}"}}\n'
         f'python_path: ["{HERE}"]\n'
         f"tasks:{BASE_TASKS}{textwrap.indent(textwrap.dedent(tasks).strip(), '  ')}\n"
         f"workers: {{initial_count: {workers}, max_concurrent_tasks: {slots}, heartbeat_interval: {heartbeat}, "
-        f"shutdown_grace_period: {grace}}}\n"
+        f"shutdown_grace_period: {grace}{', ' + worker_options if worker_options else ''}}}\n"
         f"autoscaler: {autoscaler}\n"
         "scheduler: {tick_interval: 200ms}\n"
         f"http: {json.dumps({'enabled': True, **http}) if http is not None else '{enabled: false}'}\n"

@@ -200,3 +200,24 @@ def interpreter(module: str = "msgpack") -> dict[str, str]:
     """Which Python runs this worker, and from which file it imports `module` (a compiled one by default)."""
     imported = importlib.import_module(module)
     return {"python": platform.python_version(), "executable": sys.executable, "module": str(imported.__file__)}
+
+
+def record_pid(n: int, sleep_s: float = 0.0) -> int:
+    """Sync: count one run of item n and which worker process ran it (test:pids: pid -> runs)."""
+    if sleep_s:
+        time.sleep(sleep_s)
+    client = _redis()  # held while the pipeline runs: a client lost to the cache's first-call race closes its pool
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby("test:runs", str(n), 1)
+    pipe.hincrby("test:pids", str(os.getpid()), 1)
+    pipe.execute()
+    return n
+
+
+_HOARD: list[bytes] = []
+
+
+def hog(n: int, mib: int, sleep_s: float = 0.0) -> int:
+    """Keep `mib` MiB alive in this process for good (a leak: its RSS grows), then count it like record_pid."""
+    _HOARD.append(b"\x01" * (mib << 20))  # written, not calloc'd: the pages are resident
+    return record_pid(n, sleep_s)
