@@ -184,10 +184,10 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
     yield decisions
     workflows = CounterMetricFamily(
         "taskqueue_workflows",
-        "Workflows started, succeeded, failed (a step dead-lettered) and resumed (dead retry), all runners.",
+        "Workflows started, succeeded, failed (a step dead-lettered), resumed (dead retry) and cancelled, all runners.",
         labels=["state"],
     )
-    for state in ("started", "succeeded", "failed", "resumed"):
+    for state in ("started", "succeeded", "failed", "resumed", "cancelled"):
         workflows.add_metric([state], stats.get(f"workflows:{state}", 0))
     yield workflows
     orphans = CounterMetricFamily(

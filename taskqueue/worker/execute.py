@@ -104,7 +104,9 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.limits = Limits(broker.keys, worker_id)
-        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys), self.limits])
+        self.workflows = Workflows(broker.keys)
+        self.undeclared = (Results(broker.keys), self.workflows, Unique(broker.keys))  # for a task not declared here
+        self.hooks = Hooks([*self.undeclared, self.limits])
 
     def attach(self) -> None:
         """Called on the worker's event loop before any task starts: tasks' progress comes here."""
@@ -372,8 +374,10 @@ class Executor:
         queue: str,
         error: str,
     ) -> list[Effect]:
-        features = self.hooks.of(task.name, task.config) if task else ()
-        return self.hooks.settle(features, status, env, queue, task.config, error=error) if features and task else []
+        if task is None:  # not declared here (removed from the YAML?): its message still settles what it held
+            return self.hooks.settle(self.undeclared, status, env, queue, _UNDECLARED, error=error)
+        features = self.hooks.of(task.name, task.config)
+        return self.hooks.settle(features, status, env, queue, task.config, error=error) if features else []
 
     async def _trigger(self, item: Taken, env: envelope_mod.Envelope) -> None:
         """A message naming a YAML workflow: the workflow starts as the effect of this message's ack, in the
@@ -414,11 +418,10 @@ class Executor:
         """Settle a cancelled task without running it (or after stopping it): acknowledged with the effects of
         a cancel (its result says cancelled, its unique key and limits are released, its workflow stops)."""
         task = task or self.registry.get(env.task)
-        features = self.hooks.of(task.name, task.config) if task else ()
+        features = self.hooks.of(task.name, task.config) if task else self.undeclared
+        config: Any = task.config if task else _UNDECLARED
         effects = (
-            self.hooks.settle(features, "cancelled", env, item.queue, task.config, error="cancelled")
-            if features and task
-            else []
+            self.hooks.settle(features, "cancelled", env, item.queue, config, error="cancelled") if features else []
         )
         if self.held.get(item.token) is not None:
             del self.held[item.token]
@@ -598,6 +601,18 @@ class Executor:
         if finished:
             self.finished += 1
         self.wake.set()
+
+
+@dataclass(frozen=True, slots=True)
+class _Undeclared:
+    """What the features may ask of a task that is not declared in this worker's YAML."""
+
+    name: str = "(unknown)"
+    result_ttl_s: float = 3600.0  # its dead-letter result, so result() raises at once instead of timing out
+    limits: None = None
+
+
+_UNDECLARED = _Undeclared()
 
 
 class _Overrun(Exception):

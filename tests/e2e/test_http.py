@@ -146,7 +146,7 @@ def test_dashboard_in_a_real_browser(make_runner: RunnerFactory, redis_url: str,
     client = Client(redis_url)
     client.enqueue("record", 0, 60.0)
     wait_for(lambda: db.llen("tq:queue:default") == 0, what="the slow task to start")
-    client.enqueue_many([("record", (n,), {}) for n in (1, 2, 3)])
+    waiting_ids = client.enqueue_many([("record", (n,), {}) for n in (1, 2, 3)])
 
     browser = chromium(tmp_path / "chromium-profile")
     try:
@@ -169,6 +169,15 @@ def test_dashboard_in_a_real_browser(make_runner: RunnerFactory, redis_url: str,
         wait.until(lambda d: d.find_element(*depth).text == "4")
         wait.until(lambda d: not d.find_elements(*retry))  # its row is gone from the dead-letter table
         wait.until(lambda d: "re-enqueued dead-1" in d.find_element(By.ID, "notice").text)
+        # Find a task: where it is and why; then cancel it from there
+        browser.find_element(By.ID, "find-id").send_keys(waiting_ids[0])
+        browser.find_element(By.CSS_SELECTOR, '#find button[type="submit"]').click()
+        wait.until(lambda d: "state\nqueued" in d.find_element(By.ID, "found").text)
+        assert "record" in browser.find_element(By.ID, "found").text
+        browser.find_element(By.ID, "find-cancel").click()
+        browser.switch_to.alert.accept()
+        wait.until(lambda d: "state\ncancelled" in d.find_element(By.ID, "found").text)
+        assert client.status(waiting_ids[0])["state"] == "cancelled"  # type: ignore[index]
         (REPO / "artifacts").mkdir(exist_ok=True)
         browser.save_screenshot(str(REPO / "artifacts" / "dashboard.png"))
         console: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]  # untyped

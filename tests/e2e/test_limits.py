@@ -14,7 +14,7 @@ from tests.e2e.harness import RunnerFactory, runs, store
 TASKS = """
 rated: {path: testjobs.tasks:limited, rate_limit: 20/s}
 two_at_once: {path: testjobs.tasks:limited, concurrency: 2}
-per_tenant: {path: testjobs.tasks:limited, rate_limit: {limit: 10/s, key: tenant}}
+per_tenant: {path: testjobs.tasks:limited, rate_limit: {limit: 5/s, key: tenant}}
 partner: {path: testjobs.tasks:partner, max_retries: 0}
 """
 
@@ -101,18 +101,18 @@ def test_concurrency_holds_across_processes_and_a_killed_holders_slot_comes_back
 def test_keyed_limits_serve_every_tenant(make_runner: RunnerFactory, redis_url: str) -> None:
     make_runner(redis_url, workers=2, slots=10, tasks=TASKS).start(expect_workers=2)
     client = Client(redis_url)
-    a = client.enqueue_many(("per_tenant", (n,), {"tenant": "a"}) for n in range(50))
-    b = client.enqueue_many(("per_tenant", (100 + n,), {"tenant": "b"}) for n in range(10))
+    a = client.enqueue_many(("per_tenant", (n,), {"tenant": "a"}) for n in range(100))  # 20 s at 5/s
+    b = client.enqueue_many(("per_tenant", (1000 + n,), {"tenant": "b"}) for n in range(10))  # behind them
     for task_id in a + b:
-        client.result(task_id, timeout=60)
+        client.result(task_id, timeout=90)
     by_tenant: dict[str, list[float]] = {}
     for _, tenant, at, _ in starts(redis_url):
         by_tenant.setdefault(tenant, []).append(at)
-    assert len(by_tenant["a"]) == 50 and len(by_tenant["b"]) == 10
-    assert max(by_tenant["b"]) < min(by_tenant["a"]) + 1.0  # b did not wait behind a's backlog
-    assert max(by_tenant["a"]) - max(by_tenant["b"]) > 2.5  # which took its 10/s: ~4 s
+    assert len(by_tenant["a"]) == 100 and len(by_tenant["b"]) == 10
+    assert max(by_tenant["b"]) < min(by_tenant["a"]) + 2.5  # b's own 5/s: 10 in ~1 s, not behind a's backlog
+    assert max(by_tenant["a"]) - max(by_tenant["b"]) > 15  # a's backlog took its 5/s: ~20 s
     counted = {k.decode(): int(v) for k, v in store(redis_url).hgetall("tq:stats").items()}
-    assert counted.get("rate_limited:default:per_tenant", 0) >= 40
+    assert counted.get("rate_limited:default:per_tenant", 0) >= 90
 
 
 def test_rate_limited_raised_by_a_task_waits_without_counting_an_attempt(

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from taskqueue.client import Client
+from taskqueue.client import Client, chain, step
+from taskqueue.errors import TaskFailed
 from tests.conftest import wait_for
-from tests.e2e.harness import Runner, pex_cmd, runs, write_config
+from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
 
 NEW_TASK = "  added_later: {path: testjobs.tasks:added_later}\n"
 
@@ -58,3 +59,19 @@ def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner
     assert runs(redis_url) == {**{n: 1 for n in range(6)}, 100: 1}  # none lost, none run twice
     wait_for(lambda: not set(runner.worker_pids()) & pids_before, timeout=20, what="old workers retired")
     assert len(runner.worker_pids()) == 2
+
+
+def test_a_workflow_step_whose_task_was_removed_fails_the_workflow(runner: Runner, redis_url: str) -> None:
+    """The workflow was laid out while `total` was declared; a reload removed it before its step's turn. The
+    step is dead-lettered as an unknown task, and that fails the workflow instead of leaving it running."""
+    client = Client(redis_url)
+    flow = client.enqueue_workflow(chain(step("gated", 1), step("total")))
+    wait_for(lambda: store(redis_url).llen("test:started") == 1, timeout=20, what="the first step to start")
+    runner.config.write_text(runner.config.read_text().replace("  total: {path: testjobs.tasks:total}\n", "", 1))
+    runner.signal(signal.SIGHUP)
+    wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(runner)), timeout=15, what="the reload")
+    store(redis_url).set("test:gate", 1)  # the old workers finish the first step; the new ones know no `total`
+    with pytest.raises(TaskFailed, match="unknown task 'total'"):
+        client.result(flow, timeout=30)
+    shown = client.workflow(flow)
+    assert shown is not None and [s["state"] for s in shown["steps"]] == ["succeeded", "failed"]
