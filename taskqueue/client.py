@@ -24,7 +24,7 @@ import redis
 
 from taskqueue import canvas
 from taskqueue.canvas import Flow, chain, chord, group, step
-from taskqueue.errors import ResultTimeout, TaskCancelled, TaskFailed
+from taskqueue.errors import ResultTimeout, TaskCancelled, TaskFailed, TaskQueueError
 from taskqueue.store import lookup, scripts
 from taskqueue.store.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.store.keys import Keys
@@ -43,6 +43,32 @@ def _seconds(delay: float | dt.timedelta | None) -> float:
 def _scripts(client: Any) -> dict[str, Any]:
     names = ("enqueue", "schedule", "workflow", "unique", *lookup.SCRIPTS)
     return {name: client.register_script(scripts.source(name)) for name in names}
+
+
+def _deployment(path: str | os.PathLike[str]) -> tuple[RedisOptions, str]:
+    """The Redis options and key prefix of the deployment a YAML describes, read as the runner reads them
+    (`${VAR}` expansion, REDIS_URL and the other overrides, defaults); its tasks are not imported."""
+    try:
+        from taskqueue.config import load
+        from taskqueue.store.redisboot import options
+    except ImportError as exc:
+        raise TaskQueueError(
+            f"from_config() reads the YAML with the runner's dependencies ({exc.name or exc} is missing): "
+            "pip install 'taskqueue[runner]', or pass the URL: Client(url, key_prefix=...)"
+        ) from None
+    config = load(path, import_tasks=False)
+    return options(config), config.redis.key_prefix
+
+
+def _options(found: RedisOptions) -> dict[str, Any]:
+    return {
+        "pool_size": found.pool_size,
+        "connection_timeout": found.connection_timeout,
+        "command_timeout": found.command_timeout,
+        "cluster": found.cluster,
+        "sentinel": found.sentinel,
+        "tls": found.tls,
+    }
 
 
 def _pauses(task_id: str, timeout: float) -> Iterator[float]:
@@ -140,6 +166,13 @@ class Client(_Base):
         direct = _DirectConnection(self.redis) if plain else None
         self._scripts = _scripts(self.redis)
         self._sender = Sender(self.redis, self._scripts, direct.lpush if direct else None)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] = "task-queue.yaml") -> Client:
+        """A client for the deployment `path` describes: its `redis:` section (URL, key_prefix, TLS, Cluster,
+        Sentinel) as the runner reads it. Needs PyYAML and jsonschema (`pip install 'taskqueue[runner]'`)."""
+        found, prefix = _deployment(path)
+        return cls(found.url, key_prefix=prefix, **_options(found))
 
     def refresh(self) -> None:
         """Re-read the task table (after the runner's YAML changed)."""
@@ -245,6 +278,12 @@ class AsyncClient(_Base):
         self._direct = DirectConnection(self.redis) if DirectConnection.possible(self.redis) else None
         self._scripts = _scripts(self.redis)
         self._sender = Sender(self.redis, self._scripts, self._lpush_direct if self._direct else None)
+
+    @classmethod
+    def from_config(cls, path: str | os.PathLike[str] = "task-queue.yaml") -> AsyncClient:
+        """Like Client.from_config()."""
+        found, prefix = _deployment(path)
+        return cls(found.url, key_prefix=prefix, **_options(found))
 
     async def refresh(self) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:

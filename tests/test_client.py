@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -123,3 +124,29 @@ def test_async_client_from_many_coroutines_survives_a_restart_and_a_cancelled_ca
 
     concurrent, after_restart, last = asyncio.run(scenario())
     assert (concurrent, after_restart, last) == (2000, 2001, 5)
+
+
+def test_from_config_uses_the_deployments_redis_section(
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 19, item 4: a deployment with `key_prefix: rt`; the client reads it (and ${VAR}) from the YAML."""
+    config = tmp_path / "task-queue.yaml"
+    config.write_text(
+        'redis: {url: "${APP_REDIS}", key_prefix: rt}\ntasks:\n  dump: {path: "json:dumps"}\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("APP_REDIS", redis_url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    client = Client.from_config(config)
+    task_id = client.enqueue("dump", 1, queue="default")
+    raw = client.redis.lrange("rt:queue:default", 0, -1)
+    assert [envelope.decode(m, 1 << 20).id for m in raw] == [task_id]
+
+    async def scenario() -> str:
+        aclient = AsyncClient.from_config(config)
+        try:
+            return await aclient.enqueue("dump", 2, queue="default")
+        finally:
+            await aclient.aclose()
+
+    second = asyncio.run(scenario())
+    assert client.redis.llen("rt:queue:default") == 2 and second != task_id

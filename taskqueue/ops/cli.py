@@ -19,7 +19,13 @@ Command = Callable[[argparse.Namespace], int]
 
 def _command(name: str) -> Command:
     """Imported only once a command runs, so `--version` and `--help` stay fast."""
-    from taskqueue.ops import commands
+    try:
+        from taskqueue.ops import commands
+    except ImportError as exc:  # a producer-only install (pip install taskqueue): no runner dependencies
+        raise TaskQueueError(
+            f"the '{name}' command needs the runner's dependencies ({exc.name or exc} is missing): "
+            "pip install 'taskqueue[runner]', or use taskqueue.pex"
+        ) from None
 
     table: dict[str, Command] = {
         "validate": commands.validate,

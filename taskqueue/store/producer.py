@@ -80,7 +80,8 @@ class Routes:
                 raise UnknownTask(
                     f"no task table at {self.source}: start the runner once so clients can route by name "
                     "(or name the queue: enqueue(..., queue=...)); a runner whose redis.key_prefix is not "
-                    f"'{self.source.rsplit(':', 1)[0]}' needs Client(..., key_prefix=...)"
+                    f"'{self.source.rsplit(':', 1)[0]}' needs Client(..., key_prefix=...) "
+                    "or Client.from_config(its YAML)"
                 )
             raise UnknownTask(f"unknown task '{task}' (declared: {', '.join(sorted(self.tasks))})")
         chosen = queue or route.queue
