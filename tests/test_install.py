@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,11 +20,16 @@ CLIENT_SIDE = {"taskqueue", "redis", "msgpack", "pip", "setuptools", "async-time
 
 @pytest.mark.timeout(300)
 def test_the_base_install_is_the_producer_and_it_enqueues(tmp_path: Path, redis_url: str) -> None:
+    source = tmp_path / "source"  # a copy: building in the checkout would leave build/ and *.egg-info there
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "taskqueue", source / "taskqueue", ignore=shutil.ignore_patterns("__pycache__"))
     venv = tmp_path / "producer"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "requirements.lock"), str(REPO)],
+        [str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "requirements.lock"), str(source)],
         capture_output=True,
         text=True,
         timeout=240,

@@ -139,7 +139,7 @@ def test_every_state_changing_route_needs_the_token(cfg: Config) -> None:
         ids = {msgpack.unpackb(m)["id"] for m in queued}
         assert ids == {created["id"], "d1"}
         assert msgpack.unpackb(queued[0]).get("attempt", 0) == 0  # a retried dead task starts afresh
-        assert (await broker.stats()).get("enqueued:default:send") == 1  # counted for taskqueue_tasks_enqueued
+        assert (await broker.stats()).get("enqueued:default:send") == 1  # counted for taskqueue_runner_enqueued
         assert await broker.dead_ids() == []
         assert "not in the dead-letter store" in await error_of(
             await http.delete("/tasks/dead/d2", headers=auth()), 404

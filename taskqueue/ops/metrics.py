@@ -34,7 +34,11 @@ SNAPSHOT_TIMEOUT_S = 2.5  # a scrape answers (taskqueue_redis_up 0) well inside 
 
 # `{p}:stats` counter → (metric name without _total, help).
 TASK_COUNTERS = {
-    "enqueued": ("taskqueue_tasks_enqueued", "Tasks enqueued through taskqueue itself (CLI, HTTP API, schedules)."),
+    "enqueued": (
+        "taskqueue_runner_enqueued",
+        "Tasks the runner itself enqueued: CLI, HTTP API and schedule fires. Not a client's enqueue (one LPUSH, "
+        "uncounted to keep it one command) nor redis-cli's; taskqueue_tasks_processed_total counts every task run.",
+    ),
     "processed": ("taskqueue_tasks_processed", "Tasks that succeeded."),
     "failed": ("taskqueue_tasks_failed", "Failed attempts (each retried attempt and each dead-lettering counts)."),
     "retried": ("taskqueue_tasks_retried", "Failed attempts scheduled to run again."),

@@ -306,7 +306,8 @@ class Broker:
 
     async def send(self, pushes: Sequence[Push], task: str = "", ids: list[str] | None = None) -> None:
         """Run the producer's pushes for the runner's own enqueues (CLI, HTTP API); raises QueueFull.
-        With `task`, counts them as `enqueued:<queue>:<task>` (the client's one-round-trip enqueue does not).
+        With `task`, counts them as `enqueued:<queue>:<task>` (a client's enqueue, one LPUSH, is not counted:
+        that would be a Redis command more per enqueue).
         A duplicate of a unique task puts the id of the task already there into `ids`."""
         await self._sender.asend(pushes, ids)
         if task:
@@ -476,12 +477,15 @@ class Broker:
         next_ms: int,
         message: bytes | None,
         hold: Sequence[Any] = (),
+        task: str = "",
     ) -> bool:
         """Fire (or, with no message, skip) one schedule time; False when another runner already did.
         `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there."""
         keys = [self.keys.schedules, self.keys.queue(queue), self.keys.stats]
         mode = "fire" if message is not None else "skip"
-        return bool(await self._fire(keys=keys, args=[schedule, fire_ms, next_ms, mode, message or b"", *hold]))
+        counted = stat_field("enqueued", queue, task or "(unknown)")
+        argv = [schedule, fire_ms, next_ms, mode, message or b"", counted, *hold]
+        return bool(await self._fire(keys=keys, args=argv))
 
     async def schedule_state(self) -> dict[str, int]:
         found = await self.redis.hgetall(self.keys.schedules)

@@ -5,7 +5,7 @@ script) and every runner reads, so the numbers are right however many processes 
     failed:<queue>:<task>             failed attempts (each retry and each dead-lettering counts)
     retried:<queue>:<task>            attempts scheduled again
     dead:<queue>:<task>               tasks dead-lettered
-    enqueued:<queue>:<task>           tasks enqueued through taskqueue itself (CLI, HTTP, schedules)
+    enqueued:<queue>:<task>           tasks the runner enqueued: CLI, HTTP, schedule fires (not clients)
     duration:<queue>:<task>:<le>      attempts that took at most `le` seconds (and more than the bucket below)
     duration_us:<queue>:<task>        total run time of those attempts, in microseconds
     autoscaler_up / autoscaler_down   scaling decisions of all runners

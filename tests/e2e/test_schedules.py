@@ -53,6 +53,8 @@ def test_runners_joining_and_leaving_fire_each_second_exactly_once(make_runner: 
     times = sorted(_fire_time(i) for i in ids)
     gaps = {round(b - a, 3) for a, b in itertools.pairwise(times)}
     assert gaps == {1.0}, f"fire times must be consecutive seconds, got gaps {sorted(gaps)}"  # none missed
+    enqueued = store(redis_url).hget("tq:stats", "enqueued:default:fire_log")  # taskqueue_runner_enqueued_total
+    assert int(enqueued) == len(ids)
 
 
 def test_cron_fires_within_50ms_of_its_second(make_runner: RunnerFactory, redis_url: str) -> None:
