@@ -92,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("run", "run workers, the delayed-task timer, schedules and HTTP until SIGTERM/SIGINT (the default)")
     add("worker", "run worker processes only (for extra hosts)")
     add("validate", "check the configuration and task imports; print OK or every problem")
-    add("schema", "print the JSON Schema of the configuration")
+    schema = add("schema", "print the JSON Schema of the configuration (as editors check the raw file)")
+    schema.add_argument(
+        "--strict", action="store_true", help="the schema the expanded file is checked against (no ${VAR})"
+    )
     enqueue = add("enqueue", "enqueue one task and print its id")
     enqueue.add_argument("task", help="a task name declared in the YAML")
     enqueue.add_argument("--args", default="[]", help="positional arguments as a JSON array")

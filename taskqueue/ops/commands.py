@@ -32,7 +32,14 @@ def validate(args: argparse.Namespace) -> int:
 
 
 def schema(args: argparse.Namespace) -> int:
-    sys.stdout.write(validation.schema_text())
+    """The editor's flavour (config/editor.py: `${VAR}` accepted wherever the loader expands it); `--strict`:
+    the one the loader checks the expanded file against."""
+    if getattr(args, "strict", False):
+        sys.stdout.write(validation.schema_text())
+    else:
+        from taskqueue.config.editor import editor_schema_text
+
+        sys.stdout.write(editor_schema_text(validation.schema()))
     return 0
 
 
