@@ -30,6 +30,7 @@ PAGE = 1000  # ready-list entries read per command
 READY_SCANNED = 200_000  # entries of each ready list looked at, at most
 PROGRESS_TTL_S = 86400
 MAX_PROGRESS_MESSAGE = 1000
+SHAPE = {"task": None, "queue": None, "attempt": None, "progress": None, "waiting": None}
 FINISHED = {"ok": "succeeded", "dead": "failed", "cancelled": "cancelled"}
 
 
@@ -115,8 +116,10 @@ def status(keys: Keys, task_id: str) -> Lookup:
     """The status of one task (see Client.status), or None when it is unknown."""
     for look in range(2):
         found = yield from _status_once(keys, task_id)
-        if found is not None or look == 1:
-            return found
+        if found is not None:
+            return {**SHAPE, **found}  # every answer has the same keys, None where they do not apply
+        if look == 1:
+            return None
     return None
 
 
@@ -245,7 +248,7 @@ def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lo
         return "not_found"
     if found is not None and found["state"] == "cancelled":
         return "cancelled"
-    ttl = int(result_ttl_s(found.get("task", "") if found else "") * 1000)
+    ttl = int(result_ttl_s((found.get("task") or "") if found else "") * 1000)
     now_ms = int(time.time() * 1000)
     kept_ttl = ttl if found is not None and ttl > 0 else ""
     args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, kept_ttl)
