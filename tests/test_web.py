@@ -26,7 +26,7 @@ from taskqueue.config import Config
 from taskqueue.ops import metrics
 from taskqueue.ops.web import create_app
 from taskqueue.store import redisboot, stats
-from taskqueue.store.broker import HOST, Broker, DeadRecord
+from taskqueue.store.broker import FAILURES_KEPT, HOST, Broker, DeadRecord, FailureRecord
 from taskqueue.store.connection import async_client
 from taskqueue.worker.worker import lease_s
 from tests.conftest import REPO, free_port
@@ -402,6 +402,60 @@ def test_json_api(cfg: Config) -> None:
         response = await http.put("/tasks/enqueue", headers=auth())
         await error_of(response, 405)
         assert "POST" in response.headers["Allow"]
+
+    serve(cfg, scenario)
+
+
+def test_workers_show_in_flight_now_and_every_local_process(cfg: Config) -> None:
+    """The table's rows are what its header counts: live workers of every runner and each of this runner's
+    processes, registered or not; `in_flight` is the in-flight hash now, not the heartbeat's `active`."""
+
+    async def scenario(http: Http, broker: Broker) -> None:
+        await broker.heartbeat("w-local", {"host": "h", "slots": 10, "active": 0}, 5.0)
+        await broker.heartbeat("w-elsewhere", {"host": "h2", "slots": 4, "active": 0}, 5.0)
+        await broker.heartbeat("w-gone", {"host": "h3", "slots": 4, "active": 0}, -1.0)  # its lease ran out
+        held = {f"t{n}": f"default|m{n}" for n in range(7)}
+        await broker.redis.hset(broker.keys.inflight("w-local"), mapping=held)
+        await broker.redis.hset(broker.keys.inflight("w-elsewhere"), mapping={"t": "default|m"})
+        body = await (await http.get("/tasks/workers")).json()
+        rows = {w["id"]: (w["status"], w["local"], w["in_flight"], w.get("active")) for w in body["workers"]}
+        assert rows == {
+            "w-local": ("live", True, 7, "0"),
+            "w-starting": ("starting", True, 0, None),
+            "w-elsewhere": ("live", False, 1, "0"),
+        }
+        assert [w["id"] for w in body["workers"]][-1] == "w-elsewhere"  # this runner's first
+        counts = {k: body[k] for k in ("live", "local", "local_live", "expected", "in_flight")}
+        assert counts == {"live": 2, "local": 2, "local_live": 1, "expected": 1, "in_flight": 8}
+        assert abs(body["read_at"] - time.time()) < 5
+
+    serve(cfg, scenario, workers={"w-local": object(), "w-starting": object()})
+
+
+def test_recent_failures_keep_retried_and_dead_lettered_attempts(cfg: Config) -> None:
+    """A retry that counts as a failure and every burial land in {p}:failures, newest first and capped; a
+    held-back retry (no failure record) does not."""
+
+    async def scenario(http: Http, broker: Broker) -> None:
+        async def retry(token: str, failure: FailureRecord | None) -> None:
+            await broker.redis.hset(broker.keys.inflight("w"), token, "default|m")
+            push = broker.producer.later("default", [b"m"], 1.5)
+            assert await broker.retry("w", token.encode(), push, [], [], failure)
+
+        await retry("held-back", None)
+        await retry("r1", FailureRecord("t1", "send", "default", 1, "ValueError: once", time.time(), 1.5, "w"))
+        await bury(broker, "d1")
+        body = await (await http.get("/tasks/failures")).json()
+        assert body["kept"] == FAILURES_KEPT
+        shown = [(f["id"], f["attempt"], f["will_retry"], f["retry_in"], f["error"]) for f in body["failures"]]
+        assert shown == [("d1", 3, False, None, "ValueError: boom"), ("t1", 1, True, 1.5, "ValueError: once")]
+        for n in range(FAILURES_KEPT + 5):
+            await retry(f"r{n}", FailureRecord(f"x{n}", "send", "default", 1, "E" * 2000, time.time(), 0.0, "w"))
+        assert await broker.redis.llen(broker.keys.failures) == FAILURES_KEPT
+        newest = (await (await http.get("/tasks/failures?limit=1")).json())["failures"]
+        assert [f["id"] for f in newest] == [f"x{FAILURES_KEPT + 4}"] and len(newest[0]["error"]) == 500
+        for limit in ("0", "x", str(FAILURES_KEPT + 1)):
+            assert "limit" in await error_of(await http.get(f"/tasks/failures?limit={limit}"), 400)
 
     serve(cfg, scenario)
 

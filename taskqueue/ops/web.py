@@ -11,6 +11,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from importlib import resources
 from typing import Any
@@ -27,6 +28,7 @@ from taskqueue.errors import PayloadTooLarge, QueueFull, TaskQueueError, Unknown
 from taskqueue.ops import admin, health
 from taskqueue.ops import metrics as metrics_mod
 from taskqueue.ops.health import RunnerView, expected_workers, heartbeat_ages
+from taskqueue.store.broker import FAILURES_KEPT
 
 log = logging.getLogger("taskqueue.http")
 
@@ -62,6 +64,7 @@ def create_app(state: RunnerView) -> web.Application:
         web.get(f"{api}/queues", _queues),
         web.get(f"{api}/workers", _workers),
         web.get(f"{api}/dead", _dead_list),
+        web.get(f"{api}/failures", _failures),
         web.get(f"{api}/workflows", _workflows),
         web.get(f"{api}/workflows/{{id}}", _workflow),
         web.get(f"{api}/task/{{id}}", _task_status),
@@ -256,17 +259,54 @@ async def _queues(request: web.Request) -> web.Response:
 
 
 async def _workers(request: web.Request) -> web.Response:
+    """Every worker with a live lease and every worker process of this runner (one that has not registered
+    yet shows as "starting", one whose lease ran out as "lease expired"), so the counts above the table are
+    counts of its rows. `in_flight` is read now (the in-flight hash); `active` is the last heartbeat's."""
     state = request.app[STATE]
-    ages = heartbeat_ages(await state.broker.worker_leases(), state.config)
-    workers = [
+    local = {wid: bool(getattr(handle, "retiring", False)) for wid, handle in state.workers.items()}
+    leases, rows = await state.broker.worker_rows(list(local))
+    ages = heartbeat_ages(leases, state.config)
+    now = time.time() * 1000
+    workers = []
+    for wid, info in rows.items():
+        if wid not in leases:
+            status = "starting"
+        elif leases[wid] < now:
+            status = "lease expired"
+        else:
+            status = "retiring" if local.get(wid) else "live"
+        workers.append(
+            {
+                **info,
+                "id": wid,
+                "status": status,
+                "heartbeat_age_s": round(ages[wid], 3) if wid in ages else None,
+                "local": wid in local,
+            }
+        )
+    workers.sort(key=lambda w: (not w["local"], w.get("host", ""), w["id"]))
+    live = sum(w["status"] in ("live", "retiring") for w in workers)
+    return web.json_response(
         {
-            **w,
-            "heartbeat_age_s": round(ages[w["id"]], 3) if w["id"] in ages else None,
-            "local": w["id"] in state.workers,
+            "workers": workers,
+            "live": live,  # rows with a live lease, of every runner
+            "local": len(local),  # this runner's worker processes (rows marked local)
+            "local_live": sum(w["local"] and w["status"] in ("live", "retiring") for w in workers),
+            "expected": expected_workers(state),  # this runner's target count
+            "in_flight": sum(w["in_flight"] for w in workers),
+            "read_at": round(time.time(), 3),
         }
-        for w in await state.broker.live_workers()
-    ]
-    return web.json_response({"workers": workers, "local": len(state.workers), "expected": expected_workers(state)})
+    )
+
+
+async def _failures(request: web.Request) -> web.Response:
+    """`{"failures": [{id, task, queue, attempt, error, at, retry_in, will_retry, worker}, ...], "kept"}`: the
+    newest failed attempts, retried or dead-lettered, newest first (`?limit=`, 1-FAILURES_KEPT)."""
+    raw = request.query.get("limit", "20")
+    if not raw.isdigit() or not 1 <= int(raw) <= FAILURES_KEPT:
+        raise ApiError(400, f"limit must be a whole number from 1 to {FAILURES_KEPT}")
+    found = await request.app[STATE].broker.recent_failures(int(raw))
+    return web.json_response({"failures": [f.public() for f in found], "kept": FAILURES_KEPT})
 
 
 async def _dead_list(request: web.Request) -> web.Response:

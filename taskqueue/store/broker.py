@@ -24,6 +24,8 @@ from taskqueue.store.stats import field as stat_field
 HOST = socket.gethostname()
 MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
 DEAD_MESSAGE_BYTES = 64 * 1024  # what a dead-letter record keeps of its message
+FAILURES_KEPT = 100  # how many of the newest failed attempts {p}:failures keeps (the dashboard's "Recent failures")
+FAILURE_ERROR_CHARS = 500  # what a failure record keeps of its error
 
 Hooked = Sequence[tuple[bytes, Sequence[Effect]]]  # finished tokens and the effects of their settle
 
@@ -116,6 +118,45 @@ class DeadRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class FailureRecord:
+    """One failed attempt, as {p}:failures keeps it: `retry_in` is the backoff (s) of the attempt that follows,
+    None when the task was dead-lettered instead."""
+
+    id: str
+    task: str
+    queue: str
+    attempt: int
+    error: str
+    at: float
+    retry_in: float | None
+    worker: str
+
+    @classmethod
+    def of_dead(cls, record: DeadRecord) -> FailureRecord:
+        return cls(
+            record.id, record.task, record.queue, record.attempts, record.error, record.failed_at, None, record.worker
+        )
+
+    def encode(self) -> bytes:
+        body = {f: getattr(self, f) for f in self.__slots__}
+        body["error"] = self.error[:FAILURE_ERROR_CHARS]
+        try:
+            packed: bytes = msgpack.packb(body, use_bin_type=True)
+        except UnicodeEncodeError:  # an error text that quotes a broken string: keep it, escaped
+            packed = msgpack.packb({k: envelope.printable(v) for k, v in body.items()}, use_bin_type=True)
+        return packed
+
+    @classmethod
+    def decode(cls, raw: bytes) -> FailureRecord:
+        body = msgpack.unpackb(raw, raw=False)
+        return cls(**{f: body.get(f) for f in cls.__slots__})
+
+    def public(self) -> dict[str, Any]:
+        """JSON-friendly view (HTTP): the record, and whether another attempt follows."""
+        return {**{f: getattr(self, f) for f in self.__slots__}, "will_retry": self.retry_in is not None}
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     """admit.lua's answer: "start" (at `at_ms`), "waiting" (until `at_ms`, held by `why`), or "gone" (the task
     was recovered elsewhere meanwhile). Times are Redis' clock, in ms."""
@@ -204,12 +245,21 @@ class Broker:
             await self._direct.close()
 
     async def retry(
-        self, worker_id: str, token: bytes, push: Push, stats: Sequence[str], effects: Sequence[Effect] = ()
+        self,
+        worker_id: str,
+        token: bytes,
+        push: Push,
+        stats: Sequence[str],
+        effects: Sequence[Effect] = (),
+        failure: FailureRecord | None = None,
     ) -> bool:
-        """Settle a failed attempt by the producer's delayed push of its next one (`producer.later(q, [m], wait)`)."""
+        """Settle a failed attempt by the producer's delayed push of its next one (`producer.later(q, [m], wait)`).
+        With `failure` (a failed attempt, not a held-back or rate-limited one), it joins the recent failures."""
         if push.kind != "delayed" or push.count != 1:
             raise ValueError("a retry is the delayed push of one message")
         keys = [self.keys.inflight(worker_id), self.keys.delayed, self.keys.stats]
+        if failure is not None:
+            effects = [*effects, self._failure_effect(failure)]
         argv = [token, len(stats), *stats, *effect_args(effects), *push.args]
         return bool(await self._retry(keys=keys, args=argv))
 
@@ -221,8 +271,10 @@ class Broker:
         stats: Sequence[str],
         effects: Sequence[Effect] = (),
     ) -> bool:
-        """Dead-letter (token None: a message that was never in flight, e.g. from `dead` tooling)."""
+        """Dead-letter (token None: a message that was never in flight, e.g. from `dead` tooling); the attempt
+        joins the recent failures in the same script."""
         dead = self.config.dead_letter
+        effects = [*effects, self._failure_effect(FailureRecord.of_dead(record))]
         now = now_ms()
         keys = [self.keys.inflight(worker_id), self.keys.dead, self.keys.dead_index, self.keys.stats]
         argv = [
@@ -237,6 +289,13 @@ class Broker:
             *effect_args(effects),
         ]
         return bool(await self._bury(keys=keys, args=argv))
+
+    def _failure_effect(self, failure: FailureRecord) -> Effect:
+        return ("failure", self.keys.failures, FAILURES_KEPT, failure.encode())
+
+    async def recent_failures(self, limit: int = 20) -> list[FailureRecord]:
+        """The newest failed attempts (retried or dead-lettered), newest first; at most FAILURES_KEPT."""
+        return [FailureRecord.decode(raw) for raw in await self.redis.lrange(self.keys.failures, 0, limit - 1)]
 
     async def requeue(self, worker_id: str, token: bytes, queue: str, message: bytes) -> bool:
         keys = [self.keys.inflight(worker_id), self.keys.queue(queue)]
@@ -547,6 +606,27 @@ class Broker:
                 pipe.lindex(key, -1)
             found = await pipe.execute()
         return dict(zip(self.queue_names, found, strict=True))
+
+    async def worker_rows(self, also: Sequence[str] = ()) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+        """For the dashboard, read now: every lease (worker id → deadline, ms), and for each worker with a live
+        lease plus each of `also` (this runner's processes, registered or not) its heartbeat info and
+        `in_flight`, the size of its in-flight hash this moment (the heartbeat's `active` is up to one
+        heartbeat old). Two round trips: the leases, then one pipeline."""
+        found = await self.redis.zrange(self.keys.workers, 0, -1, withscores=True)
+        leases = {w.decode(): int(score) for w, score in found}
+        now = now_ms()
+        ids = [w for w, deadline in leases.items() if deadline >= now]
+        ids += [w for w in also if w not in ids]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for wid in ids:
+                pipe.hgetall(self.keys.worker(wid))
+                pipe.hlen(self.keys.inflight(wid))
+            answers = await pipe.execute() if ids else []
+        rows = {
+            wid: {**{k.decode(): v.decode() for k, v in info.items()}, "in_flight": int(held)}
+            for wid, info, held in zip(ids, answers[::2], answers[1::2], strict=True)
+        }
+        return leases, rows
 
     async def worker_leases(self) -> dict[str, int]:
         """Worker id → lease deadline (ms) of every registered worker; deadline - lease = last heartbeat."""

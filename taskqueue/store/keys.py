@@ -8,6 +8,7 @@
 {p}:dead              hash   task id -> dead-letter record (msgpack)
 {p}:dead:index        zset   task id -> time of death (ms); bounds the dead store by size and age
 {p}:result:<id>       string msgpack result of a finished task, kept for the task's result_ttl
+{p}:failures          list   the newest failed attempts (msgpack FailureRecord), capped: retried and buried ones
 {p}:stats             hash   counters of every process and runner (fields: see stats.py)
 {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
 {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
@@ -122,6 +123,10 @@ class Keys:
 
     def result(self, task_id: str) -> str:
         return f"{self.prefix}:result:{task_id}"
+
+    @property
+    def failures(self) -> str:
+        return f"{self.prefix}:failures"
 
     @property
     def stats(self) -> str:

@@ -33,7 +33,7 @@ from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
 from taskqueue.store import lookup, stats
-from taskqueue.store.broker import Admission, Broker, DeadRecord, Taken
+from taskqueue.store.broker import Admission, Broker, DeadRecord, FailureRecord, Taken
 from taskqueue.store.producer import WORKFLOW_ID_PREFIX
 from taskqueue.store.stats import field as stat_field
 from taskqueue.worker.threads import ThreadRunner
@@ -545,8 +545,9 @@ class Executor:
             ]
             push = self.broker.producer.later(item.queue, [env.encode()], wait)
             effects = self._effects(task, "retry", env, item.queue, error)
+            failure = FailureRecord(env.id, task.name, item.queue, attempt, error, time.time(), wait, self.worker_id)
             await self._settle(
-                item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects)
+                item.token, lambda: self.broker.retry(self.worker_id, item.token, push, counted, effects, failure)
             )
             log.info(
                 "retry in %.3gs",

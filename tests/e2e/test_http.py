@@ -187,6 +187,81 @@ def test_dashboard_in_a_real_browser(make_runner: RunnerFactory, redis_url: str,
         browser.quit()
 
 
+def _start_gated(base: str, client: Client, db: Any, gate: str) -> None:
+    """Two tasks that hold their slots until `gate` is set; the heartbeat (at start) still says 0 active."""
+    client.enqueue_many([("gated", (n, gate), {}) for n in (90001, 90002)])
+    wait_for(lambda: db.llen("test:started") == 2, what="two gated tasks to start")
+    heartbeats = json.loads(fetch(f"{base}/tasks/workers")[1])["workers"]
+    assert sum(int(w["active"]) for w in heartbeats) == 0  # what the old table showed
+    assert sum(w["in_flight"] for w in heartbeats) == 2
+
+
+def _shows_in_flight_now(browser: webdriver.Chrome, wait: WebDriverWait[webdriver.Chrome]) -> None:
+    """The header counts the table's rows, and the table shows the two running tasks (slots 4 each)."""
+    summary = (By.ID, "worker-summary")
+    wait.until(lambda d: "2 in flight now" in d.find_element(*summary).text)
+    assert "2 live: 2 of this runner's 2 (target 2), 0 elsewhere" in browser.find_element(*summary).text
+    cells = browser.find_elements(By.CSS_SELECTOR, "#workers td.inflight")
+    assert len(cells) == 2 and sum(int(c.text.split(" / ")[0]) for c in cells) == 2
+    assert all(c.text.endswith(" / 4") for c in cells)
+
+
+def test_dashboard_shows_live_work_a_throughput_graph_and_retried_failures(
+    make_runner: RunnerFactory, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 19 item 11, in Chromium: in-flight counts read now (the heartbeat, every 20 s here, still says 0),
+    a header that counts the table's rows, processed/failed per second drawn while a backlog drains, and
+    Recent failures listing each failed attempt with what follows it (a retry, then the dead-letter store)."""
+    runner = make_runner(redis_url, workers=2, slots=4, heartbeat="20s", http={"port": 0})
+    base = http_url(runner.start(expect_workers=2))
+    db = store(redis_url)
+    client = Client(redis_url)
+    gate = "test:gate:browser"
+    _start_gated(base, client, db, gate)
+    artifacts = REPO / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    browser = chromium(tmp_path / "chromium-profile")
+    try:
+        browser.set_window_size(1400, 1500)
+        browser.get(f"{base}/")
+        wait = WebDriverWait(browser, 30, ignored_exceptions=[StaleElementReferenceException])  # redrawn every 2s
+        summary = (By.ID, "worker-summary")
+        _shows_in_flight_now(browser, wait)
+
+        # A backlog on two queues, and one task that fails three times (max_retries 2): it drains while we look.
+        n = 4000  # 10 ms each, at most 6 at a time: at least 13 s to drain
+        failing = client.enqueue("always_fails", key="browser")
+        client.enqueue_many([("record", (i, 0.01), {}) for i in range(n)])
+        client.enqueue_many([("arecord", (n + i, 0.01), {}) for i in range(n)])
+        graph = (By.ID, "graph-processed")
+        wait.until(lambda d: float(d.find_element(*graph).get_attribute("data-peak") or 0) > 0)
+        wait.until(lambda d: int(d.find_element(*graph).get_attribute("data-samples") or 0) >= 4)  # a curve, not a dot
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#graph-processed polyline"))
+        lines = browser.find_elements(By.CSS_SELECTOR, "#graph-processed polyline")
+        assert {"default", "high_priority"} <= {e.get_attribute("data-queue") for e in lines}
+        retried = (By.CSS_SELECTOR, f'#failures li[data-id="{failing}"][data-attempt="1"]')
+        wait.until(lambda d: d.find_elements(*retried))
+        first = browser.find_element(*retried).text
+        assert "always_fails on default, attempt 1 → retry in" in first and "ValueError: boom browser" in first
+        assert len(runs(redis_url)) < 2 * n, "the backlog should still be draining for this screenshot"
+        browser.save_screenshot(str(artifacts / "dashboard-draining.png"))
+
+        buried = (By.CSS_SELECTOR, f'#failures li[data-id="{failing}"][data-attempt="3"]')
+        wait.until(lambda d: "dead-lettered" in d.find_element(*buried).text)
+        db.set(gate, 1)
+        wait_for(lambda: len(runs(redis_url)) == 2 * n + 2, timeout=120, what="the backlog to drain")
+        assert db.llen("tq:failures") == 3  # the three failed attempts; the 8,002 successes wrote nothing there
+        failed = (By.ID, "graph-failed")
+        assert float(browser.find_element(*failed).get_attribute("data-peak") or 0) > 0
+        wait.until(lambda d: "0 in flight now" in d.find_element(*summary).text)
+        wait.until(lambda d: d.find_element(By.ID, "processed-now").text == "0")
+        browser.save_screenshot(str(artifacts / "dashboard-drained.png"))
+        console: list[dict[str, Any]] = browser.get_log("browser")  # type: ignore[no-untyped-call]  # untyped
+        assert [e for e in console if e["level"] == "SEVERE"] == []
+    finally:
+        browser.quit()
+
+
 def test_prometheus_examples_pass_promtool(tmp_path: Path) -> None:
     """conf/prometheus.yml (with its rules) is valid, and every Grafana panel query is valid PromQL."""
     promtool = shutil.which("promtool")
