@@ -432,10 +432,11 @@ SETUP_COMMANDS = ("hello", "client|setinfo", "select", "auth", "script|load")
 
 
 # Commands that, in a drain, only run inside the Lua scripts (exchange: HDEL, HINCRBY, RPOP, HSET;
-# promote: ZRANGEBYSCORE, ZRANGE). HSET also comes from heartbeats (paired with PEXPIRE) and the task
-# table (two in one MULTI/EXEC); ZRANGEBYSCORE also from the reaper.
+# promote: ZRANGEBYSCORE, ZRANGE, and EXISTS of the limits' waiting index). HSET also comes from heartbeats
+# (paired with PEXPIRE) and the task table (two in one MULTI/EXEC); ZRANGEBYSCORE also from the reaper.
 def _lua_inner_estimate(calls: dict[str, int]) -> int:
     promote = calls.get("zrange", 0)
+    limits_look = min(promote, calls.get("exists", 0))
     hset_inner = max(0, calls.get("hset", 0) - calls.get("pexpire", 0) - 2 * calls.get("exec", 0))
     return (
         calls.get("rpop", 0)
@@ -443,6 +444,7 @@ def _lua_inner_estimate(calls: dict[str, int]) -> int:
         + calls.get("hincrby", 0)
         + promote
         + min(promote, calls.get("zrangebyscore", 0))
+        + limits_look
         + hset_inner
     )
 

@@ -16,28 +16,30 @@ end
 local moved = #due
 local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 local next_due = head[2] and tonumber(head[2]) or -1
-local now = clock_ms()
-for _, waiting in ipairs(redis.call('ZRANGEBYSCORE', ARGV[4], '-inf', now, 'LIMIT', 0, 100)) do
-  local raw = redis.call('HGET', ARGV[5], waiting)
-  local left = redis.call('LLEN', waiting)
-  local room, again = 0, now
-  if raw and left > 0 then
-    room, again = room_of(cjson.decode(raw), ARGV[6], now, math.min(left, math.max(most - moved, 1)))
+if redis.call('EXISTS', ARGV[4]) == 1 then -- some task waits on a limit (one command a tick when none does)
+  local now = clock_ms()
+  for _, waiting in ipairs(redis.call('ZRANGEBYSCORE', ARGV[4], '-inf', now, 'LIMIT', 0, 100)) do
+    local raw = redis.call('HGET', ARGV[5], waiting)
+    local left = redis.call('LLEN', waiting)
+    local room, again = 0, now
+    if raw and left > 0 then
+      room, again = room_of(cjson.decode(raw), ARGV[6], now, math.min(left, math.max(most - moved, 1)))
+    end
+    for _ = 1, room do
+      local member = redis.call('RPOP', waiting)
+      local bar = string.find(member, '|', 1, true)
+      redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, bar - 1), string.sub(member, bar + 1))
+    end
+    moved = moved + room
+    if room >= left then
+      redis.call('ZREM', ARGV[4], waiting)
+    else
+      redis.call('ZADD', ARGV[4], again, waiting)
+    end
   end
-  for _ = 1, room do
-    local member = redis.call('RPOP', waiting)
-    local bar = string.find(member, '|', 1, true)
-    redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, bar - 1), string.sub(member, bar + 1))
+  local look = redis.call('ZRANGE', ARGV[4], 0, 0, 'WITHSCORES')
+  if look[2] and (next_due < 0 or tonumber(look[2]) < next_due) then
+    next_due = tonumber(look[2])
   end
-  moved = moved + room
-  if room >= left then
-    redis.call('ZREM', ARGV[4], waiting)
-  else
-    redis.call('ZADD', ARGV[4], again, waiting)
-  end
-end
-local look = redis.call('ZRANGE', ARGV[4], 0, 0, 'WITHSCORES')
-if look[2] and (next_due < 0 or tonumber(look[2]) < next_due) then
-  next_due = tonumber(look[2])
 end
 return {moved, tostring(next_due)}
