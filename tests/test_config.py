@@ -501,3 +501,15 @@ def test_sentinel_hosts_are_split_into_host_and_port() -> None:
     assert sentinel.service_name == "mymaster"
     assert [(type(host), type(port)) for host, port in sentinel.hosts] == [(str, int)] * len(sentinel.hosts)
     assert sentinel.hosts[0][1] == 26379
+
+
+def test_a_job_module_named_like_the_standard_library_gets_the_reason(tmp_path: Path) -> None:
+    """Issue 19, item 14: `email.py` beside the YAML loses to the standard library's `email` (on purpose);
+    the error must say so, not only "has no attribute"."""
+    (tmp_path / "email.py").write_text("def send_email(to):\n    return to\n", encoding="utf-8")
+    path = tmp_path / "task-queue.yaml"
+    path.write_text("tasks:\n  send: {path: 'email:send_email'}\n", encoding="utf-8")
+    (problem,) = problems_of(path)
+    assert "'email' has no attribute 'send_email': 'email' is the standard library's module" in problem
+    assert f"not {tmp_path}/email.py" in problem
+    assert "give your module another name (e.g. email_tasks.py)" in problem

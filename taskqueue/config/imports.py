@@ -33,5 +33,23 @@ def resolve(path: str) -> object:
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise ImportError(f"'{module_name}' has no attribute '{attr_path}'") from None
+            raise ImportError(f"'{module_name}' has no attribute '{attr_path}'{_shadowed(module_name)}") from None
     return obj
+
+
+def _shadowed(module_name: str) -> str:
+    """Why a module lacks the attribute when the user's file of that name never got imported: the name is
+    the standard library's (its modules come first on sys.path, on purpose: see add_to_sys_path)."""
+    top = module_name.split(".", 1)[0]
+    if top not in sys.stdlib_module_names:
+        return ""
+    found = getattr(sys.modules.get(module_name), "__file__", None) or "built in"
+    mine = next(
+        (f"{p}/{top}.py" for p in sys.path if p and (Path(p) / f"{top}.py").is_file()),
+        None,
+    )
+    beside = f", not {mine}" if mine else ""
+    return (
+        f": '{top}' is the standard library's module ({found}){beside}; give your module another name "
+        f"(e.g. {top}_tasks.py) or put it in a package (jobs/{top}.py as jobs.{top})"
+    )
