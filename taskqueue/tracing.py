@@ -5,7 +5,8 @@ Nothing here imports opentelemetry unless it is there and in use:
 
 - A producer looks for a current span only when its process has already imported `opentelemetry.trace` (code
   that creates spans has): otherwise there can be no span, and nothing is imported, added or called beyond one
-  dictionary look-up per enqueue call (a bulk enqueue is one call).
+  dictionary look-up per enqueue call (a bulk enqueue is one call). (redis-py 8 imports opentelemetry itself
+  when it is installed; then each enqueue call also asks for the current span.)
 - A worker opens a span only for a message that carries `trace`, importing opentelemetry at the first such
   message; a message without one (redis-cli, a schedule, a producer outside any span) runs exactly as it would
   without opentelemetry: the worker never starts traces of its own. Without the package the context is
