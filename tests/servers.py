@@ -9,8 +9,9 @@ import json
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import uvicorn
@@ -86,9 +87,12 @@ def call(
     method: str = "GET",
     body: Any = None,
     headers: Mapping[str, str] | None = None,
-    raw: bytes | None = None,
+    raw: bytes | Iterable[bytes] | None = None,
 ) -> tuple[int, Mapping[str, str], bytes]:
-    """One HTTP request: (status, headers with lower-case names, body). `body` is sent as JSON, `raw` as it is."""
+    """One HTTP request: (status, headers with lower-case names, body). `body` is sent as JSON, `raw` as it is
+    (chunks of a chunked body when it is not bytes)."""
+    if raw is not None and not isinstance(raw, bytes):
+        return _chunked(url, method, raw, headers or {})
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
     try:
@@ -96,6 +100,25 @@ def call(
             return int(response.status), _lower(response.headers.items()), bytes(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, _lower(exc.headers.items()), exc.read()
+
+
+def _chunked(url: str, method: str, chunks: Iterable[bytes], headers: Mapping[str, str]) -> tuple[int, Any, bytes]:
+    """A chunked request written in one piece, then read to the end. A server that refuses the body half way
+    answers and closes: urllib, which writes chunk by chunk, may then fail to write the rest (EPIPE) and never
+    read the answer; written at once, the server has it all before it answers."""
+    parsed = urllib.parse.urlsplit(url)
+    head = [f"{method} {parsed.path or '/'} HTTP/1.1", f"Host: {parsed.netloc}", "Transfer-Encoding: chunked"]
+    head += ["Connection: close", *(f"{k}: {v}" for k, v in headers.items())]
+    data = "\r\n".join(head).encode() + b"\r\n\r\n"
+    data += b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for chunk in chunks) + b"0\r\n\r\n"
+    with socket.create_connection((parsed.hostname, parsed.port or 80), timeout=10) as sock:
+        sock.sendall(data)
+        answer = b""
+        while piece := sock.recv(65536):
+            answer += piece
+    top, _, found = answer.partition(b"\r\n\r\n")
+    status_line, *lines = top.decode("latin-1").split("\r\n")
+    return int(status_line.split()[1]), _lower(line.split(": ", 1) for line in lines), found
 
 
 def _lower(headers: Any) -> dict[str, str]:
