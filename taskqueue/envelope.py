@@ -1,8 +1,9 @@
 """The message ("envelope"): JSON or MessagePack map in, MessagePack out. Client-safe (msgpack only).
 
 Keys: `task` (required), `id`, `args`, `kwargs`, `max_retries`, `timeout`, `enqueued_at` (SPEC §5), and
-`attempt`, which taskqueue itself sets on retries (attempts already made), and `unique`, the unique key a
-task holds (SPEC §11; set by the producer, kept across retries and re-deliveries).
+`attempt`, which taskqueue itself sets on retries (attempts already made), `unique`, the unique key a
+task holds (SPEC §11; set by the producer, kept across retries and re-deliveries), and `trace`, the W3C
+traceparent of the span the enqueue was made in (SPEC §12; only with OpenTelemetry in use: tracing.py).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from typing import Any
 
 import msgpack
 
-_KNOWN = frozenset({"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt", "unique"})
+_KNOWN = frozenset(
+    {"task", "id", "args", "kwargs", "max_retries", "timeout", "enqueued_at", "attempt", "unique", "trace"}
+)
 _CORE = frozenset({"task", "id", "args", "kwargs", "enqueued_at"})  # what producers send
 _NO_KWARGS: dict[str, Any] = {}  # shared, never mutated: tasks get it unpacked (**kwargs)
 _packer = msgpack.Packer(use_bin_type=True)
 MAX_NAME = 200  # characters of a task name or an id
 MAX_COUNT = 1_000_000  # max_retries, attempt
+MAX_TRACE = 128  # characters of `trace` (tracing.MAX_TRACEPARENT)
 
 
 def _reset_ids() -> None:
@@ -51,6 +55,7 @@ def pack(
     kwargs: Mapping[str, Any],
     enqueued_at: float,
     unique: str | None = None,
+    trace: str | None = None,
 ) -> bytes:
     """The message a producer sends (what `Envelope.encode` gives, built without the dataclass)."""
     body: dict[str, Any] = {"id": task_id, "task": task, "enqueued_at": enqueued_at}
@@ -60,6 +65,8 @@ def pack(
         body["kwargs"] = kwargs if isinstance(kwargs, dict) else dict(kwargs)
     if unique is not None:
         body["unique"] = unique
+    if trace is not None:
+        body["trace"] = trace
     packed: bytes = _packer.pack(body)
     return packed
 
@@ -79,6 +86,7 @@ class Envelope:
     enqueued_at: float | None = None
     attempt: int = 0  # attempts already made before this delivery
     unique: str | None = None  # the unique key it holds (Keys.unique), released when it finishes
+    trace: str | None = None  # the enqueue's W3C traceparent: the worker runs it in a span continuing it
 
     def encode(self) -> bytes:
         body: dict[str, Any] = {"id": self.id, "task": self.task}
@@ -94,6 +102,8 @@ class Envelope:
             body["attempt"] = self.attempt
         if self.unique is not None:
             body["unique"] = self.unique
+        if self.trace is not None:
+            body["trace"] = self.trace
         packed: bytes = _packer.pack(body)
         return packed
 
@@ -136,7 +146,7 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
     if not isinstance(kwargs, dict) or (kwargs and not all(isinstance(k, str) for k in kwargs)):
         raise InvalidEnvelope("'kwargs' must be an object with string keys")
     env = Envelope(task, task_id or new_id(), tuple(args), kwargs)
-    if not _CORE.issuperset(body):  # max_retries, timeout or attempt: absent from most messages
+    if not _CORE.issuperset(body):  # max_retries, timeout, attempt, unique or trace: absent from most messages
         env.max_retries = _number(body, "max_retries", int)
         env.timeout = _number(body, "timeout", float)
         env.enqueued_at = _number(body, "enqueued_at", float)
@@ -145,6 +155,10 @@ def decode(raw: bytes, max_bytes: int) -> Envelope:
         if unique is not None and (not isinstance(unique, str) or not 0 < len(unique) <= 3 * MAX_NAME):
             raise InvalidEnvelope(f"'unique' must be a non-empty string of at most {3 * MAX_NAME} characters")
         env.unique = unique
+        trace = body.get("trace")
+        if trace is not None and (not isinstance(trace, str) or not 0 < len(trace) <= MAX_TRACE):
+            raise InvalidEnvelope(f"'trace' must be a W3C traceparent string of at most {MAX_TRACE} characters")
+        env.trace = trace
     else:
         env.enqueued_at = _number(body, "enqueued_at", float)
     return env

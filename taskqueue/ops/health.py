@@ -35,8 +35,12 @@ async def report(state: RunnerView) -> dict[str, Any]:
     """`{"status": healthy|degraded|unhealthy, "timestamp", "components": {redis, workers, scheduler}}`:
     the worst component decides; /health answers 503 for "unhealthy"."""
     redis = await _redis_health(state.broker)
-    workers = await _workers_health(state, redis_up=redis["status"] != "unhealthy")
-    components = {"redis": redis, "workers": workers, "scheduler": _scheduler_health(state)}
+    redis_up = redis["status"] != "unhealthy"
+    if getattr(state, "mounted", False):  # an API mounted in another app (integrations.Deployment)
+        workers, scheduler = await _deployment_health(state, redis_up)
+    else:
+        workers, scheduler = await _workers_health(state, redis_up), _scheduler_health(state)
+    components = {"redis": redis, "workers": workers, "scheduler": scheduler}
     statuses = {c["status"] for c in components.values()}
     status = next(s for s in ("unhealthy", "degraded", "healthy") if s in statuses)
     return {"status": status, "timestamp": round(time.time(), 3), "components": components}
@@ -99,6 +103,38 @@ async def _workers_health(state: RunnerView, redis_up: bool) -> dict[str, Any]:
         problem = f"{live} of {expected} worker processes running" if live < expected else "a heartbeat is late"
         body.update(status="degraded", message=problem)
     return body
+
+
+async def _deployment_health(state: RunnerView, redis_up: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Seen from a process that runs no worker and no timer: the deployment's live worker processes (every
+    runner's), and whether due delayed tasks are promoted (by some runner's timer) in time."""
+    config = state.config
+    workers: dict[str, Any] = {"status": "healthy", "message": None, "live": 0, "expected": None}
+    workers.update(host=HOST, cluster_live=None, hosts=None, heartbeat_age_s=None)
+    scheduler: dict[str, Any] = {"status": "healthy", "enabled": None, "message": None, "overdue_s": None}
+    if not redis_up:
+        return workers, scheduler  # the redis component says why
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(TIMEOUT_S):
+            leases, cluster = await state.broker.worker_leases(), await state.broker.live_workers()
+            earliest_ms = await state.broker.earliest_delayed_ms()
+        ages = heartbeat_ages(leases, config)
+        mine = [ages[w["id"]] for w in cluster if w.get("id") in ages]
+        workers.update(live=len(cluster), cluster_live=len(cluster))
+        workers["hosts"] = dict(collections.Counter(str(w.get("host", "?")) for w in cluster))
+        workers["heartbeat_age_s"] = round(max(mine), 3) if mine else None
+        overdue = max(0.0, time.time() - earliest_ms / 1000) if earliest_ms is not None else 0.0
+        scheduler["overdue_s"] = round(overdue, 3)
+        if overdue > max(5.0, 3 * config.scheduler.tick_interval_s):
+            message = f"a delayed task is {overdue:.1f}s overdue: is a runner with the scheduler enabled running?"
+            scheduler.update(status="degraded", message=message)
+    if workers["cluster_live"] == 0:
+        workers.update(status="unhealthy", message="no live worker process in this deployment")
+    elif (
+        workers["heartbeat_age_s"] is not None and workers["heartbeat_age_s"] > 2 * config.workers.heartbeat_interval_s
+    ):
+        workers.update(status="degraded", message="a heartbeat is late")
+    return workers, scheduler
 
 
 def expected_workers(state: RunnerView) -> int:

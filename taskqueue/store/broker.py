@@ -599,6 +599,11 @@ class Broker:
         return int(await self.redis.zcard(self.keys.delayed))
 
     # ---- read-only views for /health, /metrics and the JSON API (web.py, metrics.py) -------------
+    async def earliest_delayed_ms(self) -> int | None:
+        """Due time (ms) of the earliest delayed task, or None when none waits."""
+        found = await self.redis.zrange(self.keys.delayed, 0, 0, withscores=True)
+        return int(found[0][1]) if found else None
+
     async def oldest_ready(self) -> dict[str, bytes | None]:
         """Each queue's oldest ready message (the right end of its list: producers LPUSH), or None."""
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import msgpack
 
-from taskqueue import canvas, envelope
+from taskqueue import canvas, envelope, tracing
 from taskqueue.canvas import Flow
 from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
 from taskqueue.store.keys import Keys, join_member
@@ -127,11 +127,12 @@ class Producer:
         task_id: str | None = None,
         now: float = 0.0,
         unique: str | None = None,
+        trace: str | None = None,
     ) -> tuple[str, bytes]:
         """(task id, encoded message) of one call; raises PayloadTooLarge, or ValueError (not encodable)."""
         task_id = task_id or envelope.new_id()
         try:
-            message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6), unique)
+            message = envelope.pack(task, task_id, args, kwargs, now or round(time.time(), 6), unique, trace)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"task '{task}': args/kwargs hold a value MessagePack cannot encode ({exc})") from None
         route = self.routes.tasks.get(task)
@@ -153,6 +154,7 @@ class Producer:
     ) -> tuple[list[str], list[Push]]:
         """Ids and pushes of a batch of calls: one push per target queue, in order of first appearance, and
         one per call that holds a unique key (its check and its enqueue are one script: `unique.lua`).
+        Every message carries the current span's trace context when there is one (tracing.py).
         Raises UnknownTask, PayloadTooLarge, or ValueError (not encodable, or a delay beyond the limit)."""
         if not 0 <= delay_s <= self.routes.max_delay_s:  # also refuses NaN
             raise ValueError(f"delay of {delay_s:g}s is outside 0 .. limits.max_delay ({self.routes.max_delay_s:g}s)")
@@ -162,17 +164,18 @@ class Producer:
         by_queue: dict[str, list[bytes]] = {}
         uniques: list[Push] = []
         now = round(time.time(), 6)  # one timestamp for the batch
+        trace = tracing.traceparent()  # and one trace context (None without opentelemetry in use)
         for name, args, kwargs in calls:
             target = self.routes.queue_for(name, queue)
             route = self.routes.tasks.get(name)
             hold_s = route.unique_for_s if route else None
             if unique_key is not None or hold_s:
                 lock = unique_lock(name, args, kwargs, unique_key)
-                new_id, message = self.message(name, args, kwargs, task_id, now, lock)
+                new_id, message = self.message(name, args, kwargs, task_id, now, lock, trace)
                 hold = hold_s or DEFAULT_UNIQUE_FOR_S
                 uniques.append(self.unique(target, message, new_id, lock, hold, delay_s, slot=len(ids)))
             else:
-                new_id, message = self.message(name, args, kwargs, task_id, now)
+                new_id, message = self.message(name, args, kwargs, task_id, now, trace=trace)
                 by_queue.setdefault(target, []).append(message)
             ids.append(WORKFLOW_ID_PREFIX + new_id if route and route.workflow else new_id)
         return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()] + uniques
@@ -229,12 +232,15 @@ class Producer:
         workflow_id: str | None = None,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+        trace: str | None = None,
     ) -> tuple[str, Push]:
         """The id and the one push that starts a workflow: its hash (every step's message around the
         place of its input, what waits for what) and its entry steps, written by workflow.lua at once.
         A step goes to its task's queue; its message is checked against the payload limit without its
-        input (the results it receives are known only when they exist)."""
+        input (the results it receives are known only when they exist). Every step carries `trace`, or
+        the current span's trace context."""
         laid = canvas.lay_out(flow, args, kwargs)
+        trace = trace or tracing.traceparent()
         workflow_id = workflow_id or WORKFLOW_ID_PREFIX + envelope.new_id()
         dependents = laid.dependents()
         ttl_s = 0.0
@@ -244,7 +250,7 @@ class Producer:
             queue = self.routes.queue_for(part.task, None)
             route = self.routes.tasks.get(part.task)
             ttl_s = max(ttl_s, route.result_ttl_s if route else 3600.0)
-            head, tail = self._step_message(part, f"{workflow_id}.{index}", prepend=given is not None)
+            head, tail = self._step_message(part, f"{workflow_id}.{index}", given is not None, trace)
             fields += (f"t:{index}", part.task, f"q:{index}", queue, f"p:{index}", head, f"x:{index}", tail)
             if given is None:
                 fields += (f"s:{index}", "queued")
@@ -262,11 +268,13 @@ class Producer:
         rest = (*start, len(fields) // 2, *fields, len(entries) // 2, *entries)
         return workflow_id, Push("workflow", "", keys, (len(rest), *rest), len(entries) // 2)
 
-    def _step_message(self, part: canvas.Step, step_id: str, prepend: bool) -> tuple[bytes, bytes]:
+    def _step_message(self, part: canvas.Step, step_id: str, prepend: bool, trace: str | None) -> tuple[bytes, bytes]:
         """A step's envelope in two pieces, with `args` last, so that the input can go between them."""
         body: dict[str, Any] = {"id": step_id, "task": part.task}
         if part.kwargs:
             body["kwargs"] = dict(part.kwargs)
+        if trace is not None:
+            body["trace"] = trace
         packer = msgpack.Packer(use_bin_type=True)
         try:
             head = packer.pack_map_header(len(body) + 1) + b"".join(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from taskqueue import envelope as envelope_mod
+from taskqueue import tracing
 from taskqueue._loop import ride_out
 from taskqueue.config import Config, TaskConfig
 from taskqueue.config.registry import RegisteredTask, Registry
@@ -241,7 +242,10 @@ class Executor:
             set_current((env.id, task.name, item.queue, attempt, max_retries, admitted_at))
         started = time.monotonic()
         try:
-            value, failure = await self._call(held, env, task)
+            if env.trace is None:
+                value, failure = await self._call(held, env, task)
+            else:
+                value, failure = await self._traced_call(held, env, task, item.queue, attempt)
             elapsed = time.monotonic() - started
             self._observe(item.queue, task.name, elapsed)
             if failure is None:
@@ -255,6 +259,17 @@ class Executor:
             raise
         except Exception as exc:
             self._lost(item, held, exc)
+
+    async def _traced_call(
+        self, held: Held, env: envelope_mod.Envelope, task: RegisteredTask, queue: str, attempt: int
+    ) -> tuple[Any, Exception | None]:
+        """`_call` in a span continuing the trace of the message's enqueue (tracing.py); a retry is a new
+        attempt in the same trace."""
+        assert env.trace is not None
+        with tracing.task_span(env.trace, env.id, task.name, queue, attempt) as span:
+            value, failure = await self._call(held, env, task)
+            tracing.settled(span, failure, _described(failure))
+        return value, failure
 
     async def _call(self, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> tuple[Any, Exception | None]:
         """Run the task body: (its value, None) or (None, why it failed). Past its deadline it failed as a timeout."""
@@ -386,7 +401,7 @@ class Executor:
         flow = self.config.workflows[env.task]
         workflow_id = WORKFLOW_ID_PREFIX + env.id
         try:
-            _, push = self.broker.producer.workflow(flow, workflow_id, env.args, env.kwargs)
+            _, push = self.broker.producer.workflow(flow, workflow_id, env.args, env.kwargs, env.trace)
         except (UnknownTask, PayloadTooLarge, ValueError) as exc:
             await self._bury(item, env, f"cannot start workflow '{env.task}': {exc}", "", env.attempt + 1)
             return
@@ -618,6 +633,14 @@ _UNDECLARED = _Undeclared()
 
 class _Overrun(Exception):
     """An attempt ran past its timeout."""
+
+
+def _described(failure: Exception | None) -> str:
+    if isinstance(failure, _Overrun):
+        return "timed out"
+    if isinstance(failure, _Cancelled):
+        return "cancelled"
+    return f"{type(failure).__name__}: {failure}" if failure is not None else ""
 
 
 class _Cancelled(Exception):
