@@ -111,12 +111,14 @@ def test_invalid_file_given_by_absolute_path(pex: Path, tmp_path: Path) -> None:
     assert_no_traceback(result)
 
 
-def test_schema_prints_the_package_schema(pex: Path, tmp_path: Path) -> None:
+def test_schema_prints_the_editor_schema_and_strict_the_package_one(pex: Path, tmp_path: Path) -> None:
     result = run(pex, "schema", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert result.stdout == (REPO / "schema" / "task-queue.schema.json").read_text("utf-8")  # ${VAR} accepted
+    strict = run(pex, "schema", "--strict", cwd=tmp_path)
     package = REPO / "taskqueue" / "config" / "schema" / "task-queue.schema.json"
-    assert json.loads(result.stdout) == json.loads(package.read_text("utf-8"))
-    assert result.stdout == package.read_text("utf-8")
+    assert json.loads(strict.stdout) == json.loads(package.read_text("utf-8"))
+    assert strict.stdout == package.read_text("utf-8")
 
 
 def test_version(pex: Path, tmp_path: Path) -> None:
