@@ -24,7 +24,9 @@ from taskqueue.ops import cli, commands, logs
 
 def _watch_parent(gone: threading.Event) -> None:
     def wait() -> None:
-        sys.stdin.buffer.read()  # returns at the end of the pipe only
+        # os.read, not sys.stdin: a daemon thread holding the buffered reader's lock aborts the interpreter's exit
+        while os.read(sys.stdin.fileno(), 4096):
+            pass  # nothing more is written: only the end of the pipe matters
         gone.set()
         os.kill(os.getpid(), signal.SIGTERM)  # the runner's own graceful shutdown
 
