@@ -309,8 +309,8 @@ class TaskQueueTest:
         """Wait until nothing is ready in any queue, no delayed task (delay or retry) comes due before the
         deadline, nothing waits on a rate or concurrency limit and nothing is in flight; a delayed task due
         later is left where it is (see pending()). Raises DrainTimeout (saying what is left) after `timeout`
-        seconds, and then, with `raise_on_dead`, TaskQueueTestFailure naming every task dead-lettered since
-        the last drain() — with its id, task, error and traceback."""
+        seconds; then, with `raise_on_dead`, TaskQueueTestFailure naming every task dead-lettered since the
+        last drain() — its id, task, error and traceback (raise_on_dead=False: expected, see dead())."""
         __tracebackhide__ = True  # pytest: the failure is the task's, not this frame's
         deadline = time.monotonic() + timeout
         pause = _POLL_S[0]
@@ -320,11 +320,10 @@ class TaskQueueTest:
                 raise DrainTimeout(f"drain() timed out after {timeout:g}s: {left.describe()}{self._log_tail()}")
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, _POLL_S[1])
-        if raise_on_dead:
-            fresh = [d for d in self.dead() if d.id not in self._reported]
-            self._reported.update(d.id for d in fresh)
-            if fresh:
-                raise TaskQueueTestFailure(dead_message(fresh))
+        fresh = [d for d in self.dead() if d.id not in self._reported]
+        self._reported.update(d.id for d in fresh)  # raised for now, or expected (raise_on_dead=False)
+        if fresh and raise_on_dead:
+            raise TaskQueueTestFailure(dead_message(fresh))
 
     def dead(self) -> list[DeadTask]:
         """Every dead-lettered task, oldest first."""

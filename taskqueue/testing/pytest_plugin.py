@@ -49,10 +49,13 @@ def taskqueue_test(request: pytest.FixtureRequest) -> Iterator[TaskQueueTest]:
     from taskqueue.testing import TaskQueueTest, TaskQueueTestError
 
     tq = TaskQueueTest(config_path(request.config), redis_url=os.environ.get(REDIS_URL_ENV) or None)
+    problem = None
     try:
         tq.start()
     except TaskQueueTestError as exc:
-        pytest.fail(f"taskqueue_test: {exc}", pytrace=False)  # a setup problem: what to do, not a traceback
+        problem = str(exc)
+    if problem is not None:  # outside the except: the message alone, not "during handling of … another"
+        pytest.fail(f"taskqueue_test: {problem}", pytrace=False)
     try:
         yield tq
     finally:
