@@ -127,6 +127,8 @@ def test_the_test_decides_the_deployment_the_yaml_the_tasks(
     assert tq.key_prefix == "app" and store.exists("app:tasks")  # the YAML's prefix on a private server
     assert store.zcard("app:workers") == 1  # workers=1, not the YAML's 3
     assert not store.exists("app:schedules")  # schedules are off unless asked for
+    with pytest.raises(ValueError, match="MessagePack cannot encode"):
+        tq.enqueue("record", str(out), {1, 2})  # refused as in production, not pickled
 
 
 def test_a_given_redis_is_left_as_it_was(project: Path, redis_url: str) -> None:

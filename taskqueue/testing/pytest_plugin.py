@@ -2,7 +2,8 @@
 fixture `taskqueue_test`, a started TaskQueueTest per test, stopped after it.
 
 Its configuration, first found: `--taskqueue-config FILE`, $TASKQUEUE_TEST_CONFIG, the ini option
-`taskqueue_config` (relative to the ini file), else `task-queue.yaml` in pytest's rootdir.
+`taskqueue_config` (relative to the ini file), else `task-queue.yaml` in pytest's rootdir (where its
+pyproject.toml or pytest.ini is), else in the current directory.
 $TASKQUEUE_TEST_REDIS_URL uses that Redis (never flushed: a key prefix of the test's own) instead of a private
 redis-server. taskqueue.testing is imported only when a test asks for the fixture."""
 
@@ -18,12 +19,13 @@ import pytest
 if TYPE_CHECKING:
     from taskqueue.testing import TaskQueueTest
 
+DEFAULT_CONFIG = "task-queue.yaml"
 CONFIG_ENV = "TASKQUEUE_TEST_CONFIG"
 REDIS_URL_ENV = "TASKQUEUE_TEST_REDIS_URL"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    help_text = "the taskqueue YAML of the taskqueue_test fixture (default: task-queue.yaml in the rootdir)"
+    help_text = "the taskqueue YAML of the taskqueue_test fixture (default: task-queue.yaml in the rootdir or here)"
     parser.addini("taskqueue_config", help=help_text + "; relative to the ini file", default="")
     group = parser.getgroup("taskqueue")
     group.addoption("--taskqueue-config", dest="taskqueue_config", metavar="FILE", default=None, help=help_text)
@@ -31,16 +33,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def config_path(config: pytest.Config) -> Path:
     """Where the fixture's YAML is (see the module's docstring for the order)."""
-    option = config.getoption("taskqueue_config")
-    if option:
-        return Path(str(option)).resolve()
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV]).resolve()
+    here = config.invocation_params.dir  # not the current directory of the moment: a test may chdir
+    given = config.getoption("taskqueue_config") or os.environ.get(CONFIG_ENV)
+    if given:
+        return (here / str(given)).resolve()
     ini = str(config.getini("taskqueue_config") or "")
     if ini:
         base = config.inipath.parent if config.inipath else config.rootpath
         return (base / ini).resolve()
-    return config.rootpath / "task-queue.yaml"
+    found, beside = config.rootpath / DEFAULT_CONFIG, here / DEFAULT_CONFIG
+    return beside if not found.is_file() and beside.is_file() else found
 
 
 @pytest.fixture
