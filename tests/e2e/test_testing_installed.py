@@ -1,5 +1,5 @@
 """The pytest plugin as a user gets it (issue 16): taskqueue pip-installed into a new venv, and the README's test
-file for jobs/ (the block marked `<!-- example:test-jobs -->`, verbatim) run by pytest in a project that holds
+file for jobs/ (the block marked `<!-- pytest-example:test-jobs -->`, verbatim) run by pytest in a project that holds
 only jobs/, task-queue.yaml and that file — no conftest: `taskqueue_test` comes from the pytest11 entry point.
 
 The new venv sees .venv's site-packages (a .pth file): taskqueue's dependencies, pytest and the jobs' humanize
@@ -64,7 +64,7 @@ def test_the_readme_test_file_passes_with_taskqueue_pip_installed(tmp_path: Path
     shutil.copytree(REPO / "jobs", project / "jobs")
     shutil.copy2(REPO / "task-queue.yaml", project / "task-queue.yaml")
     (project / "tests").mkdir()
-    (project / "tests" / "test_jobs.py").write_text(example_blocks()["test-jobs"])
+    (project / "tests" / "test_jobs.py").write_text(example_blocks("pytest-example")["test-jobs"])
     where = run([str(python), "-c", "import taskqueue.testing; print(taskqueue.testing.__file__)"], project, 60)
     assert where.stdout.startswith(str(venv)), where.stdout + where.stderr  # the installed one, not a checkout
     pytest_argv = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-v", f"--basetemp={tmp_path / 'tmp'}"]
