@@ -5,6 +5,8 @@ one clear line for a setup problem, and the pytest fixture as a user's suite see
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -14,8 +16,9 @@ from typing import Any
 import pytest
 import redis
 
+from taskqueue import config as config_mod
 from taskqueue.errors import TaskCancelled
-from taskqueue.testing import DrainTimeout, TaskQueueTest, TaskQueueTestError
+from taskqueue.testing import DrainTimeout, TaskQueueTest, TaskQueueTestError, overrides
 from taskqueue.testing.harness import DEFAULT_CONFIG
 from tests.conftest import REPO
 
@@ -116,19 +119,20 @@ def test_drain_times_out_saying_what_is_left(tq: TaskQueueTest) -> None:
     assert "the runner's log" in str(raised.value)
 
 
-def test_the_test_decides_the_deployment_the_yaml_the_tasks(
-    tq: TaskQueueTest, project: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_test_decides_the_deployment_the_yaml_the_tasks(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {"REDIS_URL": "redis://127.0.0.1:1/0", "TASK_QUEUE_WORKERS": "5"}.items():
+        monkeypatch.setenv(name, value)  # the user's shell: would override the file, not the test
+    monkeypatch.setenv("TASK_QUEUE_SCHEDULER", "false")
     out = project / "out.txt"
-    tq.enqueue("record", str(out), 1)
-    tq.drain()
-    assert lines(out) == [1]
-    store = tq.client.redis
-    assert tq.key_prefix == "app" and store.exists("app:tasks")  # the YAML's prefix on a private server
-    assert store.zcard("app:workers") == 1  # workers=1, not the YAML's 3
-    assert not store.exists("app:schedules")  # schedules are off unless asked for
-    with pytest.raises(ValueError, match="MessagePack cannot encode"):
-        tq.enqueue("record", str(out), {1, 2})  # refused as in production, not pickled
+    with TaskQueueTest(project / DEFAULT_CONFIG) as tq:
+        tq.enqueue("record", str(out), 1, delay=0.1)  # runs: the timer is on
+        tq.drain()
+        assert lines(out) == [1]
+        store = tq.client.redis
+        assert tq.key_prefix == "app" and store.exists("app:tasks")  # the YAML's prefix on a private server
+        assert store.zcard("app:workers") == 1  # workers=1, not the YAML's 3 nor $TASK_QUEUE_WORKERS
+        with pytest.raises(ValueError, match="MessagePack cannot encode"):
+            tq.enqueue("record", str(out), {1, 2})  # refused as in production, not pickled
 
 
 def test_a_given_redis_is_left_as_it_was(project: Path, redis_url: str) -> None:
@@ -215,3 +219,30 @@ def test_the_fixture_finds_no_yaml_in_an_empty_project(
     result = pytester.runpytest_inprocess("-p", "taskqueue.testing.pytest_plugin", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*taskqueue_test: no taskqueue configuration at {pytester.path}/task-queue.yaml*"])
+
+
+def test_a_producer_imports_neither_the_helper_nor_pytest() -> None:
+    probe = (
+        "import sys, taskqueue.client; print(sorted(m for m in ('pytest', 'taskqueue.testing') if m in sys.modules))"
+    )
+    found = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO)
+    assert found.stdout.strip() == "[]"
+
+
+def test_the_runners_yaml_is_the_users_with_the_deployment_replaced(project: Path) -> None:
+    path = project / DEFAULT_CONFIG
+    block = "workers:\n  initial_count: 3\n  max_concurrent_tasks: ${SLOTS:-4}\n"  # a plain ${…}: typed as a number
+    path.write_text(CONFIG.replace("workers: {initial_count: 3, shutdown_grace_period: 1s}\n", block))
+    derived = overrides.runner_config(
+        path.read_text(), redis_url="redis://127.0.0.1:7/0", key_prefix="app:t", workers=2, schedules=False
+    )
+    cfg = config_mod.load(path, {}, raw=derived, import_tasks=False)  # the runner's view of it
+    assert (cfg.redis.url, cfg.redis.key_prefix, cfg.redis.embedded) == ("redis://127.0.0.1:7/0", "app:t", False)
+    assert (cfg.workers.initial_count, cfg.workers.max_concurrent_tasks) == (2, 4)  # ${SLOTS:-4} still expands
+    assert (cfg.autoscaler.enabled, cfg.http.enabled, cfg.scheduler.enabled, cfg.schedules) == (False, False, True, ())
+    assert set(cfg.tasks) == {"record", "unique_record", "rated_record", "nap"}
+    assert cfg.tasks["rated_record"].limits is not None and cfg.tasks["unique_record"].unique_for_s == 60
+    with_schedules = overrides.runner_config(
+        path.read_text(), redis_url="redis://127.0.0.1:7/0", key_prefix="app", workers=1, schedules=True
+    )
+    assert [s.name for s in config_mod.load(path, {}, raw=with_schedules, import_tasks=False).schedules] == ["often"]
