@@ -53,7 +53,7 @@ class DeadTask:
     def describe(self) -> str:
         """Its id, task, error and (indented) traceback, for a failure message."""
         head = f"task {self.task!r} (id {self.id}, queue {self.queue}, {self.attempts} attempt(s)): {self.error}"
-        trace = self.traceback.rstrip() or "(no traceback: refused or rejected, not raised)"
+        trace = self.traceback.rstrip() or "(no traceback: it did not raise — rejected, refused, timed out or lost)"
         return f"{head}\n{textwrap.indent(trace, '    ')}"
 
 
