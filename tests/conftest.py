@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-pytest_plugins = ["tests.topologies"]  # Cluster, Sentinel, TLS and AUTH fixtures
+# Cluster, Sentinel, TLS and AUTH fixtures; taskqueue_test (taskqueue.testing), whose pytest11 entry point is
+# active only where taskqueue is installed (.venv does not install it: the tests import the checkout).
+pytest_plugins = ["tests.topologies", "taskqueue.testing.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parent.parent
 PEX = REPO / "taskqueue.pex"

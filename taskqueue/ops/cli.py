@@ -129,8 +129,13 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse already printed usage (or --version/--help)
         return exc.code if isinstance(exc.code, int) else 2
     logs.setup(args.log_level, args.log_format)
+    return guarded(args, _command(args.command or "run"))
+
+
+def guarded(args: argparse.Namespace, command: Command) -> int:
+    """Run one command at the exit-code boundary (also for taskqueue.testing's runner, which is `run`)."""
     try:
-        return _command(args.command or "run")(args)
+        return command(args)
     except ConfigError as exc:
         for problem in exc.problems:
             print(logs.redact(problem), file=sys.stderr)

@@ -43,8 +43,10 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, *, serve: bool = True) -> int:
-    raw = config_mod.read(args.config)
+def run(args: argparse.Namespace, *, serve: bool = True, raw: bytes | None = None) -> int:
+    """The runner; `raw` is the configuration's text when it is not the file's own (taskqueue.testing: the
+    user's YAML with the test's overrides, while `args.config` names the user's file)."""
+    raw = config_mod.read(args.config) if raw is None else raw
     cfg = config_mod.load(args.config, raw=raw)
     tasks = registry.build(cfg)  # the runner never runs them: it checks the arguments that HTTP enqueues
     options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, serve)

@@ -32,17 +32,20 @@ from tests.e2e.harness import live_workers, store
 
 REPO = Path(__file__).resolve().parents[2]
 README_URL = "redis://127.0.0.1:6379/0"  # the address the README's Python block names
-MARKED = re.compile(
-    r"^(?P<indent> *)<!-- example:(?P<name>[\w-]+) -->\n(?P=indent)```[^\n]*\n(?P<body>.*?)^(?P=indent)```$",
+MARKED = re.compile(  # kind "example": this test's steps; "pytest-example": tests/e2e/test_testing_installed.py's
+    r"^(?P<indent> *)<!-- (?P<kind>example|pytest-example):(?P<name>[\w-]+) -->\n"
+    r"(?P=indent)```[^\n]*\n(?P<body>.*?)^(?P=indent)```$",
     re.MULTILINE | re.DOTALL,
 )
 STEPS = ["job", "tasks", "validate", "validate-errors", "run", "enqueue-shell", "enqueue-python", "watch"]
 
 
-def example_blocks() -> dict[str, str]:
-    """Name → text of each marked block of README.md, with the list item's indentation removed."""
+def example_blocks(kind: str = "example") -> dict[str, str]:
+    """Name → text of each block of README.md marked `<!-- KIND:NAME -->`, the list item's indentation removed."""
     blocks = {}
     for match in MARKED.finditer((REPO / "README.md").read_text("utf-8")):
+        if match.group("kind") != kind:
+            continue
         lines = match.group("body").splitlines(keepends=True)
         blocks[match.group("name")] = "".join(line.removeprefix(match.group("indent")) for line in lines)
     return blocks
