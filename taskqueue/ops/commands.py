@@ -1,4 +1,4 @@
-"""The operational commands behind the CLI: run, worker, enqueue, status, dead."""
+"""The operational commands behind the CLI: run, worker, enqueue, status, dead, events."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from taskqueue.config import registry, validation
 from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner.runner import Runner, RunOptions
-from taskqueue.store import redisboot
+from taskqueue.store import eventlog, redisboot
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.store.connection import async_client
 
@@ -257,6 +257,39 @@ def cancel(args: argparse.Namespace) -> int:
 
 
 TRACEBACK_LINES = 6  # of each record's traceback, the last lines `dead list` shows (--json: all of it)
+
+
+def events(args: argparse.Namespace) -> int:
+    """`events tail`: the newest --count events, oldest first; with --follow, then new ones until Ctrl-C."""
+    if args.count < 0:
+        raise UsageError("--count must be 0 or more")
+
+    async def action(broker: Broker) -> int:
+        stream = broker.keys.events
+        newest = await broker.redis.xrevrange(stream, count=args.count) if args.count else []
+        last = newest[0][0] if newest else b"$"
+        for stream_id, fields in reversed(newest):
+            _print_event(eventlog.entry(stream_id, fields), args.json)
+        while args.follow:
+            reply = await broker.redis.xread({stream: last}, count=1000, block=5000)
+            for stream_id, fields in reply[0][1] if reply else []:
+                _print_event(eventlog.entry(stream_id, fields), args.json)
+                last = stream_id
+        return 0
+
+    return _with_broker(args, action)
+
+
+def _print_event(event: dict[str, Any] | None, as_json: bool) -> None:
+    if event is None:
+        return
+    if as_json:
+        print(json.dumps(event), flush=True)
+        return
+    at = dt.datetime.fromtimestamp(int(event.get("at", 0)) / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    shown = {k: v for k, v in event.items() if k not in ("at", "event", "id", "task", "stream_id")}
+    rest = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}" for k, v in shown.items())
+    print(f"{at[:-4]}Z {event.get('event', '?'):<17} {event.get('id', '')} {event.get('task', '')} {rest}", flush=True)
 
 
 def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:

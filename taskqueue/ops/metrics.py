@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from taskqueue import envelope
 from taskqueue.config import Config
 from taskqueue.store.broker import Broker
+from taskqueue.store.eventlog import EVENT_NAMES
 from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD, RETIREMENT_REASONS, RETIREMENTS_PREFIX
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -190,6 +191,15 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
     for state in ("started", "succeeded", "failed", "resumed"):
         workflows.add_metric([state], stats.get(f"workflows:{state}", 0))
     yield workflows
+    events = CounterMetricFamily(
+        "taskqueue_events",
+        "Lifecycle events written to the events stream (events: in the YAML), by event, all processes; counted "
+        "inside the script that writes each one.",
+        labels=["event"],
+    )
+    for name in EVENT_NAMES:
+        events.add_metric([name], stats.get(f"events:{name}", 0))
+    yield events
     orphans = CounterMetricFamily(
         "taskqueue_orphaned_tasks_recovered",
         "Tasks found in flight for a worker that was no longer registered, and recovered (should stay 0).",

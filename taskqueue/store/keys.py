@@ -26,6 +26,7 @@
 {p}:cancel            channel  a cancelled task id, for the workers that may hold it
 {p}:progress:<id>     hash   fraction, message, at: what a running task said of its progress (kept 1 day)
 {p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
+{p}:events            stream lifecycle events of tasks with events on (SPEC §13; fields: see features/events.py)
 """
 
 from __future__ import annotations
@@ -115,6 +116,10 @@ class Keys:
     def unique(self, lock: str) -> str:
         """A unique key's lock; `lock` is what the message carries (`<task>:<digest>`)."""
         return f"{self.prefix}:unique:{lock}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
 
     @property
     def result_prefix(self) -> str:

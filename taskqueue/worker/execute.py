@@ -28,6 +28,7 @@ from taskqueue.context import set_current, set_progress_sink
 from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
+from taskqueue.features.events import Events
 from taskqueue.features.limits import Limits
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
@@ -104,7 +105,9 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.limits = Limits(broker.keys, worker_id)
-        self.hooks = Hooks([Results(broker.keys), Workflows(broker.keys), Unique(broker.keys), self.limits])
+        keys, max_len = broker.keys, config.events.max_len
+        features = [Results(keys), Events(keys, max_len), Workflows(keys, max_len), Unique(keys), self.limits]
+        self.hooks = Hooks(features)
 
     def attach(self) -> None:
         """Called on the worker's event loop before any task starts: tasks' progress comes here."""

@@ -61,3 +61,14 @@ local function settle_outbox(inflight, stats, argv, i)
   end
   return i
 end
+
+-- Lifecycle events (SPEC §13; taskqueue/features/events.py): append one entry to the events stream, trimmed to
+-- about `maxlen` entries, stamped `at` with Redis' own clock (ms), and count it in stats field events:<event>.
+-- `fields` is a flat array of field names and values that starts with 'event', <its name>.
+local function emit_event(stream, maxlen, stats, fields)
+  local now = redis.call('TIME')
+  fields[#fields + 1] = 'at'
+  fields[#fields + 1] = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  redis.call('HINCRBY', stats, 'events:' .. fields[2], 1)
+end

@@ -1,6 +1,8 @@
 -- Effects "wf_done" (args: workflow hash key, step index, result, ready-list key prefix, result key, now,
--- stats hash) and "wf_failed" (workflow hash key, step index, error, result key, now, stats hash); counted:
--- workflows:succeeded, workflows:failed, workflows:resumed.
+-- stats hash, then the five of a workflow_finished event) and "wf_failed" (workflow hash key, step index, error,
+-- result key, now, stats hash, then the same five); counted: workflows:succeeded, workflows:failed,
+-- workflows:resumed. The five: events stream key ('' when the step's task has events off), its max_len, and
+-- the step's task, queue and attempt (the workflow_finished event's fields, SPEC §13).
 -- Effects "wf_done" and "wf_failed" (taskqueue/features/workflows.py): a step of a workflow settled. They
 -- run inside the settle script that acknowledges (or dead-letters) the step, and only when its worker
 -- still held it, so a workflow advances exactly once per step even when the step ran twice.
@@ -93,14 +95,31 @@ hooks.wf_start = function(argv, i)
   return after
 end
 
-arity.wf_done = 7
+local function wf_event(argv, j, workflow_id, state, err)
+  if argv[j] == '' then
+    return
+  end
+  local fields = { 'event', 'workflow_finished', 'id', workflow_id, 'task', argv[j + 2], 'queue', argv[j + 3],
+    'attempt', argv[j + 4], 'workflow', workflow_id, 'state', state }
+  if err then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+  end
+  emit_event(argv[j], argv[j + 1], argv[j - 1], fields)
+end
+
+local function wf_id(key)
+  return string.match(key, ':workflow:(.+)$')
+end
+
+arity.wf_done = 12
 hooks.wf_done = function(argv, i)
   local key, step, result, qprefix, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
   local stats = argv[i + 6]
   local state = redis.call('HGET', key, 'state')
   local before = redis.call('HGET', key, 's:' .. step)
   if not state or state == 'cancelled' or before == 'succeeded' then
-    return i + 7
+    return i + 12
   end
   redis.call('HSET', key, 's:' .. step, 'succeeded', 'r:' .. step, result)
   if before == 'failed' and redis.call('HINCRBY', key, 'failed', -1) == 0 and state == 'failed' then
@@ -126,16 +145,17 @@ hooks.wf_done = function(argv, i)
     redis.call('SET', rkey, wf_record('ok', value, '\192', now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
     redis.call('HINCRBY', stats, 'workflows:succeeded', 1)
+    wf_event(argv, i + 7, wf_id(key), 'succeeded', nil)
   end
-  return i + 7
+  return i + 12
 end
 
-arity.wf_failed = 6
+arity.wf_failed = 11
 hooks.wf_failed = function(argv, i)
   local key, step, err, rkey, now, stats = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
   local state = redis.call('HGET', key, 'state')
   if not state or state == 'cancelled' or state == 'succeeded' then
-    return i + 6
+    return i + 11
   end
   if redis.call('HGET', key, 's:' .. step) ~= 'failed' then
     redis.call('HINCRBY', key, 'failed', 1)
@@ -147,6 +167,7 @@ hooks.wf_failed = function(argv, i)
     redis.call('SET', rkey, wf_record('dead', '\192', cmsgpack.pack('step ' .. step .. ' failed: ' .. err), now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
     redis.call('HINCRBY', stats, 'workflows:failed', 1)
+    wf_event(argv, i + 6, wf_id(key), 'failed', 'step ' .. step .. ' failed: ' .. err)
   end
-  return i + 6
+  return i + 11
 end
