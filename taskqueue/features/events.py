@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from taskqueue.envelope import Envelope
 from taskqueue.features import Effect, Feature, Outcome
 from taskqueue.store.eventlog import EVENT_NAMES
 from taskqueue.store.keys import Keys
@@ -39,24 +40,19 @@ class Events(Feature):
     def wants(self, task: Any) -> bool:
         return bool(task.events)
 
-    def on_settle(self, outcome: Outcome, task: Any) -> Effect | None:
+    def on_settle(self, outcome: Outcome, task: Any) -> Effect:
         env = outcome.env
         # the executor has counted the failed attempt into env.attempt before a retry's settle
         attempt = env.attempt if outcome.status == "retry" else env.attempt + 1
-        fields: list[Any] = [
-            "event",
-            _SETTLED[outcome.status],
-            "id",
-            env.id,
-            "task",
-            env.task,
-            "queue",
-            outcome.queue,
-            "attempt",
-            attempt,
-        ]
-        if outcome.status != "ok":
-            fields += ("error", (outcome.error or "")[:MAX_ERROR])
+        return self.effect(outcome.status, env, outcome.queue, attempt, outcome.error)
+
+    def effect(self, status: str, env: Envelope, queue: str, attempt: int, error: str | None = None) -> Effect:
+        """The "event" effect of a settle with `status` (ok, retry, dead, cancelled) of attempt `attempt`
+        (also for the runner's recovery, which dead-letters a task whose lost attempt was its last)."""
+        fields: list[Any] = ["event", _SETTLED[status], "id", env.id, "task", env.task, "queue", queue]
+        fields += ("attempt", attempt)
+        if status != "ok":
+            fields += ("error", (error or "")[:MAX_ERROR])
         workflow = workflow_of(env.id)
         if workflow is not None:
             fields += ("workflow", workflow)
