@@ -12,13 +12,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from taskqueue import canvas
+from taskqueue import canvas, envelope
 from taskqueue import config as config_mod
 from taskqueue.client import AsyncClient
 from taskqueue.config import registry
 from taskqueue.errors import ConfigError
+from taskqueue.runner.recovery import recover_worker
 from taskqueue.store import eventlog
 from taskqueue.store.broker import Broker
+from taskqueue.store.keys import join_member
 from taskqueue.worker.worker import Worker
 from tests.test_worker import load_config
 
@@ -106,6 +108,8 @@ def test_each_state_change_is_one_event_in_causal_order(
             "once": await producer.enqueue("once", 4),
             "boxed": await producer.enqueue("boxed", 5),
         }
+        ids["cancelled"] = await producer.enqueue("echo", 9, delay=0.05)
+        assert await producer.cancel(ids["cancelled"]) == "cancelled"
         many = await producer.enqueue_many([("echo", (6,), {}), ("quiet", (7,), {}), ("echo", (8,), {})])
         ids.update(many0=many[0], many2=many[2], quiet2=many[1])
         finals = {"succeeded", "failed", "cancelled"}
@@ -127,6 +131,8 @@ def test_each_state_change_is_one_event_in_causal_order(
     for name in ("ok", "later", "once", "boxed", "many0", "many2"):
         assert flows[seen[f"id:{name}"]] == ["enqueued", "started", "succeeded"], name
     assert flows[seen["id:fails"]] == ["enqueued", "started", "retried", "started", "failed"]
+    assert flows[seen["id:cancelled"]] == ["enqueued", "started", "cancelled"]  # taken, then dropped unstarted
+    assert [e.get("error") for e in events if e["id"] == seen["id:cancelled"]][-1] == "cancelled"
     assert seen["id:quiet"] not in flows and seen["id:quiet2"] not in flows  # events: false
     for event in events:
         assert {"event", "id", "task", "queue", "attempt", "at", "stream_id"} <= set(event)
@@ -135,9 +141,9 @@ def test_each_state_change_is_one_event_in_causal_order(
     assert [e["attempt"] for e in fails] == [0, 1, 1, 2, 2]
     assert fails[2]["error"] == "ValueError: boom k-ev1" and fails[4]["error"] == "ValueError: boom k-ev1"
     assert {e["queue"] for e in events if e["id"] == seen["id:boxed"]} == {"small"}
-    assert int(seen["events:enqueued"]) == 7 and int(seen["events:started"]) == 8
+    assert int(seen["events:enqueued"]) == 8 and int(seen["events:started"]) == 9
     assert int(seen["events:succeeded"]) == 6 and int(seen["events:retried"]) == 1
-    assert int(seen["events:failed"]) == 1
+    assert int(seen["events:failed"]) == 1 and int(seen["events:cancelled"]) == 1
 
 
 def test_with_events_off_nothing_is_written_and_no_push_changes(
@@ -201,9 +207,11 @@ def test_a_workflow_that_finishes_writes_workflow_finished_with_its_steps(
 
     events = asyncio.run(scenario())
     ok = [(e["event"], e.get("state")) for e in events if e["wf"] == "ok"]
-    assert ok == [*[("started", None), ("succeeded", None)] * 2, ("workflow_finished", "succeeded")]
+    assert ok == [*[("enqueued", None), ("started", None), ("succeeded", None)] * 2, ("workflow_finished", "succeeded")]
+    steps = [e["id"] for e in events if e["wf"] == "ok" and e["event"] == "enqueued"]
+    assert steps == [f"{events[0]['workflow']}.0", f"{events[0]['workflow']}.1"]
     bad = [e for e in events if e["wf"] == "bad"]
-    assert [e["event"] for e in bad] == ["started", "retried", "started", "failed", "workflow_finished"]
+    assert [e["event"] for e in bad] == ["enqueued", "started", "retried", "started", "failed", "workflow_finished"]
     assert bad[-1]["state"] == "failed" and "boom k-ev3" in bad[-1]["error"]
     assert all(e["id"].startswith(e["workflow"] + ".") for e in bad[:-1])
 
@@ -238,3 +246,26 @@ def test_a_consumer_group_cursor_survives_a_reader_that_stopped(tmp_path: Path, 
     assert first == ["t0", "t1"]
     assert again == ["t1", "t2", "t3", "t4"]
     assert other == ["t5"]  # the group's cursor: what c1 was given is not given to c2
+
+
+def test_a_task_whose_lost_attempt_was_its_last_gets_its_failed_event_from_the_recovery(
+    tmp_path: Path, redis_url: str
+) -> None:
+    cfg = _config(tmp_path, redis_url, "ev5", "events: {enabled: true}")
+
+    async def scenario() -> tuple[tuple[int, int], list[dict[str, Any]]]:
+        client: Any = aioredis.Redis.from_url(redis_url)
+        await client.delete("ev5:events")
+        broker = Broker(client, cfg)
+        env = envelope.Envelope("fails", "lost-1", ("k",), attempt=1)  # max_retries 1: its 2nd attempt was lost
+        await client.hset("ev5:inflight:w-gone", "1", join_member("default", env.encode()))
+        counts = await recover_worker(broker, "w-gone")
+        events = await _events(client, "ev5:events")
+        await broker.close()
+        await client.aclose()
+        return counts, events
+
+    counts, events = asyncio.run(scenario())
+    assert counts == (0, 1)
+    assert [(e["event"], e["id"], e["attempt"]) for e in events] == [("failed", "lost-1", 2)]
+    assert "died while running it" in events[0]["error"]

@@ -269,6 +269,7 @@ class Producer:
         workflow_id = workflow_id or WORKFLOW_ID_PREFIX + envelope.new_id()
         dependents = laid.dependents()
         ttl_s = 0.0
+        events_max_len = 0  # some step's task has lifecycle events on: the stream's max_len
         fields: list[Any] = []
         entries: list[Any] = []
         for index, (part, given) in enumerate(laid.steps):
@@ -284,7 +285,12 @@ class Producer:
                 fields += (f"in:{index}", canvas.pack_source(given), f"w:{index}", len(laid.waits(index)))
             if index in dependents:
                 fields += (f"d:{index}", msgpack.packb(dependents[index]))
+            if route and route.events:
+                fields += (f"e:{index}", 1)
+                events_max_len = route.events
         count = len(laid.steps)
+        if events_max_len:
+            fields += ("events", self.keys.events, "events_max_len", events_max_len)
         fields += ("state", "running", "steps", count, "left", count, "failed", 0)
         created = time.time()
         fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", created)

@@ -9,7 +9,9 @@
 -- Workflow hash fields (per step i): t:i task, q:i queue, p:i/x:i message before/after its input,
 -- in:i input source (cmsgpack: a step index or an array of sources), w:i steps still awaited,
 -- d:i dependents (cmsgpack array), s:i state, r:i result (msgpack); and state, steps, left, failed,
--- ttl (ms), out (the workflow's result source).
+-- ttl (ms), out (the workflow's result source); with lifecycle events (SPEC §13) for some step's task, e:i 1
+-- for such a step and `events` / `events_max_len` (the stream and its bound): such a step's push writes its
+-- `enqueued` event.
 
 local function wf_array_header(n)
   if n < 16 then
@@ -37,12 +39,24 @@ local function wf_record(status, value, err, now)
     .. cmsgpack.pack('error') .. err .. cmsgpack.pack('finished_at') .. cmsgpack.pack(tonumber(now))
 end
 
-local function wf_push(key, step, qprefix)
+local function wf_enqueued(key, step, stats)
+  local stream = redis.call('HGET', key, 'events')
+  if not stream or not redis.call('HGET', key, 'e:' .. step) then
+    return
+  end
+  local workflow_id = string.match(key, ':workflow:(.+)$')
+  local found = redis.call('HMGET', key, 't:' .. step, 'q:' .. step, 'events_max_len')
+  emit_event(stream, found[3], stats, { 'event', 'enqueued', 'id', workflow_id .. '.' .. step, 'task', found[1],
+    'queue', found[2], 'attempt', '0', 'workflow', workflow_id })
+end
+
+local function wf_push(key, step, qprefix, stats)
   local source = redis.call('HGET', key, 'in:' .. step)
   local input = source and wf_resolve(key, cmsgpack.unpack(source)) or ''
   local message = redis.call('HGET', key, 'p:' .. step) .. input .. redis.call('HGET', key, 'x:' .. step)
   redis.call('LPUSH', qprefix .. redis.call('HGET', key, 'q:' .. step), message)
   redis.call('HSET', key, 's:' .. step, 'queued')
+  wf_enqueued(key, step, stats)
 end
 
 -- a failed workflow whose failed steps all succeeded on retry: running again, held steps pushed
@@ -53,7 +67,7 @@ local function wf_resume(key, qprefix, rkey, stats)
   redis.call('PERSIST', key)
   for step = 0, tonumber(redis.call('HGET', key, 'steps')) - 1 do
     if redis.call('HGET', key, 's:' .. step) == 'ready' then
-      wf_push(key, step, qprefix)
+      wf_push(key, step, qprefix, stats)
     end
   end
 end
@@ -82,6 +96,13 @@ local function wf_start_at(argv, i)
   for _ = 1, entries do
     redis.call('LPUSH', qprefix .. argv[j], argv[j + 1])
     j = j + 2
+  end
+  if redis.call('HEXISTS', key, 'events') == 1 then
+    for step = 0, tonumber(redis.call('HGET', key, 'steps')) - 1 do
+      if redis.call('HGET', key, 's:' .. step) == 'queued' then
+        wf_enqueued(key, step, stats)
+      end
+    end
   end
   redis.call('HINCRBY', stats, 'workflows:started', 1)
   redis.call('ZADD', index, created, id)
@@ -131,7 +152,7 @@ hooks.wf_done = function(argv, i)
     for _, next_step in ipairs(cmsgpack.unpack(dependents)) do
       if redis.call('HINCRBY', key, 'w:' .. next_step, -1) == 0 then
         if state == 'running' then
-          wf_push(key, next_step, qprefix)
+          wf_push(key, next_step, qprefix, stats)
         else
           redis.call('HSET', key, 's:' .. next_step, 'ready') -- held until the workflow resumes
         end
