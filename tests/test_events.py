@@ -269,3 +269,37 @@ def test_a_task_whose_lost_attempt_was_its_last_gets_its_failed_event_from_the_r
     assert counts == (0, 1)
     assert [(e["event"], e["id"], e["attempt"]) for e in events] == [("failed", "lost-1", 2)]
     assert "died while running it" in events[0]["error"]
+
+
+def test_webhooks_are_read_and_their_mistakes_are_located_errors(tmp_path: Path, redis_url: str) -> None:
+    hooks = """
+events: {enabled: true}
+webhooks:
+  billing: {url: "https://example.com/hook", secret: "x", events: [succeeded, failed], tasks: [echo], timeout: 3s}
+  all: {url: "http://127.0.0.1:9/", secret: "y"}
+"""
+    cfg = _config(tmp_path, redis_url, "ev6", hooks)
+    billing, every = cfg.webhooks
+    assert billing == config_mod.WebhookConfig(
+        "billing", "https://example.com/hook", "x", frozenset({"succeeded", "failed"}), frozenset({"echo"}), 3.0
+    )
+    assert every.events is None and every.tasks is None and every.max_attempts == 8
+    assert billing.wants({"event": "failed", "task": "echo"}) and not billing.wants(
+        {"event": "started", "task": "echo"}
+    )
+    assert not billing.wants({"event": "failed", "task": "fails"})
+    bad = """
+events: {enabled: true}
+webhooks:
+  a: {url: "ftp://example.com", secret: "x"}
+  b: {url: "https://example.com", secret: "x", events: [finished]}
+  c: {url: "https://example.com", secret: "x", tasks: [nope, quiet]}
+"""
+    with pytest.raises(ConfigError) as caught:
+        _config(tmp_path, redis_url, "ev6", bad)
+    problems = caught.value.problems
+    text = "\n".join(problems)
+    assert "webhooks.a.url: invalid URL" in text and "must start with http:// or https://" in text, text
+    assert 'webhooks.b.events[0]: must be one of "enqueued"' in text, text
+    assert "unknown task 'nope'" in text and "task 'quiet' has events off" in text, text
+    assert all(p.startswith(str(tmp_path)) or "task-queue.yaml:" in p for p in problems)

@@ -214,6 +214,26 @@ class EventsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One `webhooks:` entry: matching lifecycle events POSTed to `url`, signed with `secret`."""
+
+    name: str
+    url: str
+    secret: str
+    events: frozenset[str] | None = None  # None: every event
+    tasks: frozenset[str] | None = None  # None: every task with events on
+    timeout_s: float = 10.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+    def wants(self, event: Mapping[str, Any]) -> bool:
+        return (self.events is None or event.get("event") in self.events) and (
+            self.tasks is None or event.get("task") in self.tasks
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     redis: RedisConfig
@@ -230,6 +250,7 @@ class Config:
     max_delay_s: float
     workflows: Mapping[str, canvas.Flow] = field(default_factory=lambda: MappingProxyType({}))
     events: EventsConfig = EventsConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
 
     @property
     def event_tasks(self) -> tuple[str, ...]:
@@ -364,6 +385,22 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         max_delay_s=seconds(data["limits"]["max_delay"]),
         workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
         events=EventsConfig(events["enabled"], events["max_len"]),
+        webhooks=tuple(_webhook(name, w) for name, w in data["webhooks"].items()),
+    )
+
+
+def _webhook(name: str, raw: Mapping[str, Any]) -> WebhookConfig:
+    backoff = raw.get("retry_backoff", {})
+    return WebhookConfig(
+        name=name,
+        url=raw["url"],
+        secret=raw["secret"],
+        events=frozenset(raw["events"]) if "events" in raw else None,
+        tasks=frozenset(raw["tasks"]) if "tasks" in raw else None,
+        timeout_s=seconds(raw.get("timeout", "10s")),
+        max_attempts=raw.get("max_attempts", 8),
+        backoff_base_s=seconds(backoff.get("base", "1s")),
+        backoff_max_s=seconds(backoff.get("max", "5m")),
     )
 
 

@@ -20,7 +20,7 @@ async def status(broker: Broker) -> dict[str, Any]:
     for name in broker.queue_names:
         counts = {c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:")) for c in COUNTERS}
         queues.append({"name": name, "pending": depths[name], **counts})
-    return {
+    found = {
         "queues": queues,
         "schedules": scheduler.describe(broker.config, await broker.schedule_state(), stats),
         "delayed": await broker.delayed_count(),
@@ -28,6 +28,14 @@ async def status(broker: Broker) -> dict[str, Any]:
         "workers": await broker.live_workers(),
         "autoscaler": await broker.decisions(),
     }
+    if broker.config.webhooks:  # deliveries of all runners; undeliverable ones kept for `webhooks retry`
+        outcomes = ("delivered", "failed", "undeliverable")
+        found["webhooks"] = [
+            {"name": h.name, "url": h.url, **{o: stats.get(f"webhook_{o}:{h.name}", 0) for o in outcomes}}
+            for h in broker.config.webhooks
+        ]
+        found["webhook_events_kept"] = int(await broker.redis.zcard(broker.keys.webhooks_dead_index))
+    return found
 
 
 async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], list[str]]:

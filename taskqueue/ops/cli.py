@@ -34,6 +34,7 @@ def _command(name: str) -> Command:
         "show": commands.show,
         "cancel": commands.cancel,
         "events": commands.events,
+        "webhooks": commands.webhooks,
     }
     return table[name]  # argparse has already refused any other name
 
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--count", type=int, default=100, metavar="N", help="the newest N events (default: 100)")
     events.add_argument("--follow", "-f", action="store_true", help="then print new events as they come (Ctrl-C)")
     events.add_argument("--json", action="store_true", help="one JSON object per line")
+    webhooks = add("webhooks", "list the webhook events that could not be delivered, or deliver them again")
+    webhooks.add_argument("action", choices=["list", "retry"])
+    webhooks.add_argument("ids", nargs="*", metavar="ID", help="retry: these (from list; default: all)")
+    webhooks.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

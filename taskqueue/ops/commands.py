@@ -132,6 +132,13 @@ def status(args: argparse.Namespace) -> int:
                 f"schedule {s['name']:<18} {s['trigger']:<22} last={s['last_fire']}  next={s['next_fire']}"
                 f"  fired={s['fired']} skipped={s['skipped']}"
             )
+        for h in found.get("webhooks", []):
+            print(
+                f"webhook {h['name']:<19} delivered={h['delivered']} failed attempts={h['failed']} "
+                f"undeliverable={h['undeliverable']}"
+            )
+        if "webhook_events_kept" in found:
+            print(f"undeliverable webhook events kept: {found['webhook_events_kept']} (webhooks list|retry)")
         for runner, d in found["autoscaler"].items():
             when = dt.datetime.fromtimestamp(d["at"], dt.UTC).isoformat(timespec="seconds")
             print(f"autoscaler {runner}: {when} scale {d['direction']} {d['from']}→{d['to']}: {d['reason']}")
@@ -278,6 +285,36 @@ def events(args: argparse.Namespace) -> int:
         return 0
 
     return _with_broker(args, action)
+
+
+def webhooks(args: argparse.Namespace) -> int:
+    """`webhooks list`: the undeliverable events kept; `webhooks retry [ID…]`: deliver them again, once each,
+    from this process (exit 1 when some still fail)."""
+    from taskqueue.runner import webhooks as hooks  # aiohttp's client: only for this command
+
+    cfg = config_mod.load(args.config, import_tasks=False)
+
+    async def action(broker: Broker) -> int:
+        if args.action == "list":
+            kept = await hooks.undeliverable(broker.redis, broker.keys)
+            if args.json:
+                print(json.dumps(kept, indent=2))
+                return 0
+            for record in kept:
+                event = record["event"]
+                print(
+                    f"{record['member']}  {event.get('event')} {event.get('id')} {event.get('task')}  "
+                    f"after {record['attempts']} attempt(s): {record['error']}"
+                )
+            print(f"{len(kept)} undeliverable webhook event(s)")
+            return 0
+        delivered, failures = await hooks.retry(broker.redis, broker.keys, cfg, args.ids or None)
+        for line in failures:
+            print(f"still failing: {line}", file=sys.stderr)
+        print(f"{delivered} delivered, {len(failures)} still undeliverable")
+        return 1 if failures else 0
+
+    return _with_broker(args, action, cfg)
 
 
 def _print_event(event: dict[str, Any] | None, as_json: bool) -> None:
