@@ -25,6 +25,7 @@ if stream then
   end
 end
 
+local started_count = 0
 local function started(queue, message)
   local first = string.byte(message, 1)
   local ok, env = pcall(function()
@@ -43,7 +44,8 @@ local function started(queue, message)
     fields[#fields + 1] = 'workflow'
     fields[#fields + 1] = workflow
   end
-  emit_event(stream, ARGV[e + 1], KEYS[2], fields)
+  emit_event(stream, ARGV[e + 1], nil, fields)
+  started_count = started_count + 1
 end
 
 local out = {}
@@ -72,5 +74,8 @@ for q = 3, #KEYS do
 end
 if got > 0 then
   redis.call('HSET', KEYS[1], unpack(held))
+end
+if started_count > 0 then
+  redis.call('HINCRBY', KEYS[2], 'events:started', started_count)
 end
 return out
