@@ -212,3 +212,22 @@ def test_a_runner_killed_mid_delivery_loses_no_event_once_a_new_runner_runs(
     succeeded = {e["stream_id"] for e in _stream(redis_url) if e["event"] == "succeeded"}
     assert {b["stream_id"] for b in receiver.bodies()} == succeeded  # every event, each signature verified
     assert second.alive()
+
+
+def test_two_runners_share_the_deliveries_each_event_once(
+    make_runner: RunnerFactory, redis_url: str, receiver: Receiver
+) -> None:
+    backoff = "retry_backoff: {base: 50ms}"
+    hook = f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded], {backoff}}}'
+    extra = "events: {enabled: true}\n" + _hooks({"ops": hook})
+    first = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+    second = make_runner(redis_url, workers=1, slots=10, extra=extra).start()
+    wait_for(lambda: len(first.worker_pids()) == len(second.worker_pids()) == 1, timeout=30, what="both runners")
+    wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+    ids = Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(200)])
+    wait_for(lambda: {b["id"] for b in receiver.bodies()} >= set(ids), timeout=60, what="all 200 delivered")
+    succeeded = [e["stream_id"] for e in _stream(redis_url) if e["event"] == "succeeded"]
+    delivered = [b["stream_id"] for b in receiver.bodies()[receiver.fail_first :]]  # those answered 200
+    assert sorted(delivered) == sorted(succeeded)  # each once between the two runners (no fault, no duplicate)
+    readers = store(redis_url).xinfo_consumers("tq:events", "webhook:ops")
+    print(f"\nwebhook deliveries shared by {len(readers)} runner(s): {[r['name'].decode() for r in readers]}")
