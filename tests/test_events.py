@@ -303,3 +303,30 @@ webhooks:
     assert 'webhooks.b.events[0]: must be one of "enqueued"' in text, text
     assert "unknown task 'nope'" in text and "task 'quiet' has events off" in text, text
     assert all(p.startswith(str(tmp_path)) or "task-queue.yaml:" in p for p in problems)
+
+
+def test_a_schedule_fire_and_a_dead_retry_write_enqueued(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TEST_REDIS_URL", redis_url)
+    cfg = _config(tmp_path, redis_url, "ev7", "events: {enabled: true}")
+
+    async def scenario() -> list[tuple[str, str, str]]:
+        client: Any = aioredis.Redis.from_url(redis_url)
+        await client.delete("ev7:events")
+        broker = Broker(client, cfg)
+        message = envelope.Envelope("echo", "nightly@1").encode()
+        assert await broker.fire("nightly", "default", 1000, 2000, message, (), ("nightly@1", "echo"))
+        assert not await broker.fire("nightly", "default", 1000, 2000, message, (), ("nightly@1", "echo"))
+        quiet = envelope.Envelope("quiet", "quiet@1").encode()
+        assert await broker.fire("hush", "default", 1000, 2000, quiet, (), ("quiet@1", "quiet"))
+        record = envelope.Envelope("echo", "dead-1").encode()
+        await client.hset("ev7:dead", "dead-1", b"x")
+        await client.zadd("ev7:dead:index", {"dead-1": 1})
+        assert await broker.revive("dead-1", "default", record, "echo")
+        events = await _events(client, "ev7:events")
+        await broker.close()
+        await client.aclose()
+        return [(e["event"], e["id"], e["queue"]) for e in events]
+
+    assert asyncio.run(scenario()) == [("enqueued", "nightly@1", "default"), ("enqueued", "dead-1", "default")]

@@ -53,7 +53,7 @@ async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], lis
         except envelope.InvalidEnvelope:
             message = record.message  # looked at again by a worker (e.g. after the YAML gained the task)
         queue = record.queue if record.queue in broker.queue_names else broker.queue_names[-1]
-        if await broker.revive(record.id, queue, message):
+        if await broker.revive(record.id, queue, message, record.task):
             done.append(record.id)
     missing = set(ids) - {r.id for r in await broker.dead_records(ids)} - set(done)
     problems += [f"{i}: not in the dead-letter store" for i in sorted(missing)]

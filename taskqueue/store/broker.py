@@ -481,10 +481,15 @@ class Broker:
             removed, _ = await pipe.execute()
         return int(removed)
 
-    async def revive(self, task_id: str, queue: str, message: bytes) -> bool:
-        """Move a dead task back to a ready queue (atomically: never both dead and queued)."""
+    async def revive(self, task_id: str, queue: str, message: bytes, task: str = "") -> bool:
+        """Move a dead task back to a ready queue (atomically: never both dead and queued); for a `task` with
+        lifecycle events on, with its `enqueued` event."""
         keys = [self.keys.dead, self.keys.dead_index, self.keys.queue(queue)]
-        return bool(await self._revive(keys=keys, args=[task_id, message]))
+        argv: list[Any] = [task_id, message]
+        route = self.producer.routes.tasks.get(task)
+        if route and route.events:
+            argv += (self.keys.events, route.events, task, queue, self.keys.stats)
+        return bool(await self._revive(keys=keys, args=argv))
 
     async def fire(
         self,
@@ -494,12 +499,19 @@ class Broker:
         next_ms: int,
         message: bytes | None,
         hold: Sequence[Any] = (),
+        event: tuple[str, str] | None = None,
     ) -> bool:
         """Fire (or, with no message, skip) one schedule time; False when another runner already did.
-        `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there."""
+        `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there; `event`
+        (task id, task name) writes the fire's `enqueued` event when that task has lifecycle events on."""
         keys = [self.keys.schedules, self.keys.queue(queue), self.keys.stats]
         mode = "fire" if message is not None else "skip"
-        return bool(await self._fire(keys=keys, args=[schedule, fire_ms, next_ms, mode, message or b"", *hold]))
+        argv: list[Any] = [schedule, fire_ms, next_ms, mode, message or b"", *hold]
+        route = self.producer.routes.tasks.get(event[1]) if event else None
+        if event and route and route.events and message is not None:
+            argv += [""] * (12 - len(argv))  # no unique hold: its seven places stay empty
+            argv += (self.keys.events, route.events, *event, queue)
+        return bool(await self._fire(keys=keys, args=argv))
 
     async def schedule_state(self) -> dict[str, int]:
         found = await self.redis.hgetall(self.keys.schedules)

@@ -32,16 +32,9 @@ else
   end
   reply = redis.call('LPUSH', KEYS[1], unpack(ARGV, first))
 end
-local now = redis.call('TIME')
-local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+local at = enqueued_at()
 for i = 5, 4 + 2 * count, 2 do
-  local fields = { 'event', 'enqueued', 'id', ARGV[i], 'task', ARGV[i + 1], 'queue', queue, 'attempt', '0', 'at', at }
-  local workflow = string.match(ARGV[i], '^(wf%-.+)%.%d+$')
-  if workflow then
-    fields[#fields + 1] = 'workflow'
-    fields[#fields + 1] = workflow
-  end
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  enqueued_event(KEYS[2], maxlen, ARGV[i], ARGV[i + 1], queue, at)
 end
 redis.call('HINCRBY', KEYS[3], 'events:enqueued', count)
 return reply

@@ -27,10 +27,7 @@ else
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if ARGV[11] then
-  local now = redis.call('TIME')
-  local at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
-  redis.call('XADD', ARGV[11], 'MAXLEN', '~', ARGV[12], '*', 'event', 'enqueued', 'id', ARGV[1], 'task', ARGV[14],
-    'queue', ARGV[13], 'attempt', '0', 'at', at)
+  enqueued_event(ARGV[11], ARGV[12], ARGV[1], ARGV[14], ARGV[13], enqueued_at())
   redis.call('HINCRBY', ARGV[5], 'events:enqueued', 1)
 end
 return 1
