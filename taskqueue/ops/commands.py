@@ -272,13 +272,13 @@ def events(args: argparse.Namespace) -> int:
         raise UsageError("--count must be 0 or more")
 
     async def action(broker: Broker) -> int:
-        stream = broker.keys.events
-        newest = await broker.redis.xrevrange(stream, count=args.count) if args.count else []
-        last = newest[0][0] if newest else b"$"
-        for stream_id, fields in reversed(newest):
+        stream, block = broker.keys.events, eventlog.blocking_ms(broker.redis, 5000)
+        newest = await broker.redis.xrevrange(stream, count=max(args.count, 1))
+        last = newest[0][0] if newest else b"0-0"  # follow on from the newest entry: none is missed
+        for stream_id, fields in reversed(newest[: args.count]):
             _print_event(eventlog.entry(stream_id, fields), args.json)
         while args.follow:
-            reply = await broker.redis.xread({stream: last}, count=1000, block=5000)
+            reply = await broker.redis.xread({stream: last}, count=1000, block=block)
             for stream_id, fields in reply[0][1] if reply else []:
                 _print_event(eventlog.entry(stream_id, fields), args.json)
                 last = stream_id

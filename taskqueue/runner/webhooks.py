@@ -118,7 +118,11 @@ class Deliveries:
                 entries = await self._claim(hook, stream, group)
                 if not entries:
                     reply = await self.redis.xreadgroup(
-                        group, self.consumer, {stream: ">"}, count=BATCH, block=BLOCK_MS
+                        group,
+                        self.consumer,
+                        {stream: ">"},
+                        count=BATCH,
+                        block=eventlog.blocking_ms(self.redis, BLOCK_MS),
                     )
                     entries = reply[0][1] if reply else []
                 outage.answered()

@@ -27,6 +27,16 @@ def entry(stream_id: bytes | str, fields: Mapping[bytes | str, bytes | str] | No
     return body
 
 
+def blocking_ms(redis: Any, wanted_ms: int) -> int:
+    """How long a blocking read (XREAD/XREADGROUP BLOCK) may wait on this client: under half its command
+    timeout (the socket timeout), or the read would fail as a timeout when nothing comes."""
+    pool = getattr(redis, "connection_pool", None)
+    timeout = getattr(pool, "connection_kwargs", {}).get("socket_timeout") if pool is not None else None
+    if not timeout:
+        return wanted_ms if pool is not None else min(wanted_ms, 1000)
+    return max(1, min(wanted_ms, int(float(timeout) * 500)))
+
+
 async def follow_group(
     redis: Any, stream: str, group: str, consumer: str, *, start: str = "0", batch: int = 100, block_ms: int = 5000
 ) -> AsyncIterator[dict[str, Any]]:
@@ -40,6 +50,7 @@ async def follow_group(
         if "BUSYGROUP" not in str(exc):
             raise
     cursor = "0"  # this consumer's pending entries first
+    block_ms = blocking_ms(redis, block_ms)
     while True:
         reply = await redis.xreadgroup(
             group, consumer, {stream: cursor}, count=batch, block=None if cursor == "0" else block_ms

@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -105,3 +108,45 @@ def test_a_worker_killed_mid_task_gives_a_second_started_and_one_final_event(
     assert flow == [("enqueued", 0), ("started", 1), ("started", 2), ("succeeded", 2)]  # the lost attempt counts
     assert runs(redis_url) == {7: 1}
     assert victim not in runner.worker_pids()
+
+
+def test_events_tail_follow_prints_new_events_as_they_come(
+    make_runner: RunnerFactory, redis_url: str, pex: Path
+) -> None:
+    runner = make_runner(redis_url, workers=1, slots=10, extra=EVENTS_ON).start(expect_workers=1)
+    client = Client(redis_url)
+    before = client.enqueue("record", 1)
+    wait_for(lambda: _all_final(redis_url, [before]), timeout=20, what="the first task's final event")
+    # a command timeout well under the follower's idle time: its blocking read must stay below it
+    env = {**os.environ, "TEST_REDIS_URL": redis_url, "REDIS_COMMAND_TIMEOUT": "0.5"}
+    tail = subprocess.Popen(
+        [str(pex), "-c", str(runner.config), "events", "tail", "--follow", "--json", "--count", "10"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[dict[str, Any]] = []
+    reader = threading.Thread(target=lambda: lines.extend(json.loads(line) for line in tail.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        # what was there is printed first; the follow goes on from its last entry, so nothing is missed
+        wait_for(lambda: len(lines) == 3, timeout=20, what="the events already in the stream")
+        idle_until = time.monotonic() + 2.0  # four command timeouts with nothing new to read
+        wait_for(lambda: time.monotonic() > idle_until or tail.poll() is not None, timeout=10, what="idle time")
+        assert tail.poll() is None, "the follower stopped while the stream was quiet"
+        after = client.enqueue("record", 2)
+        wait_for(lambda: len(lines) == 6, timeout=20, what="the new task's events, followed")
+        assert [(e["id"], e["event"]) for e in lines] == [
+            *[(before, name) for name in ("enqueued", "started", "succeeded")],
+            *[(after, name) for name in ("enqueued", "started", "succeeded")],
+        ]
+    finally:
+        tail.send_signal(signal.SIGINT)
+        code = tail.wait(10)
+        reader.join(10)
+        errors = tail.stderr.read() if tail.stderr else ""
+        for pipe in (tail.stdout, tail.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert code == 130, errors  # Ctrl-C: the CLI's exit code for it, no traceback
