@@ -35,6 +35,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<timestamp>.json)")
     parser.add_argument("--pex", type=Path, default=ROOT / "taskqueue.pex", help="the runner (default ./taskqueue.pex)")
     parser.add_argument("--no-sync", action="store_true", help="skip the extra sync-task variants")
+    parser.add_argument(
+        "--events", action="store_true", help="lifecycle events on for every task (events: {enabled: true})"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (YAML, runner logs, redis log)")
     parser.add_argument(
         "--peers",
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(args.pex, pex)
         facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
     server = RedisServer(folder / "redis")
-    ctx = Context(server, pex, folder, args.n, say)
+    ctx = Context(server, pex, folder, args.n, say, events=args.events)
     peers = harness.Harness(server, folder, args.n, say, args.peer_names, args.figure_set, fresh=args.peers_fresh)
     runs, failed = measure(args, ctx, peers, facts)
     median = show(runs, args.n) if own else {}

@@ -58,11 +58,12 @@ class Context:
     tables: dict[str, dict[bytes, bytes]] = field(default_factory=dict)
     live: list[Runner] = field(default_factory=list)
     polls: int = 0  # GETs the harness issued (subtracted from the command counts)
+    events: bool = False  # every task with lifecycle events on (--events)
     runs: int = 0
 
     def config(self, workers: int) -> Path:
         if workers not in self.configs:
-            path, text = write_config(self.folder, self.server.url, Settings(workers=workers))
+            path, text = write_config(self.folder, self.server.url, Settings(workers=workers, events=self.events))
             self.configs[workers], self.yamls[workers] = path, text
         return self.configs[workers]
 

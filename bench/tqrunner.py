@@ -28,6 +28,7 @@ class Settings:
     slots: int = 50
     heartbeat: str = "5s"
     tick_interval: str = "1s"
+    events: bool = False  # lifecycle events on for every task (SPEC §13): `--events`, to measure their cost
 
 
 def yaml_text(redis_url: str, jobs_dir: Path, settings: Settings) -> str:
@@ -42,7 +43,7 @@ def yaml_text(redis_url: str, jobs_dir: Path, settings: Settings) -> str:
         f"heartbeat_interval: {settings.heartbeat}, shutdown_grace_period: {GRACE_S:g}s}}\n"
         "autoscaler: {enabled: false}\n"
         f"scheduler: {{enabled: true, tick_interval: {settings.tick_interval}}}\n"
-        "http: {enabled: false}\n"
+        "http: {enabled: false}\n" + ("events: {enabled: true}\n" if settings.events else "")
     )
 
 

@@ -16,7 +16,7 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgpack
@@ -25,7 +25,7 @@ import redis
 from taskqueue import canvas
 from taskqueue.canvas import Flow, chain, chord, group, step
 from taskqueue.errors import ResultTimeout, TaskCancelled, TaskFailed, TaskQueueError
-from taskqueue.store import lookup, scripts
+from taskqueue.store import eventlog, lookup, scripts
 from taskqueue.store.connection import DirectConnection, RedisOptions, async_client, sync_client
 from taskqueue.store.keys import Keys
 from taskqueue.store.producer import Call, Producer, Routes, Sender
@@ -41,7 +41,7 @@ def _seconds(delay: float | dt.timedelta | None) -> float:
 
 
 def _scripts(client: Any) -> dict[str, Any]:
-    names = ("enqueue", "schedule", "workflow", "unique", *lookup.SCRIPTS)
+    names = ("enqueue", "schedule", "workflow", "unique", "evented", *lookup.SCRIPTS)
     return {name: client.register_script(scripts.source(name)) for name in names}
 
 
@@ -378,6 +378,23 @@ class AsyncClient(_Base):
                 return _outcome(task_id, raw)
             await asyncio.sleep(pause)
         raise AssertionError("unreachable: _pauses raises at the deadline")
+
+    def events(
+        self, group: str, consumer: str, *, start: str = "0", batch: int = 100, block_s: float = 5.0
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The lifecycle events (SPEC §13) as an endless async iterator with a durable cursor: consumer group
+        `group` of the events stream (created at `start`: "0" = from the oldest kept, "$" = only new ones),
+        read as `consumer`. Each event is acknowledged when the next one is asked for, so an event whose
+        handling did not finish (the process died) comes again to this consumer when it restarts; consumers
+        of one group share the events. Each is a dict of the entry's fields (`event`, `id`, `task`, `queue`,
+        `attempt`, `at`, and `error` / `workflow` / `state` where they apply) plus `stream_id`.
+
+            async for event in client.events(group="billing", consumer="billing-1"):
+                if event["event"] == "succeeded": ...
+        """
+        return eventlog.follow_group(
+            self.redis, self.keys.events, group, consumer, start=start, batch=batch, block_ms=int(block_s * 1000)
+        )
 
     async def aclose(self) -> None:
         if self._direct is not None:

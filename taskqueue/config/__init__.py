@@ -138,6 +138,7 @@ class TaskConfig:
     result_ttl_s: float
     unique_for_s: float | None = None
     limits: Limits | None = None
+    events: bool = False  # its lifecycle events go to the events stream (its own `events:`, else events.enabled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,34 @@ class DeadLetterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """The lifecycle events stream (SPEC §13): `enabled` is the default of every task's `events`."""
+
+    enabled: bool = False
+    max_len: int = 100000
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookConfig:
+    """One `webhooks:` entry: matching lifecycle events POSTed to `url`, signed with `secret`."""
+
+    name: str
+    url: str
+    secret: str
+    events: frozenset[str] | None = None  # None: every event
+    tasks: frozenset[str] | None = None  # None: every task with events on
+    timeout_s: float = 10.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+    def wants(self, event: Mapping[str, Any]) -> bool:
+        return (self.events is None or event.get("event") in self.events) and (
+            self.tasks is None or event.get("task") in self.tasks
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: Path
     redis: RedisConfig
@@ -220,6 +249,13 @@ class Config:
     max_payload_bytes: int
     max_delay_s: float
     workflows: Mapping[str, canvas.Flow] = field(default_factory=lambda: MappingProxyType({}))
+    events: EventsConfig = EventsConfig()
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+    @property
+    def event_tasks(self) -> tuple[str, ...]:
+        """The tasks whose lifecycle events are written (most deployments: none)."""
+        return tuple(name for name, t in self.tasks.items() if t.events)
 
     def queue(self, name: str) -> QueueConfig:
         return next(q for q in self.queues if q.name == name)
@@ -304,7 +340,8 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         (QueueConfig(name, q["priority"], q["max_length"]) for name, q in data["queues"].items()),
         key=lambda q: (-q.priority, q.name),
     )
-    tasks = {name: _task(name, t, defaults) for name, t in data["tasks"].items()}
+    events = data["events"]
+    tasks = {name: _task(name, t, defaults, events["enabled"]) for name, t in data["tasks"].items()}
     w, a, s, h, r = data["workers"], data["autoscaler"], data["scheduler"], data["http"], data["redis"]
     return Config(
         source=source,
@@ -347,6 +384,23 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
         max_delay_s=seconds(data["limits"]["max_delay"]),
         workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
+        events=EventsConfig(events["enabled"], events["max_len"]),
+        webhooks=tuple(_webhook(name, w) for name, w in data["webhooks"].items()),
+    )
+
+
+def _webhook(name: str, raw: Mapping[str, Any]) -> WebhookConfig:
+    backoff = raw.get("retry_backoff", {})
+    return WebhookConfig(
+        name=name,
+        url=raw["url"],
+        secret=raw["secret"],
+        events=frozenset(raw["events"]) if "events" in raw else None,
+        tasks=frozenset(raw["tasks"]) if "tasks" in raw else None,
+        timeout_s=seconds(raw.get("timeout", "10s")),
+        max_attempts=raw.get("max_attempts", 8),
+        backoff_base_s=seconds(backoff.get("base", "1s")),
+        backoff_max_s=seconds(backoff.get("max", "5m")),
     )
 
 
@@ -363,7 +417,7 @@ def flow_of(raw: Any) -> canvas.Flow:
     return canvas.chord([flow_of(part) for part in raw["chord"]["header"]], flow_of(raw["chord"]["callback"]))
 
 
-def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> TaskConfig:
+def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any], events: bool) -> TaskConfig:
     backoff = {**defaults["retry_backoff"], **raw.get("retry_backoff", {})}
     return TaskConfig(
         name=name,
@@ -375,6 +429,7 @@ def _task(name: str, raw: Mapping[str, Any], defaults: Mapping[str, Any]) -> Tas
         result_ttl_s=seconds(raw.get("result_ttl", defaults["result_ttl"])),
         unique_for_s=seconds(raw["unique_for"]) if raw.get("unique_for") else None,
         limits=_limits(raw),
+        events=raw.get("events", events),
     )
 
 

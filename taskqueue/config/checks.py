@@ -19,6 +19,7 @@ def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:
     data: dict[str, Any] = doc.data
     found = [*_autoscaler(doc, data), *_redis(doc, data), *_tasks(doc, data), *_schedules(doc, data)]
     found += _workflows(doc, data)
+    found += _webhooks(doc, data)
     if import_tasks:
         found += _imports(doc, data, base_dir)
     return found
@@ -144,6 +145,36 @@ def _schedules(doc: Document, data: dict[str, Any]) -> Iterator[str]:
                 crontab.trigger(cron, tz)
             except ValueError as exc:
                 yield doc.problem((*at, "cron"), f"invalid cron expression '{cron}': {exc}")
+
+
+def _webhooks(doc: Document, data: dict[str, Any]) -> Iterator[str]:
+    """A webhook's tasks must exist and have events on (a task with events off writes none to deliver)."""
+    hooks, tasks, events = data.get("webhooks"), data.get("tasks"), data.get("events")
+    if not isinstance(hooks, dict) or not hooks or not isinstance(tasks, dict):
+        return
+    default = bool(events.get("enabled", False)) if isinstance(events, dict) else False
+    evented = [n for n, t in tasks.items() if isinstance(t, dict) and t.get("events", default)]
+    for name, hook in hooks.items():
+        if not isinstance(hook, dict):
+            continue
+        wanted = hook.get("tasks")
+        if not isinstance(wanted, list):
+            if not evented:
+                yield doc.problem(
+                    ("webhooks", name), "no task has events on (events.enabled, or a task's events: true)"
+                )
+            continue
+        for index, task in enumerate(wanted):
+            if not isinstance(task, str):
+                continue
+            if task not in tasks:
+                yield doc.problem(
+                    ("webhooks", name, "tasks", index), f"unknown task '{task}' {_names_hint(task, list(tasks))}"
+                )
+            elif task not in evented:
+                yield doc.problem(
+                    ("webhooks", name, "tasks", index), f"task '{task}' has events off: it writes none to send"
+                )
 
 
 def _workflows(doc: Document, data: dict[str, Any]) -> Iterator[str]:

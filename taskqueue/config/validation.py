@@ -189,6 +189,8 @@ def _message(path: JsonPath, rule: Any, value: Any, node: Schema, error: Validat
         return f"must be one of {', '.join(_show(v) for v in choices)}, got {_show(value)}"
     if rule == "pattern" and title == "name":
         return f"invalid name {_show(value)}: {_HINTS['name']}"
+    if rule == "pattern" and path and path[-1] == "url" and path[0] == "webhooks":
+        return f"invalid URL {_show(value)}: a webhook's url must start with http:// or https:// and name a host"
     if rule == "pattern" and path and path[-1] == "url":
         return f"invalid URL {_show(value)}: it must start with redis://, rediss:// or unix://"
     if rule == "pattern" and path and path[-1] == "path":

@@ -29,8 +29,9 @@ def step_of(task_id: str) -> tuple[str, int] | None:
 class Workflows(Feature):
     id_prefix = WORKFLOW_ID_PREFIX
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, events_max_len: int = 100000) -> None:
         self.keys = keys
+        self.events_max_len = events_max_len
 
     def wants(self, task: Any) -> bool:
         return True
@@ -41,11 +42,16 @@ class Workflows(Feature):
             return None
         workflow_id, index = found
         key, result_key = self.keys.workflow(workflow_id), self.keys.result(workflow_id)
+        # the step's task has events on: the workflow_finished event that its settle may cause is written too
+        env = outcome.env
+        events = (self.keys.events, self.events_max_len) if getattr(task, "events", False) else ("", 0)
+        about = (*events, env.task, outcome.queue, env.attempt + 1)
         if outcome.status == "ok":
             try:
                 value = msgpack.packb(outcome.value, use_bin_type=True)
             except (TypeError, ValueError, OverflowError):
                 value = msgpack.packb(None)  # the step's own result record says why
-            return ("wf_done", key, index, value, self.keys.queue_prefix, result_key, time.time(), self.keys.stats)
+            stats = self.keys.stats
+            return ("wf_done", key, index, value, self.keys.queue_prefix, result_key, time.time(), stats, *about)
         error = outcome.error or "dead-lettered"
-        return ("wf_failed", key, index, error, result_key, time.time(), self.keys.stats)
+        return ("wf_failed", key, index, error, result_key, time.time(), self.keys.stats, *about)

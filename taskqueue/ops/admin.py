@@ -20,7 +20,7 @@ async def status(broker: Broker) -> dict[str, Any]:
     for name in broker.queue_names:
         counts = {c: sum(v for k, v in stats.items() if k.startswith(f"{c}:{name}:")) for c in COUNTERS}
         queues.append({"name": name, "pending": depths[name], **counts})
-    return {
+    found = {
         "queues": queues,
         "schedules": scheduler.describe(broker.config, await broker.schedule_state(), stats),
         "delayed": await broker.delayed_count(),
@@ -28,6 +28,14 @@ async def status(broker: Broker) -> dict[str, Any]:
         "workers": await broker.live_workers(),
         "autoscaler": await broker.decisions(),
     }
+    if broker.config.webhooks:  # deliveries of all runners; undeliverable ones kept for `webhooks retry`
+        outcomes = ("delivered", "failed", "undeliverable")
+        found["webhooks"] = [
+            {"name": h.name, "url": h.url, **{o: stats.get(f"webhook_{o}:{h.name}", 0) for o in outcomes}}
+            for h in broker.config.webhooks
+        ]
+        found["webhook_events_kept"] = int(await broker.redis.zcard(broker.keys.webhooks_dead_index))
+    return found
 
 
 async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -45,7 +53,7 @@ async def retry_dead(broker: Broker, ids: Sequence[str]) -> tuple[list[str], lis
         except envelope.InvalidEnvelope:
             message = record.message  # looked at again by a worker (e.g. after the YAML gained the task)
         queue = record.queue if record.queue in broker.queue_names else broker.queue_names[-1]
-        if await broker.revive(record.id, queue, message):
+        if await broker.revive(record.id, queue, message, record.task):
             done.append(record.id)
     missing = set(ids) - {r.id for r in await broker.dead_records(ids)} - set(done)
     problems += [f"{i}: not in the dead-letter store" for i in sorted(missing)]

@@ -39,6 +39,8 @@ def _command(name: str) -> Command:
         "workflow": commands.workflow,
         "show": commands.show,
         "cancel": commands.cancel,
+        "events": commands.events,
+        "webhooks": commands.webhooks,
     }
     return table[name]  # argparse has already refused any other name
 
@@ -118,6 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     workflow.add_argument("action", choices=["show"])
     workflow.add_argument("id", metavar="ID", help="the workflow's id (enqueue_workflow's return value)")
     workflow.add_argument("--json", action="store_true", help="machine-readable output")
+    events = add("events", "print the lifecycle events stream (events: in the YAML), oldest first")
+    events.add_argument("action", choices=["tail"])
+    events.add_argument("--count", type=int, default=100, metavar="N", help="the newest N events (default: 100)")
+    events.add_argument("--follow", "-f", action="store_true", help="then print new events as they come (Ctrl-C)")
+    events.add_argument("--json", action="store_true", help="one JSON object per line")
+    webhooks = add("webhooks", "list the webhook events that could not be delivered, or deliver them again")
+    webhooks.add_argument("action", choices=["list", "retry"])
+    webhooks.add_argument("ids", nargs="*", metavar="ID", help="retry: these (from list; default: all)")
+    webhooks.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

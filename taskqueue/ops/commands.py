@@ -1,4 +1,4 @@
-"""The operational commands behind the CLI: run, worker, enqueue, status, dead."""
+"""The operational commands behind the CLI: run, worker, enqueue, status, dead, events."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from taskqueue.config import registry, validation
 from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner.runner import Runner, RunOptions
-from taskqueue.store import redisboot
+from taskqueue.store import eventlog, redisboot
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.store.connection import async_client
 
@@ -141,6 +141,13 @@ def status(args: argparse.Namespace) -> int:
                 f"schedule {s['name']:<18} {s['trigger']:<22} last={s['last_fire']}  next={s['next_fire']}"
                 f"  fired={s['fired']} skipped={s['skipped']}"
             )
+        for h in found.get("webhooks", []):
+            print(
+                f"webhook {h['name']:<19} delivered={h['delivered']} failed attempts={h['failed']} "
+                f"undeliverable={h['undeliverable']}"
+            )
+        if "webhook_events_kept" in found:
+            print(f"undeliverable webhook events kept: {found['webhook_events_kept']} (webhooks list|retry)")
         for runner, d in found["autoscaler"].items():
             when = dt.datetime.fromtimestamp(d["at"], dt.UTC).isoformat(timespec="seconds")
             print(f"autoscaler {runner}: {when} scale {d['direction']} {d['from']}→{d['to']}: {d['reason']}")
@@ -266,6 +273,69 @@ def cancel(args: argparse.Namespace) -> int:
 
 
 TRACEBACK_LINES = 6  # of each record's traceback, the last lines `dead list` shows (--json: all of it)
+
+
+def events(args: argparse.Namespace) -> int:
+    """`events tail`: the newest --count events, oldest first; with --follow, then new ones until Ctrl-C."""
+    if args.count < 0:
+        raise UsageError("--count must be 0 or more")
+
+    async def action(broker: Broker) -> int:
+        stream, block = broker.keys.events, eventlog.blocking_ms(broker.redis, 5000)
+        newest = await broker.redis.xrevrange(stream, count=max(args.count, 1))
+        last = newest[0][0] if newest else b"0-0"  # follow on from the newest entry: none is missed
+        for stream_id, fields in reversed(newest[: args.count]):
+            _print_event(eventlog.entry(stream_id, fields), args.json)
+        while args.follow:
+            reply = await broker.redis.xread({stream: last}, count=1000, block=block)
+            for stream_id, fields in reply[0][1] if reply else []:
+                _print_event(eventlog.entry(stream_id, fields), args.json)
+                last = stream_id
+        return 0
+
+    return _with_broker(args, action)
+
+
+def webhooks(args: argparse.Namespace) -> int:
+    """`webhooks list`: the undeliverable events kept; `webhooks retry [ID…]`: deliver them again, once each,
+    from this process (exit 1 when some still fail)."""
+    from taskqueue.runner import webhooks as hooks  # aiohttp's client: only for this command
+
+    cfg = config_mod.load(args.config, import_tasks=False)
+
+    async def action(broker: Broker) -> int:
+        if args.action == "list":
+            kept = await hooks.undeliverable(broker.redis, broker.keys)
+            if args.json:
+                print(json.dumps(kept, indent=2))
+                return 0
+            for record in kept:
+                event = record["event"]
+                print(
+                    f"{record['member']}  {event.get('event')} {event.get('id')} {event.get('task')}  "
+                    f"after {record['attempts']} attempt(s): {record['error']}"
+                )
+            print(f"{len(kept)} undeliverable webhook event(s)")
+            return 0
+        delivered, failures = await hooks.retry(broker.redis, broker.keys, cfg, args.ids or None)
+        for line in failures:
+            print(f"still failing: {line}", file=sys.stderr)
+        print(f"{delivered} delivered, {len(failures)} still undeliverable")
+        return 1 if failures else 0
+
+    return _with_broker(args, action, cfg)
+
+
+def _print_event(event: dict[str, Any] | None, as_json: bool) -> None:
+    if event is None:
+        return
+    if as_json:
+        print(json.dumps(event), flush=True)
+        return
+    at = dt.datetime.fromtimestamp(int(event.get("at", 0)) / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    shown = {k: v for k, v in event.items() if k not in ("at", "event", "id", "task", "stream_id")}
+    rest = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}" for k, v in shown.items())
+    print(f"{at[:-4]}Z {event.get('event', '?'):<17} {event.get('id', '')} {event.get('task', '')} {rest}", flush=True)
 
 
 def _print_dead(records: list[dict[str, Any]], as_json: bool) -> None:

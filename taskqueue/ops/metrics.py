@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector
 from taskqueue import envelope
 from taskqueue.config import Config
 from taskqueue.store.broker import Broker
+from taskqueue.store.eventlog import EVENT_NAMES
 from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD, RETIREMENT_REASONS, RETIREMENTS_PREFIX
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -129,6 +130,7 @@ class _SnapshotCollector(Collector):
             return
         yield from _queue_families(snap)
         yield from _counter_families(snap.stats, self.config)
+        yield from _event_families(snap.stats, self.config)
         yield _duration_family(snap.stats, self.config)
         yield GaugeMetricFamily("taskqueue_workers", "Live worker processes of all runners.", len(snap.workers))
         yield GaugeMetricFamily(
@@ -209,6 +211,30 @@ def _counter_families(stats: Mapping[str, int], config: Config) -> Iterable[Metr
     for reason in RETIREMENT_REASONS:
         retirements.add_metric([reason], stats.get(RETIREMENTS_PREFIX + reason, 0))
     yield retirements
+
+
+def _event_families(stats: Mapping[str, int], config: Config) -> Iterable[Metric]:
+    """Lifecycle events written, and webhook deliveries (SPEC §13)."""
+    events = CounterMetricFamily(
+        "taskqueue_events",
+        "Lifecycle events written to the events stream (events: in the YAML), by event, all processes; counted "
+        "inside the script that writes each one.",
+        labels=["event"],
+    )
+    for name in EVENT_NAMES:
+        events.add_metric([name], stats.get(f"events:{name}", 0))
+    yield events
+    deliveries = CounterMetricFamily(
+        "taskqueue_webhook_deliveries",
+        "Webhook deliveries, all runners: delivered (a 2xx answer), failed (an attempt that got an error, a "
+        "non-2xx answer or no answer in time) and undeliverable (given up after max_attempts, kept for "
+        "`webhooks retry`).",
+        labels=["webhook", "outcome"],
+    )
+    for hook in config.webhooks:
+        for outcome in ("delivered", "failed", "undeliverable"):
+            deliveries.add_metric([hook.name, outcome], stats.get(f"webhook_{outcome}:{hook.name}", 0))
+    yield deliveries
 
 
 def _duration_family(stats: Mapping[str, int], config: Config) -> Metric:

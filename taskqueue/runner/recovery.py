@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from taskqueue import envelope
+from taskqueue.features.events import Events
 from taskqueue.store.broker import Broker, DeadRecord
 from taskqueue.store.keys import split_member
 from taskqueue.store.stats import ORPHANS_FIELD
@@ -64,7 +65,10 @@ async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
                 env.id, env.task, queue, raw, error, env.attempt, worker_id, enqueued_at=env.enqueued_at
             )
             stats = [stat_field("failed", queue, env.task), stat_field("dead", queue, env.task)]
-            if await broker.bury(worker_id, token, record, stats):
+            # its `failed` event, when its task has events on (the lost attempt was its last)
+            events = Events(broker.keys, config.events.max_len)
+            effects = [events.effect("dead", env, queue, env.attempt, error)] if task.events else []
+            if await broker.bury(worker_id, token, record, stats, effects):
                 buried += 1
                 log.warning("dead-lettered: %s", error, extra=fields)
         elif await broker.requeue(worker_id, token, queue, env.encode() if task else raw):

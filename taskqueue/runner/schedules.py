@@ -156,7 +156,7 @@ class Schedules:
         following = entry.after(fire_at)
         next_ms = _ms(following) if following else -1
         fired = await _retry_forever(
-            lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message, hold, cfg.task)
+            lambda: self.broker.fire(cfg.name, entry.queue, _ms(fire_at), next_ms, message, hold, (task_id, cfg.task))
         )
         if fired and message is not None:
             log.info("schedule %s fired (%s)", cfg.name, stamp, extra={"task": cfg.task, "queue": entry.queue})

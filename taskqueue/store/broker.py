@@ -186,19 +186,36 @@ class Broker:
         self._fire = client.register_script(scripts.source("fire"))
         self._admit = client.register_script(scripts.source("admit"))
         self._lookups = {name: client.register_script(scripts.source(name)) for name in lookup.SCRIPTS}
+        max_len = config.events.max_len
         tasks = {
-            name: TaskRoute(t.queue, config.max_payload_bytes, t.result_ttl_s, unique_for_s=t.unique_for_s)
+            name: TaskRoute(
+                t.queue,
+                config.max_payload_bytes,
+                t.result_ttl_s,
+                unique_for_s=t.unique_for_s,
+                events=max_len if t.events else 0,
+            )
             for name, t in config.tasks.items()
         }
+        # exchange.lua writes `started` for these tasks (nothing at all is added when there are none)
+        evented = config.event_tasks
+        self._started_args = [self.keys.events, max_len, len(evented), *evented] if evented else []
         for name in config.workflows:  # a workflow's name is enqueued like a task's: to its first step's queue
             tasks[name] = TaskRoute(config.queue_of(name), config.max_payload_bytes, workflow=True)
         routes = Routes(tasks, {q.name: q.max_length for q in config.queues}, max_delay_s=config.max_delay_s)
         self.producer = Producer(self.keys, routes)
         self._workflow = client.register_script(scripts.source("workflow"))
         self._unique = client.register_script(scripts.source("unique"))
+        self._evented = client.register_script(scripts.source("evented"))
         self._sender = Sender(
             client,
-            {"enqueue": self._enqueue, "schedule": self._schedule, "workflow": self._workflow, "unique": self._unique},
+            {
+                "enqueue": self._enqueue,
+                "schedule": self._schedule,
+                "workflow": self._workflow,
+                "unique": self._unique,
+                "evented": self._evented,
+            },
         )
         self._retire = client.register_script(scripts.source("retire"))
 
@@ -214,7 +231,7 @@ class Broker:
         """Settle finished tokens (with their effects), bump counters and take up to `want` messages: one
         round trip."""
         acks = await self._settle_excess_acks(worker_id, acks)
-        argv = [want, token_base, *outbox_args(acks, counters, hooked), *self.queue_names]
+        argv = [want, token_base, *outbox_args(acks, counters, hooked), *self.queue_names, *self._started_args]
         reply = await self._exchange_call(self._exchange_keys(worker_id), argv)
         names = self.queue_names
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
@@ -437,6 +454,7 @@ class Broker:
                     "max_payload": cfg.max_payload_bytes,
                     "max_delay": cfg.max_delay_s,
                     "unique_for": t.unique_for_s,
+                    "events": cfg.events.max_len if t.events else 0,
                 }
             )
             for name, t in cfg.tasks.items()
@@ -523,10 +541,15 @@ class Broker:
             removed, _ = await pipe.execute()
         return int(removed)
 
-    async def revive(self, task_id: str, queue: str, message: bytes) -> bool:
-        """Move a dead task back to a ready queue (atomically: never both dead and queued)."""
+    async def revive(self, task_id: str, queue: str, message: bytes, task: str = "") -> bool:
+        """Move a dead task back to a ready queue (atomically: never both dead and queued); for a `task` with
+        lifecycle events on, with its `enqueued` event."""
         keys = [self.keys.dead, self.keys.dead_index, self.keys.queue(queue)]
-        return bool(await self._revive(keys=keys, args=[task_id, message]))
+        argv: list[Any] = [task_id, message]
+        route = self.producer.routes.tasks.get(task)
+        if route and route.events:
+            argv += (self.keys.events, route.events, task, queue, self.keys.stats)
+        return bool(await self._revive(keys=keys, args=argv))
 
     async def fire(
         self,
@@ -536,14 +559,19 @@ class Broker:
         next_ms: int,
         message: bytes | None,
         hold: Sequence[Any] = (),
-        task: str = "",
+        event: tuple[str, str] | None = None,
     ) -> bool:
         """Fire (or, with no message, skip) one schedule time; False when another runner already did.
-        `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there."""
+        `hold` (Producer.hold) makes a fire of a unique task a duplicate while an equal task is there; `event`
+        (task id, task name) writes the fire's `enqueued` event when that task has lifecycle events on."""
         keys = [self.keys.schedules, self.keys.queue(queue), self.keys.stats]
         mode = "fire" if message is not None else "skip"
-        counted = stat_field("enqueued", queue, task or "(unknown)")
-        argv = [schedule, fire_ms, next_ms, mode, message or b"", counted, *hold]
+        counted = stat_field("enqueued", queue, event[1] if event else "(unknown)")
+        argv: list[Any] = [schedule, fire_ms, next_ms, mode, message or b"", counted, *hold]
+        route = self.producer.routes.tasks.get(event[1]) if event else None
+        if event and route and route.events and message is not None:
+            argv += [""] * (13 - len(argv))  # no unique hold: its seven places stay empty
+            argv += (self.keys.events, route.events, *event, queue)
         return bool(await self._fire(keys=keys, args=argv))
 
     async def schedule_state(self) -> dict[str, int]:

@@ -27,6 +27,10 @@
 {p}:cancel            channel  a cancelled task id, for the workers that may hold it
 {p}:progress:<id>     hash   fraction, message, at: what a running task said of its progress (kept 1 day)
 {p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
+{p}:events            stream lifecycle events of tasks with events on (SPEC §13; fields: see features/events.py);
+                      consumer group "webhook:<name>" per webhook (runner/webhooks.py)
+{p}:webhooks:dead     hash   "<webhook>|<stream id>" -> JSON record of an event that could not be delivered
+{p}:webhooks:dead:index zset the same members -> when they were given up (ms); bounds the store
 """
 
 from __future__ import annotations
@@ -116,6 +120,18 @@ class Keys:
     def unique(self, lock: str) -> str:
         """A unique key's lock; `lock` is what the message carries (`<task>:<digest>`)."""
         return f"{self.prefix}:unique:{lock}"
+
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def webhooks_dead(self) -> str:
+        return f"{self.prefix}:webhooks:dead"
+
+    @property
+    def webhooks_dead_index(self) -> str:
+        return f"{self.prefix}:webhooks:dead:index"
 
     @property
     def result_prefix(self) -> str:

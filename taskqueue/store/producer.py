@@ -42,6 +42,7 @@ class TaskRoute:
     result_ttl_s: float = 3600.0
     workflow: bool = False  # a YAML workflow's name: the message starts it (its id: WORKFLOW_ID_PREFIX + message id)
     unique_for_s: float | None = None  # an equal call is not enqueued again while one is there (SPEC §11)
+    events: int = 0  # lifecycle events on (SPEC §13): the events stream's max_len; 0 = off
 
 
 @dataclass(slots=True)
@@ -65,6 +66,7 @@ class Routes:
                 float(t.get("result_ttl", 3600.0)),
                 bool(t.get("workflow")),
                 float(t["unique_for"]) if t.get("unique_for") else None,
+                int(t.get("events") or 0),
             )
             for name, t in found.items()
         }
@@ -101,6 +103,9 @@ class Push:
     args: tuple[Any, ...]
     count: int
     slot: int = -1  # "unique": the index of its id in the plan's ids
+    # tasks of this push with lifecycle events on: (stream, stats hash, max_len, E, E pairs of id and task);
+    # such a push runs as evented.lua (the push and its `enqueued` events in one script), others as before
+    events: tuple[Any, ...] = ()
 
     def check(self, reply: Any) -> str | None:
         """Raises what the reply means; for a "unique" push, returns the id of the task already there, if any."""
@@ -162,6 +167,8 @@ class Producer:
             raise ValueError(f"unique_key must be a non-empty string of at most {MAX_UNIQUE_KEY} characters")
         ids: list[str] = []
         by_queue: dict[str, list[bytes]] = {}
+        evented: dict[str, list[str]] = {}  # queue -> ids and names of its tasks with events on
+        events_max_len = 0
         uniques: list[Push] = []
         now = round(time.time(), 6)  # one timestamp for the batch
         trace = tracing.traceparent()  # and one trace context (None without opentelemetry in use)
@@ -173,17 +180,40 @@ class Producer:
                 lock = unique_lock(name, args, kwargs, unique_key)
                 new_id, message = self.message(name, args, kwargs, task_id, now, lock, trace)
                 hold = hold_s or DEFAULT_UNIQUE_FOR_S
-                uniques.append(self.unique(target, message, new_id, lock, hold, delay_s, slot=len(ids)))
+                events = (name, route.events) if route and route.events else None
+                uniques.append(self.unique(target, message, new_id, lock, hold, delay_s, len(ids), events))
             else:
                 new_id, message = self.message(name, args, kwargs, task_id, now, trace=trace)
                 by_queue.setdefault(target, []).append(message)
+                if route and route.events:
+                    evented.setdefault(target, []).extend((new_id, name))
+                    events_max_len = route.events
             ids.append(WORKFLOW_ID_PREFIX + new_id if route and route.workflow else new_id)
-        return ids, [self.push(target, messages, delay_s) for target, messages in by_queue.items()] + uniques
+        pushes = [self.push(target, messages, delay_s) for target, messages in by_queue.items()]
+        if evented:
+            pushes = [self.with_events(p, evented.get(p.queue, ()), events_max_len) for p in pushes]
+        return ids, pushes + uniques
+
+    def with_events(self, push: Push, pairs: Sequence[str], max_len: int) -> Push:
+        """The push, also writing the `enqueued` events of `pairs` (task id, name, ...) in the same script."""
+        if not pairs:
+            return push
+        events = (self.keys.events, self.keys.stats, max_len, len(pairs) // 2, *pairs)
+        return Push(push.kind, push.queue, push.keys, push.args, push.count, push.slot, events)
 
     def unique(
-        self, queue: str, message: bytes, task_id: str, lock: str, hold_s: float, delay_s: float, slot: int = 0
+        self,
+        queue: str,
+        message: bytes,
+        task_id: str,
+        lock: str,
+        hold_s: float,
+        delay_s: float,
+        slot: int = 0,
+        events: tuple[str, int] | None = None,
     ) -> Push:
-        """The one script call that enqueues a message holding unique key `lock` unless another task holds it."""
+        """The one script call that enqueues a message holding unique key `lock` unless another task holds it;
+        with `events` (task name, the events stream's max_len), its `enqueued` event too."""
         keys = self.keys
         if delay_s > 0:
             target, mode, extra, body = keys.delayed, "delayed", str(due_ms(delay_s)), join_member(queue, message)
@@ -191,7 +221,9 @@ class Producer:
             limit = self.routes.max_length.get(queue)
             mode = "lpush" if limit is None else "bounded"
             target, extra, body = keys.queue(queue), str(limit or ""), message
-        argv = (*self.hold(queue, task_id, lock, hold_s)[1:], mode, extra, body, keys.delayed_wake)
+        argv: tuple[Any, ...] = (*self.hold(queue, task_id, lock, hold_s)[1:], mode, extra, body, keys.delayed_wake)
+        if events is not None:
+            argv += (keys.events, events[1], queue, events[0])
         return Push("unique", queue, (keys.unique(lock), target), argv, 1, slot)
 
     def lock_of(self, task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> tuple[str, float] | None:
@@ -244,6 +276,7 @@ class Producer:
         workflow_id = workflow_id or WORKFLOW_ID_PREFIX + envelope.new_id()
         dependents = laid.dependents()
         ttl_s = 0.0
+        events_max_len = 0  # some step's task has lifecycle events on: the stream's max_len
         fields: list[Any] = []
         entries: list[Any] = []
         for index, (part, given) in enumerate(laid.steps):
@@ -259,7 +292,12 @@ class Producer:
                 fields += (f"in:{index}", canvas.pack_source(given), f"w:{index}", len(laid.waits(index)))
             if index in dependents:
                 fields += (f"d:{index}", msgpack.packb(dependents[index]))
+            if route and route.events:
+                fields += (f"e:{index}", 1)
+                events_max_len = route.events
         count = len(laid.steps)
+        if events_max_len:
+            fields += ("events", self.keys.events, "events_max_len", events_max_len)
         fields += ("state", "running", "steps", count, "left", count, "failed", 0)
         created = time.time()
         fields += ("ttl", int(max(ttl_s, 1.0) * 1000), "out", canvas.pack_source(laid.out), "created", created)
@@ -321,11 +359,15 @@ class Sender:
         self.delayed = scripts["schedule"]
         self.workflow = scripts["workflow"]
         self.unique = scripts["unique"]
+        self.evented = scripts["evented"]
         self.fast_lpush = fast_lpush
 
     def send(self, pushes: Sequence[Push], ids: list[str] | None = None) -> None:
         """Run the pushes; a duplicate of a unique task puts the id of the task already there into `ids`."""
         for push in pushes:
+            if push.events:
+                push.check(self.evented(keys=self._evented_keys(push), args=self._evented_args(push)))
+                continue
             if push.kind == "lpush":
                 if self.fast_lpush is None or not self.fast_lpush(*push.keys, *push.args):
                     self.client.lpush(*push.keys, *push.args)
@@ -336,6 +378,9 @@ class Sender:
 
     async def asend(self, pushes: Sequence[Push], ids: list[str] | None = None) -> None:
         for push in pushes:
+            if push.events:
+                push.check(await self.evented(keys=self._evented_keys(push), args=self._evented_args(push)))
+                continue
             if push.kind == "lpush":
                 if self.fast_lpush is None or not await self.fast_lpush(*push.keys, *push.args):
                     await self.client.lpush(*push.keys, *push.args)
@@ -343,6 +388,14 @@ class Sender:
             held = push.check(await self._script(push)(keys=list(push.keys), args=list(push.args)))
             if held is not None and ids is not None:
                 ids[push.slot] = held
+
+    @staticmethod
+    def _evented_keys(push: Push) -> list[Any]:
+        return [*push.keys, push.events[0], push.events[1]]
+
+    @staticmethod
+    def _evented_args(push: Push) -> list[Any]:
+        return [push.kind, push.events[2], push.queue, *push.events[3:], *push.args]  # see evented.lua
 
     def _script(self, push: Push) -> Any:
         scripts = {"bounded": self.bounded, "delayed": self.delayed, "workflow": self.workflow, "unique": self.unique}

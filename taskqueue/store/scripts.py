@@ -11,7 +11,11 @@ import functools
 from importlib import resources
 
 SETTLE_SCRIPTS = frozenset({"exchange", "retire", "retry", "bury", "workflow"})  # composed with lua/hooks/
-LIBRARIES = {"admit": ("limits",), "promote": ("limits",)}  # lua/lib/<name>.lua put before the script
+LIBRARIES = {
+    "admit": ("limits",),
+    "promote": ("limits",),
+    **{name: ("events",) for name in ("evented", "unique", "fire", "revive")},  # the `enqueued` event
+}  # lua/lib/<name>.lua put before the script
 
 
 def _read(path: str) -> str:

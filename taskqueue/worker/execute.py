@@ -29,6 +29,7 @@ from taskqueue.context import set_current, set_progress_sink
 from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
+from taskqueue.features.events import Events
 from taskqueue.features.limits import Limits
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
@@ -105,9 +106,11 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.limits = Limits(broker.keys, worker_id)
-        self.workflows = Workflows(broker.keys)
-        self.undeclared = (Results(broker.keys), self.workflows, Unique(broker.keys))  # for a task not declared here
-        self.hooks = Hooks([*self.undeclared, self.limits])
+        keys, max_len = broker.keys, config.events.max_len
+        self.workflows = Workflows(keys, max_len)
+        # for a task not declared here: what its message still settles (its result, workflow, unique key)
+        self.undeclared = (Results(keys), self.workflows, Unique(keys))
+        self.hooks = Hooks([Results(keys), Events(keys, max_len), self.workflows, Unique(keys), self.limits])
 
     def attach(self) -> None:
         """Called on the worker's event loop before any task starts: tasks' progress comes here."""

@@ -5,6 +5,9 @@
 -- ARGV[4] = "fire" or "skip", ARGV[5] = message (fire only), ARGV[6] = stats field counting the enqueue
 -- ARGV[7..13] (a task with unique_for only) = its lock key, task id, hold (ms), result key prefix, dead hash,
 -- stats hash, duplicates counter: while another task holds the key the fire is recorded but pushes nothing
+-- (ARGV[7..13] are '' when the task has no unique_for but its lifecycle events are on)
+-- ARGV[14..18] (a task with lifecycle events on only, SPEC §13) = events stream, its max_len, task id, task
+-- name, queue name: the fire writes its `enqueued` event
 -- Returns 1 when this call fired (or recorded the skip), 0 when another runner already had it.
 local last = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':last') or '-1')
 if tonumber(ARGV[2]) <= last then
@@ -12,6 +15,9 @@ if tonumber(ARGV[2]) <= last then
 end
 redis.call('HSET', KEYS[1], ARGV[1] .. ':last', ARGV[2], ARGV[1] .. ':next', ARGV[3])
 local lock = ARGV[7]
+if lock == '' then
+  lock = nil
+end
 if ARGV[4] == 'fire' and lock then
   local holder = redis.call('GET', lock)
   if holder and holder ~= ARGV[8] and redis.call('EXISTS', ARGV[10] .. holder) == 0
@@ -27,6 +33,10 @@ if ARGV[4] == 'fire' then
   redis.call('HINCRBY', KEYS[3], ARGV[6], 1)
   redis.call('HSET', KEYS[1], ARGV[1] .. ':fired', ARGV[2])
   redis.call('HINCRBY', KEYS[3], 'schedule_fired:' .. ARGV[1], 1)
+  if ARGV[14] then
+    enqueued_event(ARGV[14], ARGV[15], ARGV[16], ARGV[17], ARGV[18], enqueued_at())
+    redis.call('HINCRBY', KEYS[3], 'events:enqueued', 1)
+  end
 else
   redis.call('HINCRBY', KEYS[3], 'schedule_skipped:' .. ARGV[1], 1)
 end

@@ -4,6 +4,8 @@
 -- ARGV[5] = stats hash, ARGV[6] = stats field counting duplicates,
 -- ARGV[7] = "lpush" | "bounded" | "delayed", ARGV[8] = max_length (bounded) or due time in ms (delayed),
 -- ARGV[9] = message (member "<queue>|<message>" when delayed), ARGV[10] = wake channel (delayed)
+-- ARGV[11..14], only for a task with lifecycle events on (SPEC §13): events stream, its max_len, queue and
+-- task name: its `enqueued` event is written with the enqueue
 -- Returns 1 when enqueued, -1 when the bounded queue is full, or the id of the task holding the key.
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. holder) == 0
@@ -24,4 +26,8 @@ else
   redis.call('LPUSH', KEYS[2], ARGV[9])
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if ARGV[11] then
+  enqueued_event(ARGV[11], ARGV[12], ARGV[1], ARGV[14], ARGV[13], enqueued_at())
+  redis.call('HINCRBY', ARGV[5], 'events:enqueued', 1)
+end
 return 1

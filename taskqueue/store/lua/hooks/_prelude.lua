@@ -61,3 +61,22 @@ local function settle_outbox(inflight, stats, argv, i)
   end
   return i
 end
+
+-- Lifecycle events (SPEC §13; taskqueue/features/events.py): append one entry to the events stream, trimmed to
+-- about `maxlen` entries, stamped `at` with Redis' own clock (ms), and count it in stats field events:<event>
+-- of hash `stats`.
+-- `fields` is a flat array of field names and values that starts with 'event', <its name>. Redis' clock is
+-- read once per script: its events all happen at the same moment (the script is atomic).
+local event_at = nil
+local function emit_event(stream, maxlen, stats, fields)
+  if event_at == nil then
+    local now = redis.call('TIME')
+    event_at = now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000))
+  end
+  fields[#fields + 1] = 'at'
+  fields[#fields + 1] = event_at
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', unpack(fields))
+  if stats then -- nil: the caller counts its events itself, once (exchange.lua's `started`)
+    redis.call('HINCRBY', stats, 'events:' .. fields[2], 1)
+  end
+end

@@ -1,13 +1,17 @@
 -- Effects "wf_done" (args: workflow hash key, step index, result, ready-list key prefix, result key, now,
--- stats hash) and "wf_failed" (workflow hash key, step index, error, result key, now, stats hash); counted:
--- workflows:succeeded, workflows:failed, workflows:resumed.
+-- stats hash, then the five of a workflow_finished event) and "wf_failed" (workflow hash key, step index, error,
+-- result key, now, stats hash, then the same five); counted: workflows:succeeded, workflows:failed,
+-- workflows:resumed. The five: events stream key ('' when the step's task has events off), its max_len, and
+-- the step's task, queue and attempt (the workflow_finished event's fields, SPEC §13).
 -- Effects "wf_done" and "wf_failed" (taskqueue/features/workflows.py): a step of a workflow settled. They
 -- run inside the settle script that acknowledges (or dead-letters) the step, and only when its worker
 -- still held it, so a workflow advances exactly once per step even when the step ran twice.
 -- Workflow hash fields (per step i): t:i task, q:i queue, p:i/x:i message before/after its input,
 -- in:i input source (cmsgpack: a step index or an array of sources), w:i steps still awaited,
 -- d:i dependents (cmsgpack array), s:i state, r:i result (msgpack); and state, steps, left, failed,
--- ttl (ms), out (the workflow's result source).
+-- ttl (ms), out (the workflow's result source); with lifecycle events (SPEC §13) for some step's task, e:i 1
+-- for such a step and `events` / `events_max_len` (the stream and its bound): such a step's push writes its
+-- `enqueued` event.
 
 local function wf_array_header(n)
   if n < 16 then
@@ -35,12 +39,24 @@ local function wf_record(status, value, err, now)
     .. cmsgpack.pack('error') .. err .. cmsgpack.pack('finished_at') .. cmsgpack.pack(tonumber(now))
 end
 
-local function wf_push(key, step, qprefix)
+local function wf_enqueued(key, step, stats)
+  local stream = redis.call('HGET', key, 'events')
+  if not stream or not redis.call('HGET', key, 'e:' .. step) then
+    return
+  end
+  local workflow_id = string.match(key, ':workflow:(.+)$')
+  local found = redis.call('HMGET', key, 't:' .. step, 'q:' .. step, 'events_max_len')
+  emit_event(stream, found[3], stats, { 'event', 'enqueued', 'id', workflow_id .. '.' .. step, 'task', found[1],
+    'queue', found[2], 'attempt', '0', 'workflow', workflow_id })
+end
+
+local function wf_push(key, step, qprefix, stats)
   local source = redis.call('HGET', key, 'in:' .. step)
   local input = source and wf_resolve(key, cmsgpack.unpack(source)) or ''
   local message = redis.call('HGET', key, 'p:' .. step) .. input .. redis.call('HGET', key, 'x:' .. step)
   redis.call('LPUSH', qprefix .. redis.call('HGET', key, 'q:' .. step), message)
   redis.call('HSET', key, 's:' .. step, 'queued')
+  wf_enqueued(key, step, stats)
 end
 
 -- a failed workflow whose failed steps all succeeded on retry: running again, held steps pushed
@@ -51,7 +67,7 @@ local function wf_resume(key, qprefix, rkey, stats)
   redis.call('PERSIST', key)
   for step = 0, tonumber(redis.call('HGET', key, 'steps')) - 1 do
     if redis.call('HGET', key, 's:' .. step) == 'ready' then
-      wf_push(key, step, qprefix)
+      wf_push(key, step, qprefix, stats)
     end
   end
 end
@@ -81,6 +97,13 @@ local function wf_start_at(argv, i)
     redis.call('LPUSH', qprefix .. argv[j], argv[j + 1])
     j = j + 2
   end
+  if redis.call('HEXISTS', key, 'events') == 1 then
+    for step = 0, tonumber(redis.call('HGET', key, 'steps')) - 1 do
+      if redis.call('HGET', key, 's:' .. step) == 'queued' then
+        wf_enqueued(key, step, stats)
+      end
+    end
+  end
   redis.call('HINCRBY', stats, 'workflows:started', 1)
   redis.call('ZADD', index, created, id)
   redis.call('ZREMRANGEBYRANK', index, 0, -WF_INDEXED - 1)
@@ -93,14 +116,31 @@ hooks.wf_start = function(argv, i)
   return after
 end
 
-arity.wf_done = 7
+local function wf_event(argv, j, workflow_id, state, err)
+  if argv[j] == '' then
+    return
+  end
+  local fields = { 'event', 'workflow_finished', 'id', workflow_id, 'task', argv[j + 2], 'queue', argv[j + 3],
+    'attempt', argv[j + 4], 'workflow', workflow_id, 'state', state }
+  if err then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+  end
+  emit_event(argv[j], argv[j + 1], argv[j - 1], fields)
+end
+
+local function wf_id(key)
+  return string.match(key, ':workflow:(.+)$')
+end
+
+arity.wf_done = 12
 hooks.wf_done = function(argv, i)
   local key, step, result, qprefix, rkey, now = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
   local stats = argv[i + 6]
   local state = redis.call('HGET', key, 'state')
   local before = redis.call('HGET', key, 's:' .. step)
   if not state or state == 'cancelled' or before == 'succeeded' then
-    return i + 7
+    return i + 12
   end
   redis.call('HSET', key, 's:' .. step, 'succeeded', 'r:' .. step, result)
   if before == 'failed' and redis.call('HINCRBY', key, 'failed', -1) == 0 and state == 'failed' then
@@ -112,7 +152,7 @@ hooks.wf_done = function(argv, i)
     for _, next_step in ipairs(cmsgpack.unpack(dependents)) do
       if redis.call('HINCRBY', key, 'w:' .. next_step, -1) == 0 then
         if state == 'running' then
-          wf_push(key, next_step, qprefix)
+          wf_push(key, next_step, qprefix, stats)
         else
           redis.call('HSET', key, 's:' .. next_step, 'ready') -- held until the workflow resumes
         end
@@ -126,16 +166,17 @@ hooks.wf_done = function(argv, i)
     redis.call('SET', rkey, wf_record('ok', value, '\192', now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
     redis.call('HINCRBY', stats, 'workflows:succeeded', 1)
+    wf_event(argv, i + 7, wf_id(key), 'succeeded', nil)
   end
-  return i + 7
+  return i + 12
 end
 
-arity.wf_failed = 6
+arity.wf_failed = 11
 hooks.wf_failed = function(argv, i)
   local key, step, err, rkey, now, stats = argv[i], argv[i + 1], argv[i + 2], argv[i + 3], argv[i + 4], argv[i + 5]
   local state = redis.call('HGET', key, 'state')
   if not state or state == 'cancelled' or state == 'succeeded' then
-    return i + 6
+    return i + 11
   end
   if redis.call('HGET', key, 's:' .. step) ~= 'failed' then
     redis.call('HINCRBY', key, 'failed', 1)
@@ -147,6 +188,7 @@ hooks.wf_failed = function(argv, i)
     redis.call('SET', rkey, wf_record('dead', '\192', cmsgpack.pack('step ' .. step .. ' failed: ' .. err), now), 'PX', ttl)
     redis.call('PEXPIRE', key, ttl)
     redis.call('HINCRBY', stats, 'workflows:failed', 1)
+    wf_event(argv, i + 6, wf_id(key), 'failed', 'step ' .. step .. ' failed: ' .. err)
   end
-  return i + 6
+  return i + 11
 end

@@ -1,0 +1,233 @@
+"""Webhooks through the built PEX (SPEC §13): a real local aiohttp receiver that answers 500 to its first
+requests gets every matching event at least once, each signature verifies; an endpoint that is down leaves
+undeliverable events that `webhooks list` shows and `webhooks retry` delivers once it is up; a runner
+SIGKILLed while delivering 300 tasks' events loses none once a new runner runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from taskqueue.client import Client
+from taskqueue.store import eventlog
+from tests.conftest import free_port, wait_for
+from tests.e2e.harness import RunnerFactory, pex_cmd, runs, store
+
+SECRET = "s3cret-for-tests"
+
+
+class Receiver:
+    """An aiohttp server on its own thread and loop: answers `fail_first` requests with 500, then 200; keeps
+    every request (headers and raw body)."""
+
+    def __init__(self, port: int, fail_first: int = 0) -> None:
+        self.port, self.fail_first = port, fail_first
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        with self.lock:
+            self.requests.append((dict(request.headers), body))
+            count = len(self.requests)
+        return web.Response(status=500 if count <= self.fail_first else 200, text="ok")
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        self.loop.run_until_complete(web.TCPSite(self.runner, "127.0.0.1", self.port).start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    def start(self) -> Receiver:
+        self.thread.start()
+        assert self.ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self.runner is not None:
+            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """The events received with a valid signature (an invalid one fails the test)."""
+        with self.lock:
+            found = list(self.requests)
+        events = []
+        for headers, body in found:
+            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+            assert hmac.compare_digest(headers["X-Taskqueue-Signature"], expected), "a signature did not verify"
+            events.append(json.loads(body))
+        return events
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver(free_port(), fail_first=3).start()
+    yield server
+    server.stop()
+
+
+def _hooks(entries: dict[str, str]) -> str:
+    return "webhooks:\n" + "".join(f"  {name}: {body}\n" for name, body in entries.items())
+
+
+def _groups(redis_url: str) -> set[str]:
+    db = store(redis_url)
+    if not db.exists("tq:events"):
+        return set()
+    return {g["name"].decode() for g in db.xinfo_groups("tq:events")}
+
+
+def _stream(redis_url: str) -> list[dict[str, Any]]:
+    return [e for i, f in store(redis_url).xrange("tq:events") if (e := eventlog.entry(i, f)) is not None]
+
+
+def test_every_matching_event_is_delivered_signed_despite_500s(
+    make_runner: RunnerFactory, redis_url: str, receiver: Receiver, pex: Path
+) -> None:
+    backoff = "retry_backoff: {base: 50ms, max: 200ms}"
+    extra = "events: {enabled: true}\n" + _hooks(
+        {
+            "all": f'{{url: "{receiver.url}", secret: "{SECRET}", timeout: 2s, {backoff}}}',
+            "finals": f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded, failed], tasks: [record], '
+            f"{backoff}}}",
+        }
+    )
+    runner = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+    wait_for(lambda: _groups(redis_url) >= {"webhook:all", "webhook:finals"}, timeout=20, what="webhook groups")
+    client = Client(redis_url)
+    ids = client.enqueue_many([("record", (n,), {}) for n in range(20)])
+    failing = [client.enqueue("always_fails", f"wh-{n}") for n in range(3)]
+
+    def delivered() -> bool:
+        stream = _stream(redis_url)
+        finals = [e for e in stream if e["id"] in failing and e["event"] == "failed"]
+        got = {(b["webhook"], b["stream_id"]) for b in receiver.bodies()}
+        return len(finals) == 3 and all(("all", e["stream_id"]) in got for e in stream)
+
+    wait_for(delivered, timeout=60, what="every event delivered to 'all'")
+    stream = _stream(redis_url)
+    want_finals = {e["stream_id"] for e in stream if e["task"] == "record" and e["event"] in ("succeeded", "failed")}
+    wait_for(
+        lambda: {b["stream_id"] for b in receiver.bodies() if b["webhook"] == "finals"} >= want_finals,
+        timeout=30,
+        what="every succeeded record delivered to 'finals'",
+    )
+    bodies = receiver.bodies()  # every signature verified
+    assert len(runs(redis_url)) == 20 and len(ids) == 20
+    finals = [b for b in bodies if b["webhook"] == "finals"]
+    assert {b["stream_id"] for b in finals} == want_finals  # only what it asked for
+    assert {(b["event"], b["task"]) for b in finals} == {("succeeded", "record")}
+    by_stream = {e["stream_id"]: e for e in stream}
+    for body in bodies:
+        assert {k: v for k, v in body.items() if k != "webhook"} == by_stream[body["stream_id"]]
+    with receiver.lock:
+        statuses = len(receiver.requests)
+    assert statuses >= len(stream) + len(want_finals) + 3  # the first three got a 500 and came again
+
+    shown = pex_cmd(pex, runner.config, "status", "--json", redis_url=redis_url)
+    hooks = {h["name"]: h for h in json.loads(shown.stdout)["webhooks"]}
+    assert hooks["all"]["delivered"] >= len(stream) and hooks["all"]["undeliverable"] == 0
+    assert hooks["all"]["failed"] + hooks["finals"]["failed"] == 3
+
+
+def test_an_endpoint_that_is_down_keeps_its_events_until_webhooks_retry(
+    make_runner: RunnerFactory, redis_url: str, pex: Path
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    hook = f'{{url: "{url}", secret: "{SECRET}", events: [succeeded], max_attempts: 2, retry_backoff: {{base: 50ms}}}}'
+    runner = make_runner(redis_url, workers=1, extra="events: {enabled: true}\n" + _hooks({"down": hook}))
+    runner.start(expect_workers=1)
+    wait_for(lambda: "webhook:down" in _groups(redis_url), timeout=20, what="the webhook's group")
+    ids = Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(2)])
+
+    def kept() -> list[dict[str, Any]]:
+        shown = pex_cmd(pex, runner.config, "webhooks", "list", "--json", redis_url=redis_url)
+        assert shown.returncode == 0, shown.stderr
+        return list(json.loads(shown.stdout))
+
+    wait_for(lambda: len(kept()) == 2, timeout=30, what="two undeliverable events")
+    records = kept()
+    assert {r["event"]["id"] for r in records} == set(ids)
+    assert all(r["attempts"] == 2 and "Connect" in r["error"] for r in records)
+    failed = pex_cmd(pex, runner.config, "webhooks", "retry", redis_url=redis_url)
+    assert failed.returncode == 1 and "2 still undeliverable" in failed.stdout
+
+    receiver = Receiver(port).start()
+    try:
+        done = pex_cmd(pex, runner.config, "webhooks", "retry", redis_url=redis_url)
+        assert done.returncode == 0, done.stderr
+        assert "2 delivered, 0 still undeliverable" in done.stdout
+        assert kept() == []
+        assert {b["id"] for b in receiver.bodies()} == set(ids)  # signatures verified
+    finally:
+        receiver.stop()
+    metrics = store(redis_url).hgetall("tq:stats")
+    assert int(metrics[b"webhook_undeliverable:down"]) == 2 and int(metrics[b"webhook_delivered:down"]) == 2
+    assert int(metrics[b"webhook_failed:down"]) == 4
+
+
+def test_a_runner_killed_mid_delivery_loses_no_event_once_a_new_runner_runs(
+    make_runner: RunnerFactory, redis_url: str, receiver: Receiver
+) -> None:
+    backoff = "retry_backoff: {base: 50ms}"
+    hook = f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded], timeout: 1s, {backoff}}}'
+    extra = "events: {enabled: true}\n" + _hooks({"ops": hook})
+    first = make_runner(redis_url, workers=2, slots=10, extra=extra).start(expect_workers=2)
+    wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+    ids = Client(redis_url).enqueue_many([("record", (n, 0.01), {}) for n in range(300)])
+
+    def delivered() -> set[str]:
+        return {b["id"] for b in receiver.bodies()}
+
+    wait_for(lambda: len(delivered()) >= 30, timeout=60, what="some deliveries")
+    first.kill_all()  # the runner, its workers and its deliveries, at once
+    assert len(delivered()) < 300, "the kill came too late to test anything"
+    second = make_runner(redis_url, workers=2, slots=10, extra=extra).start(expect_workers=2)
+    wait_for(lambda: delivered() >= set(ids), timeout=120, what="every task's succeeded event delivered")
+    succeeded = {e["stream_id"] for e in _stream(redis_url) if e["event"] == "succeeded"}
+    assert {b["stream_id"] for b in receiver.bodies()} == succeeded  # every event, each signature verified
+    assert second.alive()
+
+
+def test_two_runners_share_the_deliveries_each_event_once(
+    make_runner: RunnerFactory, redis_url: str, receiver: Receiver
+) -> None:
+    backoff = "retry_backoff: {base: 50ms}"
+    hook = f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded], {backoff}}}'
+    extra = "events: {enabled: true}\n" + _hooks({"ops": hook})
+    first = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+    second = make_runner(redis_url, workers=1, slots=10, extra=extra).start()
+    wait_for(lambda: len(first.worker_pids()) == len(second.worker_pids()) == 1, timeout=30, what="both runners")
+    wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+    ids = Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(200)])
+    wait_for(lambda: {b["id"] for b in receiver.bodies()} >= set(ids), timeout=60, what="all 200 delivered")
+    succeeded = [e["stream_id"] for e in _stream(redis_url) if e["event"] == "succeeded"]
+    delivered = [b["stream_id"] for b in receiver.bodies()[receiver.fail_first :]]  # those answered 200
+    assert sorted(delivered) == sorted(succeeded)  # each once between the two runners (no fault, no duplicate)
+    readers = store(redis_url).xinfo_consumers("tq:events", "webhook:ops")
+    print(f"\nwebhook deliveries shared by {len(readers)} runner(s): {[r['name'].decode() for r in readers]}")
