@@ -220,6 +220,7 @@ class Config:
     max_payload_bytes: int
     max_delay_s: float
     workflows: Mapping[str, canvas.Flow] = field(default_factory=lambda: MappingProxyType({}))
+    django_settings: str | None = None  # `django: {settings: ...}`: django.setup() before importing tasks
 
     def queue(self, name: str) -> QueueConfig:
         return next(q for q in self.queues if q.name == name)
@@ -347,6 +348,7 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
         max_delay_s=seconds(data["limits"]["max_delay"]),
         workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
+        django_settings=data["django"]["settings"] if "django" in data else None,
     )
 
 
