@@ -149,6 +149,8 @@ def _finished(
         body = msgpack.unpackb(result, raw=False)
         state = FINISHED.get(str(body.get("status")), "failed")
         out = {"id": task_id, "state": state, "finished_at": body.get("finished_at"), "progress": progress}
+        if body.get("task"):
+            out["task"] = body["task"]
         if state in ("failed", "cancelled"):
             out["error"] = body.get("error")
         return out
