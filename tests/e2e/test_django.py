@@ -177,6 +177,11 @@ def boom():
 @task
 def undeclared():
     return "must never run"
+
+
+@task(takes_context=True)
+def with_context(context):
+    return context.attempt
 """
 
 YAML = """\
@@ -348,6 +353,12 @@ def test_validate_sets_django_up_and_locates_a_misnamed_django_task(django_env: 
     assert "task-queue.yaml:7:" in refused.stderr, refused.stderr  # located: the path's line
     assert "tasks.send.path" in refused.stderr or "'myapp.tasks:add' is a Django task" in refused.stderr
     assert "its module path 'myapp.tasks.add'" in refused.stderr, refused.stderr
+
+    with_context = '  myapp.tasks.with_context: {path: "myapp.tasks:with_context"}\n'
+    context = write_project(tmp_path / "context", django_env.redis_url, "djvalid", tasks=with_context)
+    refused = django_env.run(["-m", "taskqueue.ops.cli", "-c", "task-queue.yaml", "validate"], context)
+    assert refused.returncode != 0
+    assert "task-queue.yaml:7:" in refused.stderr and "takes_context=True" in refused.stderr, refused.stderr
 
     no_settings = bad / "task-queue.yaml"
     no_settings.write_text(no_settings.read_text().replace("mysite.settings", "nosuch.settings"))
