@@ -209,7 +209,7 @@ import django
 os.environ["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
 django.setup()
 from django.tasks import task_backends
-from django.tasks.exceptions import InvalidTask
+from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from myapp import tasks
 
 out = {}
@@ -234,6 +234,15 @@ out["boom"] = {
     "errors": [{"class": e.exception_class_path, "traceback": e.traceback} for e in failed.errors],
 }
 out["backend"] = type(task_backends["default"]).__name__
+parked = tasks.add.using(run_after=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).enqueue(1, 1)
+out["parked"] = str(tasks.add.get_result(parked.id).status)
+out["cancel"] = task_backends["default"].client.cancel(parked.id)
+cancelled = tasks.add.get_result(parked.id)
+out["cancelled"] = {"status": str(cancelled.status), "errors": [e.traceback for e in cancelled.errors]}
+try:
+    tasks.add.get_result("no-such-id")
+except TaskResultDoesNotExist as exc:
+    out["unknown"] = type(exc).__name__
 print(json.dumps(out))
 """
 
@@ -297,6 +306,10 @@ def test_django_tasks_enqueued_with_enqueue_run_on_the_runner(
         "task": "myapp.tasks.add",
     }
     assert out["shout"] == {"status": "SUCCESSFUL", "value": "HI"}  # async, on queue "urgent", after run_after
+    assert out["parked"] == "READY"  # delayed an hour
+    assert out["cancel"] == "cancelled"
+    assert out["cancelled"] == {"status": "FAILED", "errors": ["cancelled"]}
+    assert out["unknown"] == "TaskResultDoesNotExist"
     assert out["boom"]["status"] == "FAILED"
     (error,) = out["boom"]["errors"]
     assert error["class"] == "builtins.ValueError"
