@@ -137,7 +137,9 @@ class TaskQueueBackend(BaseTaskBackend):  # type: ignore[misc]  # django is unty
         try:
             task_id = self.client.enqueue_call(task.module_path, list(args), dict(kwargs), queue=queue, delay=delay)
         except UnknownTask as exc:
-            raise InvalidTask(f"{task.module_path}: {exc}; the YAML must declare it under that name") from exc
+            raise InvalidTask(
+                f"{task.module_path}: {exc} (the YAML declares a Django task under its module path)"
+            ) from exc
         return TaskResult(
             task=task,
             id=task_id,

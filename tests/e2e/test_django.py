@@ -316,7 +316,7 @@ def test_django_tasks_enqueued_with_enqueue_run_on_the_runner(
     assert "boom from a Django task" in error["traceback"] and "Traceback" in error["traceback"]
     # Only what the YAML declares runs: the undeclared task is refused at enqueue, naming it.
     assert "unknown task 'myapp.tasks.undeclared'" in out["undeclared"], out["undeclared"]
-    assert "the YAML must declare it under that name" in out["undeclared"]
+    assert "the YAML declares a Django task under its module path" in out["undeclared"]
 
 
 def test_an_undeclared_task_that_reaches_a_worker_is_dead_lettered(
