@@ -249,6 +249,7 @@ class Config:
     max_payload_bytes: int
     max_delay_s: float
     workflows: Mapping[str, canvas.Flow] = field(default_factory=lambda: MappingProxyType({}))
+    django_settings: str | None = None  # `django: {settings: ...}`: django.setup() before importing tasks
     events: EventsConfig = EventsConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
 
@@ -385,6 +386,7 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         max_delay_s=seconds(data["limits"]["max_delay"]),
         workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
         events=EventsConfig(events["enabled"], events["max_len"]),
+        django_settings=data["django"]["settings"] if "django" in data else None,
         webhooks=tuple(_webhook(name, w) for name, w in data["webhooks"].items()),
     )
 

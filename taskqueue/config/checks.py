@@ -220,6 +220,14 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
     folders = data.get("python_path")
     if isinstance(folders, list):
         imports.add_to_sys_path((base_dir / str(f)).resolve() for f in folders)
+    django = data.get("django")
+    settings = django.get("settings") if isinstance(django, dict) else None
+    if isinstance(settings, str):
+        try:
+            imports.setup_django(settings)
+        except ImportError as exc:
+            yield doc.problem(("django", "settings"), f"cannot set up Django: {exc}")
+            return  # the tasks would fail to import for the same reason
     tasks = data.get("tasks")
     for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
         path = task.get("path") if isinstance(task, dict) else None
@@ -232,6 +240,13 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
             where = ", ".join(str(f) for f in folders) if isinstance(folders, list) else "."
             yield doc.problem(at, f"cannot import '{path}': {exc} (python_path: {where})")
             continue
+        django_task = imports.django_task(target)
+        if django_task is not None:
+            problem = imports.django_task_problem(name, django_task)
+            if problem:
+                yield doc.problem(at, f"'{path}' {problem}")
+                continue
+            target = django_task.func
         problem = callable_problem(target)
         if problem:
             yield doc.problem(at, f"'{path}' {problem}")

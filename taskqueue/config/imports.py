@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 
 def add_to_sys_path(folders: Iterable[Path]) -> None:
@@ -53,3 +55,47 @@ def _shadowed(module_name: str) -> str:
         f": '{top}' is the standard library's module ({found}){beside}; give your module another name "
         f"(e.g. {top}_tasks.py) or put it in a package (jobs/{top}.py as jobs.{top})"
     )
+
+
+_DJANGO_READY: list[str] = []  # the settings module this process set Django up with (once)
+
+
+def setup_django(settings: str) -> None:
+    """`django: {settings: ...}`: DJANGO_SETTINGS_MODULE and django.setup(), once per process, before any task
+    is imported (a task module may use models). Raises ImportError with a one-line reason."""
+    if _DJANGO_READY:
+        if _DJANGO_READY[0] != settings:
+            raise ImportError(f"Django is set up already with '{_DJANGO_READY[0]}' in this process")
+        return
+    try:
+        import django
+    except ImportError:
+        raise ImportError("module 'django' not found: pip install 'taskqueue[django]' (Django >= 6)") from None
+    if django.VERSION[0] < 6:
+        raise ImportError(f"Django {django.get_version()} has no django.tasks: taskqueue needs Django >= 6")
+    os.environ["DJANGO_SETTINGS_MODULE"] = settings
+    try:
+        django.setup()
+    except Exception as exc:  # the user's settings raised (or could not be imported): report it, do not crash
+        raise ImportError(f"django.setup() with '{settings}' raised {type(exc).__name__}: {exc}") from exc
+    _DJANGO_READY.append(settings)
+
+
+def django_task(target: object) -> Any | None:
+    """The django.tasks.Task object `target` is (a `@task` function), else None. Never imports Django: a Task
+    exists only if its module was imported already."""
+    tasks = sys.modules.get("django.tasks")
+    task_class = getattr(tasks, "Task", None)
+    return target if task_class is not None and isinstance(target, task_class) else None
+
+
+def django_task_problem(name: str, task: Any) -> str | None:
+    """Why a Django `@task` object cannot be the YAML task `name` (None when it can)."""
+    if task.takes_context:
+        return "is a Django task with takes_context=True, which taskqueue does not support"
+    if name != task.module_path:
+        return (
+            f"is a Django task: the YAML name must be its module path '{task.module_path}' "
+            f"(what Task.enqueue() sends), not '{name}'"
+        )
+    return None

@@ -105,6 +105,11 @@ def build(config: Config, names: Iterable[str] | None = None) -> Registry:
     """Import every declared task (or only those `names`); raises ConfigError naming the task (config.load
     checked them already)."""
     imports.add_to_sys_path(config.python_path)
+    if config.django_settings is not None:
+        try:
+            imports.setup_django(config.django_settings)
+        except ImportError as exc:
+            raise ConfigError([f"{config.source}: django.settings: cannot set up Django: {exc}"]) from None
     found: dict[str, RegisteredTask] = {}
     problems: list[str] = []
     wanted = None if names is None else set(names)
@@ -116,6 +121,13 @@ def build(config: Config, names: Iterable[str] | None = None) -> Registry:
         except ImportError as exc:
             problems.append(f"{config.source}: tasks.{name}.path: cannot import '{task.path}': {exc}")
             continue
+        django_task = imports.django_task(target)
+        if django_task is not None:  # a Django `@task` object: run its function (Task.call would too)
+            problem = imports.django_task_problem(name, django_task)
+            if problem:
+                problems.append(f"{config.source}: tasks.{name}.path: '{task.path}' {problem}")
+                continue
+            target = django_task.func
         problem = checks.callable_problem(target)
         if problem:
             problems.append(f"{config.source}: tasks.{name}.path: '{task.path}' {problem}")

@@ -195,6 +195,8 @@ def _message(path: JsonPath, rule: Any, value: Any, node: Schema, error: Validat
         return f"invalid URL {_show(value)}: it must start with redis://, rediss:// or unix://"
     if rule == "pattern" and path and path[-1] == "path":
         return f"invalid task path {_show(value)}: expected module:attribute, e.g. jobs.email:send_email"
+    if rule == "pattern" and path == ("django", "settings"):
+        return f"invalid settings module {_show(value)}: expected a dotted module name, e.g. mysite.settings"
     if rule in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         sign = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[rule]
         return f"must be {sign} {error.validator_value}, got {_show(value)}"

@@ -23,12 +23,13 @@ class Results(Feature):
     def on_settle(self, outcome: Outcome, task: Any) -> Effect | None:
         if outcome.status == "retry":
             return None  # an attempt that will run again has no result yet
-        value = result_bytes(outcome.status, outcome.value, outcome.error)
+        value = result_bytes(outcome.status, outcome.value, outcome.error, outcome.env.task)
         return ("result", self.keys.result(outcome.env.id), int(task.result_ttl_s * 1000), value)
 
 
-def result_bytes(status: str, value: Any, error: str | None) -> bytes:
-    body = {"status": status, "value": value, "error": error, "finished_at": time.time()}
+def result_bytes(status: str, value: Any, error: str | None, task: str | None = None) -> bytes:
+    """The stored result; `task` names the task, for status() (and the Django backend's get_result)."""
+    body = {"status": status, "value": value, "error": error, "finished_at": time.time(), "task": task}
     try:
         packed: bytes = msgpack.packb(body, use_bin_type=True)
     except (TypeError, ValueError, OverflowError) as exc:

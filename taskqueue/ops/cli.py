@@ -166,3 +166,7 @@ def guarded(args: argparse.Namespace, command: Command) -> int:
 def console_main() -> None:
     """Entry point of the `taskqueue` console script (pip install .)."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":  # `python -m taskqueue.ops.cli ...`: the same CLI, for a venv without the script on PATH
+    console_main()

@@ -149,6 +149,8 @@ def _finished(
         body = msgpack.unpackb(result, raw=False)
         state = FINISHED.get(str(body.get("status")), "failed")
         out = {"id": task_id, "state": state, "finished_at": body.get("finished_at"), "progress": progress}
+        if body.get("task"):
+            out["task"] = body["task"]
         if state in ("failed", "cancelled"):
             out["error"] = body.get("error")
         return out
@@ -253,16 +255,16 @@ def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lo
     kept_ttl = ttl if found is not None and ttl > 0 else ""
     args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, kept_ttl)
     cancel_keys = (keys.cancelled, keys.result(task_id), keys.dead)
-    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, _record("cancelled", "cancelled")))]
+    record = _record("cancelled", "cancelled", found.get("task") if found else None)
+    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, record))]
     if found is None or not int(done):
         return "not_found"  # an unknown id is remembered all the same: should it show up, it will not start
     return "cancelling" if found["state"] == "running" else "cancelled"
 
 
-def _record(status: str, error: str) -> bytes:
-    packed: bytes = msgpack.packb(
-        {"status": status, "value": None, "error": error, "finished_at": time.time()}, use_bin_type=True
-    )
+def _record(status: str, error: str, task: str | None = None) -> bytes:
+    body = {"status": status, "value": None, "error": error, "finished_at": time.time(), "task": task}
+    packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
 
 
