@@ -98,23 +98,31 @@ class DeadRecord:
         )
 
     def encode(self) -> bytes:
-        body = {f: getattr(self, f) for f in self.__slots__}
-        try:
-            packed: bytes = msgpack.packb(body, use_bin_type=True)
-        except UnicodeEncodeError:  # an error text that quotes a broken string: keep it, escaped
-            packed = msgpack.packb({k: envelope.printable(v) for k, v in body.items()}, use_bin_type=True)
-        return packed
+        return _pack_record({f: getattr(self, f) for f in self.__slots__})
 
     @classmethod
     def decode(cls, raw: bytes) -> DeadRecord:
-        body = msgpack.unpackb(raw, raw=False)
-        return cls(**{f: body.get(f) for f in cls.__slots__})
+        return cls(**_unpack_record(raw, cls.__slots__))
 
     def public(self) -> dict[str, Any]:
         """JSON-friendly view (CLI, HTTP)."""
         body = {f: getattr(self, f) for f in self.__slots__ if f != "message"}
         body["message"] = self.message.decode("utf-8", "replace") if self.message[:1] in (b"{", b"[") else None
         return body
+
+
+def _pack_record(body: Mapping[str, Any]) -> bytes:
+    """A dead-letter or failure record as msgpack; an error text that quotes a broken string is kept, escaped."""
+    try:
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+    except UnicodeEncodeError:
+        packed = msgpack.packb({k: envelope.printable(v) for k, v in body.items()}, use_bin_type=True)
+    return packed
+
+
+def _unpack_record(raw: bytes, fields: Sequence[str]) -> dict[str, Any]:
+    body = msgpack.unpackb(raw, raw=False)
+    return {f: body.get(f) for f in fields}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,18 +146,13 @@ class FailureRecord:
         )
 
     def encode(self) -> bytes:
-        body = {f: getattr(self, f) for f in self.__slots__}
-        body["error"] = self.error[:FAILURE_ERROR_CHARS]
-        try:
-            packed: bytes = msgpack.packb(body, use_bin_type=True)
-        except UnicodeEncodeError:  # an error text that quotes a broken string: keep it, escaped
-            packed = msgpack.packb({k: envelope.printable(v) for k, v in body.items()}, use_bin_type=True)
-        return packed
+        return _pack_record(
+            {**{f: getattr(self, f) for f in self.__slots__}, "error": self.error[:FAILURE_ERROR_CHARS]}
+        )
 
     @classmethod
     def decode(cls, raw: bytes) -> FailureRecord:
-        body = msgpack.unpackb(raw, raw=False)
-        return cls(**{f: body.get(f) for f in cls.__slots__})
+        return cls(**_unpack_record(raw, cls.__slots__))
 
     def public(self) -> dict[str, Any]:
         """JSON-friendly view (HTTP): the record, and whether another attempt follows."""
