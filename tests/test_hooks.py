@@ -4,6 +4,7 @@ still held the task; a feature can hold a run back without counting an attempt."
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from taskqueue import envelope
 from taskqueue.config import registry
 from taskqueue.envelope import Envelope
 from taskqueue.features import Feature
+from taskqueue.features.limits import Gate
 from taskqueue.store.broker import Broker
 from taskqueue.worker.worker import Worker
 from tests.test_worker import load_config
@@ -56,19 +58,17 @@ def test_an_effect_applies_only_with_the_ack_of_a_token_still_held(tmp_path: Pat
 
 
 class _NotYet(Feature):
-    """Holds every run of `echo` back once, for 200 ms."""
+    """Gates every run of `echo` behind a rate of 1 start per 200 ms whose window the test fills first: the
+    first look says "not yet", the run waits in Redis and starts once the window has moved on."""
 
-    def __init__(self) -> None:
-        self.seen: set[str] = set()
+    window = "tq:limit:echo:rate0:test"
 
     def wants(self, task: Any) -> bool:
         return True
 
-    def before_start(self, env: Envelope, task: Any) -> float | None:
-        if env.id in self.seen:
-            return None
-        self.seen.add(env.id)
-        return 0.2
+    def admission(self, env: Envelope, task: Any, queue: str) -> Gate:
+        spec = json.dumps({"r": [[self.window, 1, 200]], "why": "test"})
+        return Gate(spec, "tq:limit:echo:waiting:test", None, "rate_limited:default:echo")
 
 
 def test_a_feature_holds_a_run_back_without_counting_an_attempt(tmp_path: Path, redis_url: str) -> None:
@@ -80,6 +80,8 @@ def test_a_feature_holds_a_run_back_without_counting_an_attempt(tmp_path: Path, 
         await broker.publish_tables()
         worker = Worker(cfg, registry.build(cfg), broker, client, "w-hold")
         worker.executor.hooks.features += (_NotYet(),)
+        seconds, micros = await client.time()
+        await client.zadd(_NotYet.window, {"someone": seconds * 1000 + micros // 1000})  # the window is full
         stop, fast_stop = asyncio.Event(), asyncio.Event()
         running = asyncio.create_task(worker.run(stop, fast_stop))
         loop = asyncio.get_running_loop()

@@ -5,8 +5,9 @@ A feature is a `Feature` subclass. The worker asks `wants(task)` once per task n
 wants runs exactly as before, with no Redis command and no Python call of any feature. For a task it
 wants, a feature can
 
-- hold it back before it starts: `before_start(env, task)` returns None (start now) or the seconds to wait;
-  the message then goes to the delayed set without counting an attempt and without keeping a slot;
+- hold it back before it starts: `admission(env, task, queue)` returns None (start now) or a gate that the
+  worker passes through its admit script (features/limits.py: admit.lua); a run the gate refuses leaves the
+  worker for the gate's waiting list, without counting an attempt and without keeping a slot;
 - join its settle step: `on_settle(outcome, task)` returns an `Effect` or None. An effect is a tuple
   `(hook, *args)` that the settle script itself applies — in the same atomic script that acknowledges,
   retries or dead-letters the task, and only if this worker still held it — through the Lua fragment
@@ -51,7 +52,8 @@ class Feature:
         """Does this feature take part in runs of `task` (a TaskConfig)? Asked once per task name."""
         return False
 
-    def before_start(self, env: Envelope, task: Any) -> float | None:
+    def admission(self, env: Envelope, task: Any, queue: str) -> Any | None:
+        """The gate this run must pass in Redis before it starts, or None (most features, most tasks)."""
         return None
 
     def on_settle(self, outcome: Outcome, task: Any) -> Effect | None:
@@ -70,7 +72,7 @@ class Hooks:
         found = self._of.get(name)
         if found is None:
             found = self._of[name] = tuple(f for f in self.features if f.wants(task))
-            overrides = [f for f in found if type(f).before_start is not Feature.before_start]
+            overrides = [f for f in found if type(f).admission is not Feature.admission]
             self._starts[name] = tuple(overrides)
         return found
 
@@ -83,10 +85,13 @@ class Hooks:
         return found
 
     @staticmethod
-    def wait_before_start(starters: tuple[Feature, ...], env: Envelope, task: Any) -> float | None:
-        """The longest wait any of them asks for before this run may start, or None."""
-        waits = [w for f in starters if (w := f.before_start(env, task)) is not None]
-        return max(waits) if waits else None
+    def gate(starters: tuple[Feature, ...], env: Envelope, task: Any, queue: str) -> Any | None:
+        """The first gate any of them asks this run to pass, or None."""
+        for feature in starters:
+            found = feature.admission(env, task, queue)
+            if found is not None:
+                return found
+        return None
 
     @staticmethod
     def settle(

@@ -88,6 +88,9 @@ class Limits(Feature):
             self._gates[(task.name, rate_value, held_value)] = gate
         return gate
 
+    def admission(self, env: Any, task: Any, queue: str) -> Gate:
+        return self.gate(task, env.kwargs, queue)
+
     def holder(self, task_id: str) -> str:
         """This worker's member in a concurrency limit's holders (recognised as stale once its lease is gone)."""
         return f"{self.worker_id}|{task_id}"

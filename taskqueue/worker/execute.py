@@ -30,7 +30,7 @@ from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
 from taskqueue.features.events import Events
-from taskqueue.features.limits import Limits
+from taskqueue.features.limits import Gate, Limits
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
@@ -151,11 +151,8 @@ class Executor:
             held.job = asyncio.create_task(self._guard(item, held, self._bury(item, env, error, "", env.attempt + 1)))
             return
         starters = self.hooks.starters(task.name, task.config)
-        if starters and (wait := self.hooks.wait_before_start(starters, env, task.config)):
-            held.job = asyncio.create_task(self._guard(item, held, self._hold_back(item, env, wait)))
-            return
-        if task.config.limits is not None:
-            held.job = asyncio.create_task(self._guard(item, held, self._admit(item, held, env, task)))
+        if starters and (gate := self.hooks.gate(starters, env, task.config, item.queue)) is not None:
+            held.job = asyncio.create_task(self._guard(item, held, self._admit(item, held, env, task, gate)))
             return
         held.job = asyncio.create_task(self._attempt(item, held, env, task, self._time_limit(held, env, task)))
 
@@ -167,10 +164,11 @@ class Executor:
             self._arm(held.deadline)
         return timeout
 
-    async def _admit(self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask) -> None:
-        """A task under rate or concurrency limits starts only once admit.lua says so; otherwise it waits in
-        Redis, off this worker, without an attempt counted (features/limits.py)."""
-        gate = self.limits.gate(task.config, env.kwargs, item.queue)
+    async def _admit(
+        self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask, gate: Gate
+    ) -> None:
+        """A task a feature gates (rate or concurrency limits) starts only once admit.lua says so; otherwise it
+        waits in Redis, off this worker, without an attempt counted (features/limits.py)."""
         holder = self.limits.holder(env.id)
 
         def admit() -> Awaitable[Admission]:
@@ -476,13 +474,6 @@ class Executor:
             except Exception as exc:  # progress is advice: a lost update is replaced by the next one
                 log.debug("could not record progress: %s", exc)
                 return
-
-    async def _hold_back(self, item: Taken, env: envelope_mod.Envelope, wait: float) -> None:
-        """A feature said "not yet": back to the delayed set, no attempt counted, no slot kept."""
-        push = self.broker.producer.later(item.queue, [item.raw], wait)
-        await self._settle(
-            item.token, lambda: self.broker.retry(self.worker_id, item.token, push, [], []), finished=False
-        )
 
     async def _failed(
         self,
