@@ -48,6 +48,7 @@ async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
     """Re-queue (or dead-letter) everything `worker_id` held; returns (re-queued, dead-lettered)."""
     requeued = buried = 0
     config = broker.config
+    await broker.adopt_claims(worker_id)  # what its idle watchers took and may have started: held like the rest
     for token, member in (await broker.inflight(worker_id)).items():
         queue, raw = split_member(member)
         try:

@@ -50,6 +50,22 @@ def outbox_args(acks: Sequence[bytes], counters: Mapping[str, int], hooked: Hook
     return argv
 
 
+def claims_args(
+    queue_names: Sequence[str], claims: Sequence[Taken], unclaims: Sequence[tuple[str, bytes]]
+) -> list[Any]:
+    """A worker's claims as exchange.lua and retire.lua read them (record_claims in lua/hooks/_prelude.lua)."""
+    if not claims and not unclaims:
+        return [0, 0]  # the busy path: no watcher took anything
+    number = {name: n for n, name in enumerate(queue_names, 1)}
+    argv: list[Any] = [len(claims)]
+    for item in claims:
+        argv += (item.token, number[item.queue], item.raw)
+    argv.append(len(unclaims))
+    for queue, raw in unclaims:
+        argv += (number[queue], raw)
+    return argv
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -202,7 +218,7 @@ class Broker:
         }
         # exchange.lua writes `started` for these tasks (nothing at all is added when there are none)
         evented = config.event_tasks
-        self._started_args = [self.keys.events, max_len, len(evented), *evented] if evented else []
+        self._started_args = [len(evented), self.keys.events, max_len, *evented] if evented else [0]
         for name in config.workflows:  # a workflow's name is enqueued like a task's: to its first step's queue
             tasks[name] = TaskRoute(config.queue_of(name), config.max_payload_bytes, workflow=True)
         routes = Routes(tasks, {q.name: q.max_length for q in config.queues}, max_delay_s=config.max_delay_s)
@@ -221,6 +237,7 @@ class Broker:
             },
         )
         self._retire = client.register_script(scripts.source("retire"))
+        self._adopt = client.register_script(scripts.source("adopt"))
 
     async def exchange(
         self,
@@ -230,13 +247,22 @@ class Broker:
         hooked: Hooked,
         want: int,
         token_base: int,
+        claims: Sequence[Taken] = (),
+        unclaims: Sequence[tuple[str, bytes]] = (),
     ) -> list[Taken]:
-        """Settle finished tokens (with their effects), bump counters and take up to `want` messages: one
-        round trip."""
+        """Record what the worker's watchers claimed, settle finished tokens (with their effects), bump counters
+        and take up to `want` messages: one round trip."""
         acks = await self._settle_excess_acks(worker_id, acks)
-        argv = [want, token_base, *outbox_args(acks, counters, hooked), *self.queue_names, *self._started_args]
-        reply = await self._exchange_call(self._exchange_keys(worker_id), argv)
         names = self.queue_names
+        argv = [
+            want,
+            token_base,
+            *names,
+            *self._started_args,
+            *claims_args(names, claims, unclaims),
+            *outbox_args(acks, counters, hooked),
+        ]
+        reply = await self._exchange_call(self._exchange_keys(worker_id), argv)
         return [Taken(reply[i], names[reply[i + 1] - 1], reply[i + 2]) for i in range(0, len(reply), 3)]
 
     async def _settle_excess_acks(self, worker_id: str, acks: Sequence[bytes]) -> list[bytes]:
@@ -245,12 +271,16 @@ class Broker:
         acks = list(acks)
         while len(acks) > MAX_ACKS_PER_CALL:
             chunk, acks = acks[:MAX_ACKS_PER_CALL], acks[MAX_ACKS_PER_CALL:]
-            argv = [0, 0, *outbox_args(chunk, {}, ()), *self.queue_names]
+            argv = [0, 0, *self.queue_names, 0, 0, 0, *outbox_args(chunk, {}, ())]
             await self._exchange_call(self._exchange_keys(worker_id), argv)
         return acks
 
     def _exchange_keys(self, worker_id: str) -> list[str]:
-        return [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys]
+        return [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys, *self.claim_keys(worker_id)]
+
+    def claim_keys(self, worker_id: str) -> list[str]:
+        """The worker's claim lists, one per queue, in the ready lists' order (its watchers BLMOVE into them)."""
+        return [self.keys.claim(worker_id, q) for q in self.queue_names]
 
     async def _exchange_call(self, keys: list[str], argv: list[Any]) -> Any:
         if self._direct is None or self._direct.busy:
@@ -406,14 +436,18 @@ class Broker:
         return [w.decode() for w in found]
 
     async def unregistered_holders(self, limit: int = 1000) -> list[str]:
-        """Worker ids that have an in-flight hash but no registration (no lease will ever expire for them).
-        A SCAN of the keyspace: for the rare defensive pass of the reaper, not for a hot path."""
+        """Worker ids that have an in-flight hash or a claim list but no registration (no lease will ever expire
+        for them). A SCAN of the keyspace: for the rare defensive pass of the reaper, not for a hot path."""
         prefix = self.keys.inflight("")
         found: list[str] = []
         async for key in self.redis.scan_iter(match=prefix + "*", count=1000, _type="hash"):
             found.append(key.decode()[len(prefix) :])
             if len(found) >= limit:
                 break
+        async for key in self.redis.scan_iter(match=self.keys.claims_prefix + "*", count=1000, _type="list"):
+            holder = self.keys.claim_holder(key.decode())[0]
+            if holder not in found and len(found) < limit:
+                found.append(holder)
         if not found:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -435,14 +469,55 @@ class Broker:
         acks: Sequence[bytes] = (),
         counters: Mapping[str, int] | None = None,
         hooked: Hooked = (),
+        claims: Sequence[Taken] = (),
+        unclaims: Sequence[tuple[str, bytes]] = (),
     ) -> int:
-        """Settle a leaving worker's last tokens, hand back everything else in its in-flight hash and drop its
-        registration, atomically; returns how many messages went back. Also the last step of recovering a
-        dead worker (with nothing to settle), so no path ever removes a lease and leaves its messages."""
+        """Record a leaving worker's last claims, settle its last tokens, hand back everything else in its
+        in-flight hash and claim lists and drop its registration, atomically; returns how many messages went
+        back. Also the last step of recovering a dead worker (with nothing to settle), so no path ever removes
+        a lease and leaves its messages."""
         acks = await self._settle_excess_acks(worker_id, acks)
-        argv = [worker_id, self.keys.queue_prefix, *outbox_args(acks, counters or {}, hooked)]
-        keys = [self.keys.inflight(worker_id), self.keys.stats, self.keys.workers, self.keys.worker(worker_id)]
+        names = self.queue_names
+        argv = [
+            worker_id,
+            self.keys.queue_prefix,
+            *names,
+            *claims_args(names, claims, unclaims),
+            *outbox_args(acks, counters or {}, hooked),
+        ]
+        keys = [
+            self.keys.inflight(worker_id),
+            self.keys.stats,
+            self.keys.workers,
+            self.keys.worker(worker_id),
+            *self.queue_keys,
+            *self.claim_keys(worker_id),
+        ]
         return int(await self._retire(keys=keys, args=argv))
+
+    async def adopt_claims(self, worker_id: str) -> int:
+        """Recovering a dead worker: its claim lists (whatever queues it served) join its in-flight hash, so
+        their lost attempts are counted like the rest (adopt.lua). A SCAN: for recovery, not a hot path."""
+        keys = [key.decode() async for key in self.redis.scan_iter(match=self.keys.claims_of(worker_id) + "*")]
+        if not keys:
+            return 0
+        queues = [self.keys.claim_holder(key)[1] for key in keys]
+        return int(await self._adopt(keys=[self.keys.inflight(worker_id), *keys], args=queues))
+
+    async def claimed(self, worker_id: str) -> dict[str, list[bytes]]:
+        """Queue name -> what this worker's claim list for it holds (for its reconcile after a lost reply)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in self.claim_keys(worker_id):
+                pipe.lrange(key, 0, -1)
+            found = await pipe.execute()
+        return dict(zip(self.queue_names, found, strict=True))
+
+    async def unclaim(self, worker_id: str, unclaims: Sequence[tuple[str, bytes]]) -> None:
+        """Hand claimed messages this worker never received back to the front of their queues (exchange.lua's
+        claim step alone: nothing taken, nothing settled)."""
+        names = self.queue_names
+        argv = [0, 0, *names, 0, *claims_args(names, (), unclaims), *outbox_args((), {}, ())]
+        await self._exchange_call(self._exchange_keys(worker_id), argv)
 
     async def publish_tables(self) -> None:
         """The task and queue tables clients route by (SPEC §8)."""

@@ -3,6 +3,8 @@
 {p}:queue:<name>      list   ready messages; producers LPUSH, workers take from the right (FIFO)
 {p}:delayed           zset   "<queue>|<message>" scored by due time (ms): delays and retries
 {p}:inflight:<worker> hash   token -> "<queue>|<message>" taken by that worker and not yet settled
+{p}:claim:<worker>:<queue>  list  messages that worker's idle watcher moved out of that queue (BLMOVE) and started
+                      at once; its next exchange moves them into its in-flight hash (retire and recovery read it too)
 {p}:workers           zset   worker id -> lease deadline (ms), renewed by the worker's heartbeat
 {p}:worker:<worker>   hash   that worker's host, pid, slots, active tasks (expires with its lease)
 {p}:dead              hash   task id -> dead-letter record (msgpack)
@@ -60,6 +62,23 @@ class Keys:
 
     def inflight(self, worker_id: str) -> str:
         return f"{self.prefix}:inflight:{worker_id}"
+
+    def claim(self, worker_id: str, queue: str) -> str:
+        return f"{self.prefix}:claim:{worker_id}:{queue}"
+
+    @property
+    def claims_prefix(self) -> str:
+        """The start of every claim list (for a SCAN; `claim_holder` reads a key back)."""
+        return f"{self.prefix}:claim:"
+
+    def claims_of(self, worker_id: str) -> str:
+        """The start of every claim list of one worker."""
+        return f"{self.claims_prefix}{worker_id}:"
+
+    def claim_holder(self, key: str) -> tuple[str, str]:
+        """(worker id, queue) of a claim list's key. Queue names hold no ':' (the schema's pattern)."""
+        worker_id, _, queue = key[len(self.claims_prefix) :].rpartition(":")
+        return worker_id, queue
 
     @property
     def workers(self) -> str:

@@ -136,10 +136,11 @@ def _status_once(keys: Keys, task_id: str) -> Lookup:
     finished = _finished(task_id, result, dead, cancelled, shown_progress)
     if finished is not None:
         return finished
-    found = yield from _running(keys, task_id, [_text(w) for w in workers], shown_progress)
+    names = sorted(_text(q) for q in queues)
+    found = yield from _running(keys, task_id, [_text(w) for w in workers], names, shown_progress)
     found = found or (yield from _delayed(keys, task_id))
     found = found or (yield from _waiting(keys, task_id))
-    return found or (yield from _queued(keys, task_id, sorted(_text(q) for q in queues)))
+    return found or (yield from _queued(keys, task_id, names))
 
 
 def _finished(
@@ -171,8 +172,10 @@ def _finished(
     return None
 
 
-def _running(keys: Keys, task_id: str, workers: list[str], progress: dict[str, Any] | None) -> Lookup:
-    """In the in-flight hash of a live worker (as many entries as it has slots): all in one pipeline."""
+def _running(
+    keys: Keys, task_id: str, workers: list[str], queues: list[str], progress: dict[str, Any] | None
+) -> Lookup:
+    """In the in-flight hash or a claim list of a live worker (as many entries as it has slots): two pipelines."""
     if not workers:
         return None
     held = yield [("HVALS", keys.inflight(worker)) for worker in workers]
@@ -183,6 +186,13 @@ def _running(keys: Keys, task_id: str, workers: list[str], progress: dict[str, A
                 continue
             queue, raw = split_member(member)
             if (env := _is(raw, task_id)) is not None:
+                return _seen(env, "running", queue, worker=worker, progress=progress)
+    # or just taken by an idle worker's watcher, not yet in its in-flight hash (a moment: found if still there)
+    claimed = [(worker, queue) for worker in workers for queue in queues]
+    lists = yield [("LRANGE", keys.claim(worker, queue), 0, -1) for worker, queue in claimed]
+    for (worker, queue), raws in zip(claimed, lists, strict=True):
+        for raw in raws:
+            if needle in raw and (env := _is(raw, task_id)) is not None:
                 return _seen(env, "running", queue, worker=worker, progress=progress)
     return None
 

@@ -53,6 +53,7 @@ class PendingReader:
     def read(self, horizon_ms: int) -> Pending:
         k = self.keys
         script_keys = [k.delayed, k.limits_waiting, k.workers, *(k.queue(q) for q in self.queues)]
-        due, delayed, waiting, inflight, *ready = self._script(keys=script_keys, args=[k.inflight(""), horizon_ms])
+        args = [k.inflight(""), horizon_ms, k.claims_prefix, *self.queues]
+        due, delayed, waiting, inflight, *ready = self._script(keys=script_keys, args=args)
         per_queue = dict(zip(self.queues, map(int, ready), strict=True))
         return Pending(per_queue, int(due), int(delayed), int(waiting), int(inflight))

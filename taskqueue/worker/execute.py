@@ -90,6 +90,11 @@ class Executor:
         self.held: dict[bytes, Held] = {}
         self.acks: list[bytes] = []  # finished tokens whose settle has no effects: one HDEL for all
         self.hooked: list[tuple[bytes, list[Effect]]] = []  # finished tokens with their effects
+        # Claims (worker.py `_watch`): started at once, recorded in the in-flight hash by the next exchange.
+        # Until then no other script may touch their token (`_recorded`).
+        self.claims: list[Taken] = []
+        self.unclaims: list[tuple[str, bytes]] = []  # claimed with no slot free: back to the queue's front
+        self._unrecorded: dict[bytes, asyncio.Event] = {}
         self.counters: collections.Counter[str] = collections.Counter()
         self.exit_code = 0
         # what max_tasks_per_child counts: tasks settled here (acked, retried, rate limited by their body, or
@@ -118,7 +123,28 @@ class Executor:
         set_progress_sink(self._progress_from_any_thread)
 
     def pending_outbox(self) -> bool:
-        return bool(self.acks or self.counters or self.hooked)
+        return bool(self.acks or self.counters or self.hooked or self.claims or self.unclaims)
+
+    def claim(self, item: Taken) -> None:
+        """Start a message a watcher moved into this worker's claim list; the next exchange records it."""
+        self.claims.append(item)
+        self._unrecorded[item.token] = asyncio.Event()
+        self.wake.set()
+        self.start(item)
+
+    def recorded(self, claims: Iterable[Taken]) -> None:
+        """The exchange that carried these claims succeeded: their tokens are in the in-flight hash now."""
+        for item in claims:
+            done = self._unrecorded.pop(item.token, None)
+            if done is not None:
+                done.set()
+
+    async def _recorded(self, token: bytes) -> None:
+        """Before a script of its own settles a claimed token: wait until the exchange recorded it."""
+        done = self._unrecorded.get(token)
+        if done is not None:
+            self.wake.set()
+            await done.wait()
 
     def unsent(self) -> set[bytes]:
         """Tokens that finished here and wait for the next exchange to be acknowledged."""
@@ -183,6 +209,7 @@ class Executor:
                 holder=holder,
             )
 
+        await self._recorded(item.token)
         admission = await ride_out(admit, "admitting a limited task")
         if admission.verdict == "start":
             await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
@@ -346,6 +373,7 @@ class Executor:
             log.exception("could not quarantine a message; it goes back when this worker stops")
 
     async def _give_back(self, token: bytes, held: Held) -> None:
+        await self._recorded(token)
         await ride_out(lambda: self.broker.requeue(self.worker_id, token, held.queue, held.raw), "handing back a task")
         self.wake.set()
 
@@ -606,6 +634,7 @@ class Executor:
     async def _settle(self, token: bytes, script: Callable[[], Awaitable[bool]], *, finished: bool = True) -> None:
         """Run a retry/bury script, riding out a Redis outage; the message stays held until it lands.
         A held-back message (`finished=False`) did not run: it does not count towards max_tasks_per_child."""
+        await self._recorded(token)
         await ride_out(script, "settling a task")
         self.held.pop(token, None)
         if finished:

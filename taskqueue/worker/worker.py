@@ -7,6 +7,7 @@ the tasks themselves is `taskqueue.execute`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -64,7 +65,7 @@ class Worker:
         self.config = config
         self.registry = registry
         self.broker = broker
-        self.watch = watch  # connections that may block (BLMOVE), apart from the broker's
+        self.watch = watch  # connections that may block (BLMOVE into our claim lists), apart from the broker's
         self.id = worker_id
         # The runner that started us (given by it: a parent that died before we looked is pid 1 already).
         self.runner_pid = runner_pid if runner_pid is not None else os.getppid()
@@ -100,8 +101,7 @@ class Worker:
         pump = asyncio.create_task(self._pump())
         helpers.append(asyncio.create_task(self._heartbeat()))
         helpers += [asyncio.create_task(self._watch(q)) for q in self.broker.queue_names]
-        self.armed.set()
-        self.wake.set()
+        self.wake.set()  # the pump's first exchange arms the watchers if the queues are dry (strict priority)
         await _first(stop, self.recycling)
         self.stopping = True  # the pump takes nothing more; it keeps acknowledging what finishes
         self.wake.set()
@@ -183,7 +183,7 @@ class Worker:
         reached, the registration stays and its lease expires: recovery then brings the messages back."""
         out = self.executor
         try:
-            handed = await self.broker.retire(self.id, out.acks, out.counters, out.hooked)
+            handed = await self.broker.retire(self.id, out.acks, out.counters, out.hooked, out.claims, out.unclaims)
         except RedisError as exc:
             log.warning(
                 "could not hand back this worker's tasks (%s); they return when its lease expires (%.1fs)",
@@ -194,6 +194,8 @@ class Worker:
             return
         out.acks, out.hooked = [], []
         out.counters.clear()
+        out.recorded(out.claims)
+        out.claims, out.unclaims = [], []
         for held in self.executor.held.values():  # one line per task we were running, with its id
             task_id, task = envelope.identify(held.raw)
             log.info(
@@ -259,20 +261,36 @@ class Worker:
 
     # ---- taking work -------------------------------------------------------------------------------
     async def _watch(self, queue: str) -> None:
-        """Block on one ready list without taking anything (BLMOVE q q: a no-op move) until it has work."""
-        key = self.broker.keys.queue(queue)
+        """While the queues are dry: block on one ready list, and take what arrives straight into this worker's
+        claim list for it (BLMOVE), so it starts now; the pump's next exchange records it in the in-flight
+        hash and takes whatever else is ready. An idle worker starts a task one round trip after its push."""
+        key, claims = self.broker.keys.queue(queue), self.broker.keys.claim(self.id, queue)
         while True:
             raise_if_cancelled()
             await self.armed.wait()
             try:
-                found = await self.watch.blmove(key, key, WATCH_BLOCK_S, "RIGHT", "RIGHT")
+                found = await self.watch.blmove(key, claims, WATCH_BLOCK_S, "RIGHT", "LEFT")
             except RedisError as exc:
                 outage.failed(f"watching queue {queue}", exc)
+                self._pump_failed = True  # a reply may be lost with a message in our claim list: reconcile
                 await asyncio.sleep(0.5)
-                found = True  # let the pump find out whether Redis is back
+                self.wake.set()  # let the pump find out whether Redis is back
+                continue
             if found is not None:
                 self.armed.clear()
-                self.wake.set()
+                self._claimed(queue, found)
+
+    def _claimed(self, queue: str, raw: bytes) -> None:
+        out = self.executor
+        free = self.slots - len(out.held)
+        if self.max_tasks is not None:
+            free = min(free, self.max_tasks - out.finished - len(out.held))
+        if self.stopping or free <= 0:  # another queue's watcher filled the last slot first
+            out.unclaims.append((queue, raw))
+            self.wake.set()
+            return
+        self.tokens += 1
+        out.claim(Taken(str(self.tokens).encode(), queue, raw))
 
     async def _pump(self) -> None:
         """The worker's single conversation about task state: ack, count, take (one round trip each time)."""
@@ -316,27 +334,45 @@ class Worker:
 
     async def _exchange(self, want: int) -> list[Taken]:
         out = self.executor
-        acks, counters, hooked = out.acks, dict(out.counters), out.hooked
-        out.acks, out.hooked = [], []
+        acks, counters, hooked, claims, unclaims = out.acks, dict(out.counters), out.hooked, out.claims, out.unclaims
+        out.acks, out.hooked, out.claims, out.unclaims = [], [], [], []
         out.counters.clear()
         base = self.tokens
         self.tokens += want
         try:
-            return await self.broker.exchange(self.id, acks, counters, hooked, want, base)
+            taken = await self.broker.exchange(self.id, acks, counters, hooked, want, base, claims, unclaims)
         except BaseException:
             out.acks = acks + out.acks  # not settled yet: keep them for the next round
             out.hooked = hooked + out.hooked
+            out.claims = claims + out.claims
+            out.unclaims = unclaims + out.unclaims
             out.counters.update(counters)
             raise
+        if claims:
+            out.recorded(claims)
+        return taken
 
     async def _reconcile(self) -> None:
         """After a failed round trip, hand back messages Redis recorded for us that we never received
-        (the script ran but its reply was lost). Finished tasks whose ack is still pending are ours."""
+        (the script ran but its reply was lost; or a watcher's BLMOVE moved one into our claim list and its
+        reply was lost). Finished tasks whose ack is still pending are ours, and so are claims not yet recorded."""
         for token, member in (await self.broker.inflight(self.id)).items():
             # checked now, not before an await: a task may finish (its ack still pending) at any await
             if token not in self.executor.held and token not in self.executor.unsent():
                 queue, raw = split_member(member)
                 await self.broker.requeue(self.id, token, queue, raw)
+        in_claim_lists = await self.broker.claimed(self.id)
+        mine = collections.Counter((item.queue, item.raw) for item in self.executor.claims)  # after the await
+        mine.update(self.executor.unclaims)
+        strays: list[tuple[str, bytes]] = []
+        for queue, found in in_claim_lists.items():
+            for raw in found:
+                if mine[(queue, raw)] > 0:
+                    mine[(queue, raw)] -= 1
+                else:
+                    strays.append((queue, raw))
+        if strays:
+            await self.broker.unclaim(self.id, strays)
 
 
 async def _first(*events: asyncio.Event) -> None:

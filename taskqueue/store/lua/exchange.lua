@@ -1,28 +1,38 @@
--- A worker's one round trip: settle finished tasks, count them, and take up to N new ones.
+-- A worker's one round trip: record its claims, settle finished tasks, count them, and take up to N new ones.
 -- Strict priority: a lower queue is read only when every higher one is empty.
 -- KEYS[1] = this worker's in-flight hash ({p}:inflight:<worker>)
 -- KEYS[2] = stats hash ({p}:stats)
--- KEYS[3..] = ready lists, highest priority first
+-- KEYS[3 .. 2+Q] = ready lists, highest priority first; KEYS[3+Q .. 2+2Q] = this worker's claim lists
+-- ({p}:claim:<worker>:<queue>), in the same order
 -- ARGV[1] = N, most messages to take (free slots)
 -- ARGV[2] = token base: taken messages get tokens base+1 .. base+n
--- ARGV[3..] = the outbox (settle_outbox in hooks/_prelude.lua): A tokens to acknowledge, C counters,
--- B tokens with their effects
--- then one queue name per ready list in KEYS[3..], in the same order
--- then, only when some task of this worker's configuration has events on (SPEC §13): the events stream key,
--- its max_len, E and E task names: a taken message of one of them gets its `started` event here, atomically
--- with the take (its name, id and attempt are read from the message only then)
--- Returns a flat array: token, queue index (1-based, into KEYS[3..]), message, token, ...
+-- ARGV[3 .. 2+Q] = the queue names, in the same order
+-- ARGV[3+Q] = E: how many task names follow that have events on (SPEC §13), 0 when none; then the events
+-- stream key, its max_len and the E names: a message of one of them, taken or claimed, gets its `started` event
+-- here, atomically with the take (its name, id and attempt are read from the message only then)
+-- then the claims (record_claims in hooks/_prelude.lua), then the outbox (settle_outbox): A tokens to
+-- acknowledge, C counters, B tokens with their effects
+-- Returns a flat array: token, queue index (1-based, into the ready lists), message, token, ...
 local n = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
-local i = settle_outbox(KEYS[1], KEYS[2], ARGV, 3)
-local e = i + #KEYS - 2
-local stream = ARGV[e]
-local evented = nil
-if stream then
+local q_count = (#KEYS - 2) / 2
+local ready, claims, names = {}, {}, {}
+for q = 1, q_count do
+  ready[q] = KEYS[2 + q]
+  claims[q] = KEYS[2 + q_count + q]
+  names[q] = ARGV[2 + q]
+end
+local e = 3 + q_count
+local evented_count = tonumber(ARGV[e])
+local stream, max_len, evented = nil, nil, nil
+local i = e + 1
+if evented_count > 0 then
+  stream, max_len = ARGV[e + 1], ARGV[e + 2]
   evented = {}
-  for k = e + 3, e + 2 + tonumber(ARGV[e + 2]) do
+  for k = e + 3, e + 2 + evented_count do
     evented[ARGV[k]] = true
   end
+  i = e + 3 + evented_count
 end
 
 local started_count = 0
@@ -44,27 +54,30 @@ local function started(queue, message)
     fields[#fields + 1] = 'workflow'
     fields[#fields + 1] = workflow
   end
-  emit_event(stream, ARGV[e + 1], nil, fields)
+  emit_event(stream, max_len, nil, fields)
   started_count = started_count + 1
 end
+
+i = record_claims(KEYS[1], ready, claims, names, ARGV, i, evented and started)
+settle_outbox(KEYS[1], KEYS[2], ARGV, i)
 
 local out = {}
 local held = {}
 local got = 0
-for q = 3, #KEYS do
+for q = 1, q_count do
   if got >= n then
     break
   end
-  local messages = redis.call('RPOP', KEYS[q], n - got)
+  local messages = redis.call('RPOP', ready[q], n - got)
   if messages then
-    local queue = ARGV[i + q - 3]
+    local queue = names[q]
     for _, message in ipairs(messages) do
       got = got + 1
       local token = tostring(base + got)
       held[#held + 1] = token
       held[#held + 1] = queue .. '|' .. message
       out[#out + 1] = token
-      out[#out + 1] = q - 2
+      out[#out + 1] = q
       out[#out + 1] = message
       if evented then
         started(queue, message)

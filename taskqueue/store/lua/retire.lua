@@ -1,17 +1,35 @@
--- A worker leaves (it stops, or it was found dead): settle its last acks and counters, hand every message
--- still in its in-flight hash back to the front of its queue, and drop its registration, all at once, so
--- there is never an in-flight hash without a lease that would expire and bring it back.
--- KEYS[1] = its in-flight hash, KEYS[2] = stats hash, KEYS[3] = workers zset, KEYS[4] = its info hash
--- ARGV[1] = worker id, ARGV[2] = ready-list key prefix ({p}:queue:)
--- ARGV[3..] = its outbox (settle_outbox in hooks/_prelude.lua)
+-- A worker leaves (it stops, or it was found dead): record its last claims, settle its last acks and counters,
+-- hand every message still in its in-flight hash or its claim lists back to the front of its queue, and drop
+-- its registration, all at once, so there is never an in-flight hash or a claim list without a lease that
+-- would expire and bring it back.
+-- KEYS[1] = its in-flight hash, KEYS[2] = stats hash, KEYS[3] = workers zset, KEYS[4] = its info hash,
+-- KEYS[5 .. 4+Q] = ready lists, KEYS[5+Q .. 4+2Q] = its claim lists for them, in the same order
+-- ARGV[1] = worker id, ARGV[2] = ready-list key prefix ({p}:queue:), ARGV[3 .. 2+Q] = the queue names
+-- then its claims (record_claims in hooks/_prelude.lua), then its outbox (settle_outbox)
 -- Returns the number of messages handed back.
-settle_outbox(KEYS[1], KEYS[2], ARGV, 3)
+local q_count = (#KEYS - 4) / 2
+local ready, claims, names = {}, {}, {}
+for q = 1, q_count do
+  ready[q] = KEYS[4 + q]
+  claims[q] = KEYS[4 + q_count + q]
+  names[q] = ARGV[2 + q]
+end
+local i = record_claims(KEYS[1], ready, claims, names, ARGV, 3 + q_count, nil)
+settle_outbox(KEYS[1], KEYS[2], ARGV, i)
 local held = redis.call('HGETALL', KEYS[1])
 for h = 2, #held, 2 do
   local member = held[h]
   local bar = string.find(member, '|', 1, true)
   redis.call('RPUSH', ARGV[2] .. string.sub(member, 1, bar - 1), string.sub(member, bar + 1))
 end
-redis.call('DEL', KEYS[1], KEYS[4])
+local handed = #held / 2
+for q = 1, q_count do -- taken by a watcher whose reply never arrived: the oldest ends up in front
+  local left = redis.call('LRANGE', claims[q], 0, -1)
+  for _, message in ipairs(left) do
+    redis.call('RPUSH', ready[q], message)
+  end
+  handed = handed + #left
+end
+redis.call('DEL', KEYS[1], KEYS[4], unpack(claims))
 redis.call('ZREM', KEYS[3], ARGV[1])
-return #held / 2
+return handed

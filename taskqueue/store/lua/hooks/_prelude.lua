@@ -1,4 +1,4 @@
--- The settle scripts (exchange, retire, retry, bury) start with this (and settle_outbox below), then every lua/hooks/<name>.lua:
+-- The settle scripts (exchange, retire, retry, bury) start with this (and record_claims, settle_outbox below), then every lua/hooks/<name>.lua:
 -- each fragment adds `hooks.<name> = function(argv, i) ... return next_i end`, which applies one effect
 -- whose arguments start at argv[i]. A settle script calls apply_effects(ARGV, i) where ARGV[i] is the
 -- number of effects, each given as its hook name and then its own arguments; it returns the index after.
@@ -29,6 +29,40 @@ local function skip_effects(argv, i)
       n = 1 + tonumber(argv[i + 1]) -- a variable count: its first argument says how many follow
     end
     i = i + 1 + n
+  end
+  return i
+end
+
+-- A worker's claims, as exchange.lua and retire.lua receive them, starting at argv[i]: messages its idle
+-- watchers moved with BLMOVE from a ready list into the worker's claim list for that queue and started at
+-- once (worker.py), so an idle worker starts a task one round trip after it was pushed, not two.
+-- K, then K times a token, a queue number (1-based, into `ready`, `claims` and `names`) and the message:
+-- each one still in its claim list moves into the in-flight hash under its token (`on_claim(queue name,
+-- message)` is called for it); one no longer there was handed back meanwhile and runs elsewhere too.
+-- Then U, and U times a queue number and a message: taken with no slot free, back to the front of its ready
+-- list. They come before the outbox, so a claimed task that finished already settles in the same call.
+-- Returns the index after them.
+local function record_claims(inflight, ready, claims, names, argv, i, on_claim)
+  local k = tonumber(argv[i])
+  i = i + 1
+  for _ = 1, k do
+    local q = tonumber(argv[i + 1])
+    if redis.call('LREM', claims[q], 1, argv[i + 2]) == 1 then
+      redis.call('HSET', inflight, argv[i], names[q] .. '|' .. argv[i + 2])
+      if on_claim then
+        on_claim(names[q], argv[i + 2])
+      end
+    end
+    i = i + 3
+  end
+  local u = tonumber(argv[i])
+  i = i + 1
+  for _ = 1, u do
+    local q = tonumber(argv[i])
+    if redis.call('LREM', claims[q], 1, argv[i + 1]) == 1 then
+      redis.call('RPUSH', ready[q], argv[i + 1])
+    end
+    i = i + 2
   end
   return i
 end

@@ -1,0 +1,260 @@
+"""The idle path (worker.py `_watch`): a dry worker's watcher moves what arrives into its claim list and starts
+it at once. Nothing claimed is ever lost: the next exchange records it, retirement hands back what was not
+recorded, recovery of a dead worker counts its lost attempt, and the orphan pass finds a claim list nobody holds.
+One worker in-process against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from taskqueue import envelope
+from taskqueue.config import registry
+from taskqueue.runner import recovery
+from taskqueue.store.broker import Broker
+from taskqueue.worker.worker import Worker
+from tests.test_worker import load_config
+
+CONFIG = """
+redis: {url: "REDIS_URL"}
+python_path: ["HERE"]
+tasks:
+  record: {path: "testjobs.tasks:arecord", result_ttl: 0}
+  held: {path: "testjobs.tasks:agated", result_ttl: 0}
+workers: {initial_count: 1, max_concurrent_tasks: SLOTS, shutdown_grace_period: 100ms}
+http: {enabled: false}
+"""
+
+PRIORITIES = """
+redis: {url: "REDIS_URL"}
+python_path: ["HERE"]
+tasks:
+  order: {path: "testjobs.tasks:order", result_ttl: 0}
+queues: {high: {priority: 10}, default: {priority: 5}, low: {priority: 1}}
+workers: {initial_count: 1, max_concurrent_tasks: 1}
+http: {enabled: false}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _tasks_redis(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_REDIS_URL", redis_url)  # where testjobs' task bodies record their runs
+
+
+async def until(check: Any, what: str, seconds: float = 10.0) -> None:
+    """Poll an async condition every 10 ms, at most `seconds`."""
+    for _ in range(int(seconds * 100)):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_path: Path, redis_url: str) -> None:
+    """Once the queues ran dry, a pushed task starts on the watcher's BLMOVE alone: here every exchange after
+    the first never answers, and the task still runs; the exchange that finally answers records the claim,
+    so nothing is left in the claim list or the in-flight hash."""
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "5"))
+
+    async def scenario() -> tuple[int, int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-idle")
+        real_exchange = broker.exchange
+        answer = asyncio.Event()
+        calls = 0
+
+        async def slow_exchange(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await answer.wait()
+            return await real_exchange(*args)
+
+        broker.exchange = slow_exchange  # type: ignore[method-assign,assignment]
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await until(lambda: _true(worker.armed.is_set()), "the first exchange to find the queues dry")
+        await client.lpush(broker.keys.queue("default"), envelope.new("record", (7,)).encode())
+        await until(lambda: client.hexists("test:runs", "7"), "the claimed task to run")
+        claimed = int(await client.llen(broker.keys.claim("w-idle", "default")))  # not recorded yet
+        answer.set()
+        await until(lambda: _true(not worker.executor.pending_outbox()), "the exchange to record and ack it")
+        left = int(await client.llen(broker.keys.claim("w-idle", "default")))
+        inflight = int(await client.hlen(broker.keys.inflight("w-idle")))
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        await broker.close()
+        await client.aclose()
+        return calls, claimed, left, inflight
+
+    calls, claimed, left, inflight = asyncio.run(scenario())
+    assert calls >= 2 and claimed == 1  # it ran while its exchange was still unanswered
+    assert (left, inflight) == (0, 0)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_a_stopping_worker_hands_back_its_unrecorded_claims_and_strays(tmp_path: Path, redis_url: str) -> None:
+    """Retirement records the claims of tasks that are running (then hands them back, as it does every
+    unfinished task) and hands back what is in a claim list but never reached the worker (a lost reply)."""
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "5"))
+
+    async def scenario() -> tuple[list[Any], int, int, bool]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-stop")
+        queue, claims = broker.keys.queue("default"), broker.keys.claim("w-stop", "default")
+        real_exchange = broker.exchange
+        answer = asyncio.Event()
+        calls = 0
+
+        async def slow_exchange(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                await answer.wait()  # never: the claim stays unrecorded until retirement
+            return await real_exchange(*args)
+
+        broker.exchange = slow_exchange  # type: ignore[method-assign,assignment]
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await until(lambda: _true(worker.armed.is_set()), "the queues to be dry")
+        await client.lpush(queue, envelope.new("held", (1,), {"gate": "test:never"}).encode())
+        await until(lambda: _true(len(worker.executor.held) == 1), "the claimed task to start")
+        await client.lpush(claims, envelope.new("record", ("stray",)).encode())  # moved, reply never read
+        stop.set()
+        code = await asyncio.wait_for(running, timeout=20)
+        queued: list[Any] = await client.lrange(queue, 0, -1)
+        inflight = int(await client.hlen(broker.keys.inflight("w-stop")))
+        left = int(await client.exists(claims))
+        registered = await client.zscore(broker.keys.workers, "w-stop") is not None
+        await broker.close()
+        await client.aclose()
+        assert code == 0
+        return queued, inflight, left, registered
+
+    queued, inflight, left, registered = asyncio.run(scenario())
+    args = sorted(str(envelope.decode(raw, 1 << 20).args[0]) for raw in queued)
+    assert args == ["1", "stray"]
+    assert (inflight, left, registered) == (0, 0, False)
+
+
+def test_recovering_a_dead_worker_counts_the_lost_attempt_of_what_it_had_claimed(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """A worker SIGKILLed right after its watcher's BLMOVE: the claimed message was maybe running, so recovery
+    counts its attempt, like any message in the in-flight hash, and re-queues it (a task that keeps killing
+    its worker this way still ends dead-lettered)."""
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "5"))
+
+    async def scenario() -> tuple[tuple[int, int], list[Any], int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        await client.zadd(broker.keys.workers, {"w-dead": 1})  # a lease long expired
+        await client.lpush(broker.keys.claim("w-dead", "default"), envelope.new("record", (3,)).encode())
+        await client.lpush(broker.keys.claim("w-dead", "elsewhere"), envelope.new("record", (4,)).encode())
+        counts = await recovery.recover_worker(broker, "w-dead")
+        queued: list[Any] = await client.lrange(broker.keys.queue("default"), 0, -1)
+        queued += await client.lrange(broker.keys.queue("elsewhere"), 0, -1)
+        keys = len([k async for k in client.scan_iter(match=broker.keys.claims_prefix + "*")])
+        inflight = int(await client.hlen(broker.keys.inflight("w-dead")))
+        await broker.close()
+        await client.aclose()
+        return counts, queued, keys, inflight
+
+    counts, queued, keys, inflight = asyncio.run(scenario())
+    assert counts == (2, 0)
+    decoded = sorted((envelope.decode(raw, 1 << 20).args[0], envelope.decode(raw, 1 << 20).attempt) for raw in queued)
+    assert decoded == [(3, 1), (4, 1)]  # each back in the queue it was claimed from, its lost attempt counted
+    assert (keys, inflight) == (0, 0)
+
+
+def test_a_claim_list_without_a_registration_is_recovered_by_the_orphan_pass(tmp_path: Path, redis_url: str) -> None:
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "5"))
+
+    async def scenario() -> tuple[int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        await client.lpush(broker.keys.claim("w-gone", "default"), envelope.new("record", (5,)).encode())
+        await client.lpush(broker.keys.claim("w-here", "default"), envelope.new("record", (6,)).encode())
+        await client.zadd(broker.keys.workers, {"w-here": 2**40})
+        watch = recovery.OrphanWatch()
+        first, second = await watch.check(broker), await watch.check(broker)
+        queued = int(await client.llen(broker.keys.queue("default")))
+        await broker.close()
+        await client.aclose()
+        return first, second, queued
+
+    assert asyncio.run(scenario()) == (0, 1, 1)  # only the unregistered one, on the second look
+
+
+def test_a_claim_with_no_slot_free_goes_back_to_the_front_of_its_queue(tmp_path: Path, redis_url: str) -> None:
+    """Each queue has its own watcher: with one slot, two may both take a message. The second is not started
+    beyond the slots; the next exchange puts it back in front of its queue, where the worker takes it later."""
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "1"))
+
+    async def scenario() -> tuple[list[str], int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-full")
+        queue, claims = broker.keys.queue("default"), broker.keys.claim("w-full", "default")
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await until(lambda: _true(worker.armed.is_set()), "the queues to be dry")
+        await client.lpush(queue, envelope.new("held", (1,), {"gate": "test:open"}).encode())
+        await until(lambda: _true(len(worker.executor.held) == 1), "the first claim to start")
+        second = envelope.new("record", (2,)).encode()
+        await client.lpush(claims, second)  # as another queue's watcher would, at the same moment
+        worker._claimed("default", second)
+        most = len(worker.executor.held)
+        await until(lambda: client.exists(queue), "the second claim to go back to its queue")
+        await client.set("test:open", 1)
+        await until(lambda: client.hexists("test:runs", "2"), "the second task to run in its turn")
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        ran: list[Any] = await client.hkeys("test:runs")
+        runs = sorted(k.decode() for k in ran)
+        left = int(await client.exists(claims))
+        await broker.close()
+        await client.aclose()
+        return runs, most, left
+
+    runs, most, left = asyncio.run(scenario())
+    assert (runs, most, left) == (["1", "2"], 1, 0)
+
+
+def test_the_watchers_keep_strict_priority_when_work_is_already_queued(tmp_path: Path, redis_url: str) -> None:
+    """At start, with every queue full, the pump's first exchange takes in priority order: the watchers are
+    armed only once the queues ran dry, so none claims a low-priority message ahead of the high ones."""
+    cfg = load_config(tmp_path, redis_url, PRIORITIES)
+
+    async def scenario() -> list[Any]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        await client.lpush(broker.keys.queue("low"), envelope.new("order", ("low",)).encode())
+        await client.lpush(
+            broker.keys.queue("high"), *[envelope.new("order", (f"high{n}",)).encode() for n in range(3)]
+        )
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-prio")
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await until(lambda: _orders(client, 4), "all four to run")
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        order: list[Any] = await client.lrange("test:order", 0, -1)
+        await broker.close()
+        await client.aclose()
+        return order
+
+    assert asyncio.run(scenario())[-1] == b"low"
+
+
+async def _orders(client: Any, n: int) -> bool:
+    return int(await client.llen("test:order")) >= n
