@@ -54,7 +54,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULT_SLOTS,
         metavar="C",
         help="tasks at once per worker process (default %(default)s): taskqueue's workers.max_concurrent_tasks in "
-        "every figure that runs a worker",
+        "every figure that runs a worker, and each peer's threads / async slots per worker process",
+    )
+    parser.add_argument(
+        "--peers-own-settings",
+        action="store_true",
+        help="with --peers: also run the worker figures at each peer's own best documented setting where it differs "
+        "from C (extra rows, never compared with taskqueue)",
     )
     parser.add_argument("--peers-only", action="store_true", help="with --peers: skip taskqueue's own figures")
     parser.add_argument("--peers-fresh", action="store_true", help="with --peers: delete and rebuild the venvs")
@@ -66,8 +72,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if unknown or not names:
             parser.error(f"--peers: unknown {unknown}; known: all or {','.join(venvs.PEERS)}")
         args.peer_names = list(dict.fromkeys(names))
-    elif args.peers_only or args.peers_fresh:
-        parser.error("--peers-only and --peers-fresh need --peers")
+    elif args.peers_only or args.peers_fresh or args.peers_own_settings:
+        parser.error("--peers-only, --peers-fresh and --peers-own-settings need --peers")
     if not 1 <= args.slots <= 1000:
         parser.error("--slots must be between 1 and 1000")
     try:
@@ -151,6 +157,9 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "repeat": args.repeat,
         "figures": sorted(args.figure_set),
         "slots": args.slots,
+        "fairness": f"every figure that runs a worker: taskqueue at workers.max_concurrent_tasks = {args.slots}, each "
+        f"peer at {args.slots} tasks at once per worker process (threads or async slots; rq: 1 by design)",
+        "peers_own_settings": args.peers_own_settings,
         "sync_variants": not args.no_sync,
         "poll_s": figures.POLL_S,
         "enqueue_many_chunk": figures.CHUNK,
@@ -181,12 +190,16 @@ def show(runs: list[dict[str, Any]], n: int, slots: int) -> dict[str, float]:
 
 def show_peers(peers: harness.Harness, ours: dict[str, float] | None) -> list[dict[str, Any]]:
     """Print the comparison table and its legend; returns the rows (kept in the JSON)."""
-    rows = harness.comparison(ours, {p.name: p.medians() for p in peers.peers if p.error is None})
+    rule = harness.fairness(peers.peers, peers.concurrency)
+    rows = harness.comparison(ours, {p.name: p.medians() for p in peers.peers if p.error is None}, rule)
     names = [p.name for p in peers.peers]
     print()
-    print("comparison with the peers (medians; same private redis-server, same invocation)")
+    print(
+        f"comparison with the peers at C = {peers.concurrency} tasks at once per worker process, for taskqueue and "
+        "every peer (medians; same private redis-server, same invocation)"
+    )
     print(harness.render(rows, names, harness.missing_cells(peers.peers)))
-    print(harness.legend(peers.peers))
+    print(harness.legend(peers.peers, rule))
     return rows
 
 
@@ -256,7 +269,17 @@ def main(argv: list[str] | None = None) -> int:
         facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
     server = RedisServer(folder / "redis")
     ctx = Context(server, pex, folder, args.n, say, events=args.events, slots=args.slots)
-    peers = harness.Harness(server, folder, args.n, say, args.peer_names, args.figure_set, fresh=args.peers_fresh)
+    peers = harness.Harness(
+        server,
+        folder,
+        args.n,
+        say,
+        args.peer_names,
+        args.figure_set,
+        fresh=args.peers_fresh,
+        concurrency=args.slots,
+        own_settings=args.peers_own_settings,
+    )
     runs, failed = measure(args, ctx, peers, facts)
     median = show(runs, args.n, args.slots) if own else {}
     if args.peer_names:
