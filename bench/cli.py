@@ -21,6 +21,7 @@ from bench import figures, report
 from bench.figures import Context, Details, Metrics
 from bench.peers import harness, venvs
 from bench.redisserver import RedisServer
+from bench.tqrunner import DEFAULT_SLOTS
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL_FIGURES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
@@ -47,6 +48,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help=f"also run the peers (all, or a comma-separated subset of {','.join(venvs.PEERS)}), each in its "
         "venv bench/.peers/<peer>, and print the comparison table",
     )
+    parser.add_argument(
+        "--slots",
+        type=int,
+        default=DEFAULT_SLOTS,
+        metavar="C",
+        help="tasks at once per worker process (default %(default)s): taskqueue's workers.max_concurrent_tasks in "
+        "every figure that runs a worker, and each peer's threads / async slots per worker process",
+    )
+    parser.add_argument(
+        "--peers-own-settings",
+        action="store_true",
+        help="with --peers: also run the worker figures at each peer's own best documented setting where it differs "
+        "from C (extra rows, never compared with taskqueue)",
+    )
     parser.add_argument("--peers-only", action="store_true", help="with --peers: skip taskqueue's own figures")
     parser.add_argument("--peers-fresh", action="store_true", help="with --peers: delete and rebuild the venvs")
     args = parser.parse_args(argv)
@@ -57,8 +72,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         if unknown or not names:
             parser.error(f"--peers: unknown {unknown}; known: all or {','.join(venvs.PEERS)}")
         args.peer_names = list(dict.fromkeys(names))
-    elif args.peers_only or args.peers_fresh:
-        parser.error("--peers-only and --peers-fresh need --peers")
+    elif args.peers_only or args.peers_fresh or args.peers_own_settings:
+        parser.error("--peers-only, --peers-fresh and --peers-own-settings need --peers")
+    if not 1 <= args.slots <= 1000:
+        parser.error("--slots must be between 1 and 1000")
     try:
         args.figure_set = {int(f) for f in args.figures.split(",") if f.strip()}
     except ValueError:
@@ -139,6 +156,10 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "repeat": args.repeat,
         "figures": sorted(args.figure_set),
+        "slots": args.slots,
+        "fairness": f"every figure that runs a worker: taskqueue at workers.max_concurrent_tasks = {args.slots}, each "
+        f"peer at {args.slots} tasks at once per worker process (threads or async slots; rq: 1 by design)",
+        "peers_own_settings": args.peers_own_settings,
         "sync_variants": not args.no_sync,
         "poll_s": figures.POLL_S,
         "enqueue_many_chunk": figures.CHUNK,
@@ -151,10 +172,11 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def show(runs: list[dict[str, Any]], n: int) -> dict[str, float]:
+def show(runs: list[dict[str, Any]], n: int, slots: int) -> dict[str, float]:
     """Print the table (medians), the top commands and any errors; returns the medians."""
     metric_runs = [run["metrics"] for run in runs]
     median = report.medians(metric_runs)
+    print(f"taskqueue, C = {slots}: workers.max_concurrent_tasks = {slots} in every figure that runs a worker")
     print(report.table(median, metric_runs))
     last = runs[-1]["details"] if runs else {}
     for name in ("drain1", "drain2"):
@@ -168,12 +190,16 @@ def show(runs: list[dict[str, Any]], n: int) -> dict[str, float]:
 
 def show_peers(peers: harness.Harness, ours: dict[str, float] | None) -> list[dict[str, Any]]:
     """Print the comparison table and its legend; returns the rows (kept in the JSON)."""
-    rows = harness.comparison(ours, {p.name: p.medians() for p in peers.peers if p.error is None})
+    rule = harness.fairness(peers.peers, peers.concurrency)
+    rows = harness.comparison(ours, {p.name: p.medians() for p in peers.peers if p.error is None}, rule)
     names = [p.name for p in peers.peers]
     print()
-    print("comparison with the peers (medians; same private redis-server, same invocation)")
+    print(
+        f"comparison with the peers at C = {peers.concurrency} tasks at once per worker process, for taskqueue and "
+        "every peer (medians; same private redis-server, same invocation)"
+    )
     print(harness.render(rows, names, harness.missing_cells(peers.peers)))
-    print(harness.legend(peers.peers))
+    print(harness.legend(peers.peers, rule))
     return rows
 
 
@@ -242,10 +268,20 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copy2(args.pex, pex)
         facts["source"]["pex_sha256"] = hashlib.sha256(pex.read_bytes()).hexdigest()
     server = RedisServer(folder / "redis")
-    ctx = Context(server, pex, folder, args.n, say, events=args.events)
-    peers = harness.Harness(server, folder, args.n, say, args.peer_names, args.figure_set, fresh=args.peers_fresh)
+    ctx = Context(server, pex, folder, args.n, say, events=args.events, slots=args.slots)
+    peers = harness.Harness(
+        server,
+        folder,
+        args.n,
+        say,
+        args.peer_names,
+        args.figure_set,
+        fresh=args.peers_fresh,
+        concurrency=args.slots,
+        own_settings=args.peers_own_settings,
+    )
     runs, failed = measure(args, ctx, peers, facts)
-    median = show(runs, args.n) if own else {}
+    median = show(runs, args.n, args.slots) if own else {}
     if args.peer_names:
         facts["comparison"] = show_peers(peers, median if own else None)
         facts["peers"] = peers.to_json()

@@ -17,7 +17,7 @@ from typing import Any
 from bench import procstat
 from bench.jobs import DONE_KEY, SAMPLES_KEY
 from bench.redisserver import RedisServer
-from bench.tqrunner import QUEUE, Runner, Settings, write_config
+from bench.tqrunner import DEFAULT_SLOTS, QUEUE, Runner, Settings, write_config
 from taskqueue.client import AsyncClient, Client, chain, step
 
 PREFIX = "tq"
@@ -59,11 +59,13 @@ class Context:
     live: list[Runner] = field(default_factory=list)
     polls: int = 0  # GETs the harness issued (subtracted from the command counts)
     events: bool = False  # every task with lifecycle events on (--events)
+    slots: int = DEFAULT_SLOTS  # workers.max_concurrent_tasks, C of the fairness rule (--slots)
     runs: int = 0
 
     def config(self, workers: int) -> Path:
         if workers not in self.configs:
-            path, text = write_config(self.folder, self.server.url, Settings(workers=workers, events=self.events))
+            settings = Settings(workers=workers, slots=self.slots, events=self.events)
+            path, text = write_config(self.folder, self.server.url, settings)
             self.configs[workers], self.yamls[workers] = path, text
         return self.configs[workers]
 

@@ -22,10 +22,13 @@ GRACE_S = 5.0
 STOP_TIMEOUT_S = GRACE_S + 15.0  # the runner kills workers after grace + 5 s itself
 
 
+DEFAULT_SLOTS = 10  # workers.max_concurrent_tasks: `python -m bench --slots C` (the peers run at C too)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     workers: int = 1
-    slots: int = 50
+    slots: int = DEFAULT_SLOTS
     heartbeat: str = "5s"
     tick_interval: str = "1s"
     events: bool = False  # lifecycle events on for every task (SPEC §13): `--events`, to measure their cost

@@ -3,16 +3,12 @@
 arq keeps every job in one sorted set (score = due time in ms) plus a `arq:job:<id>` key with the pickled
 call. A worker polls the set (`ZRANGEBYSCORE`, every `poll_delay`), claims each job with a WATCH/MULTI that
 sets `arq:in-progress:<id>` (TTL job_timeout + 10 s) and removes the job from the set only once it finished.
-One `arq` command is one worker process, so K processes are K `arq` commands under one parent (see `main`).
+One `arq` command is one worker process, so K processes are K `arq` commands side by side.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import logging.config
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,16 +16,15 @@ from typing import Any, ClassVar
 
 from arq.connections import RedisSettings, create_pool
 from arq.logs import default_log_config
-from arq.worker import run_worker
 
 from bench.peers import common
 from bench.peers.common import Unsupported
 
-MODULE = "bench.peers.arq_peer"  # not __name__: `python -m bench.peers.arq_peer` runs this file as __main__
-MAX_JOBS = 10  # arq's default; see SETTINGS["max_jobs"]
+MODULE = "bench.peers.arq_peer"
+OWN_MAX_JOBS = 10  # arq's default max_jobs
+OWN_SETTING = f"max_jobs {OWN_MAX_JOBS} (arq's default), one `arq` command per process"
 POLL_DELAY_S = 0.05
 FILL_CONCURRENCY = 100
-STOP_CHILDREN_S = 10.0
 
 DISTRIBUTION = "arq"
 DELIVERY = (
@@ -39,21 +34,20 @@ DELIVERY = (
 )
 SETTINGS: dict[str, object] = {
     "redis": "arq.connections.RedisSettings.from_dsn(BENCH_REDIS_URL): arq's defaults otherwise",
-    "max_jobs": f"{MAX_JOBS} (arq's default): 50, as taskqueue's 50 slots per process, drained 5-25% slower in 4 of 4 "
-    "paired runs (N=5,000): arq re-reads the ids of jobs in progress (they stay in its sorted set) and re-checks "
-    "each with a WATCH round trip on every poll, so more jobs in flight cost more polling",
+    "max_jobs": "C (WorkerSettings.max_jobs, read from $BENCH_CONCURRENCY at import): up to C jobs at once per "
+    "process (arq's semaphore around every job); the peer's own setting is arq's default, "
+    f"{OWN_MAX_JOBS}. Note: with more jobs in flight arq polls more (it re-reads the ids of jobs in progress, which "
+    "stay in its sorted set, and re-checks each with a WATCH round trip on every poll)",
     "poll_delay": f"{POLL_DELAY_S} s (arq's default is 0.5 s): arq polls its sorted set and has no blocking fetch; "
     "50 ms is the setting PERFORMANCE.md quotes arq at",
-    "queue_read_limit": f"arq's default (max(5 x max_jobs, 100) = {max(5 * MAX_JOBS, 100)} job ids per poll)",
+    "queue_read_limit": "arq's default (max(5 x max_jobs, 100) job ids per poll)",
     "keep_result": "0: no result is stored (the bodies return None), as taskqueue's result_ttl 0",
     "job_timeout / max_tries / retry_jobs": "arq's defaults (300 s / 5 / True)",
     "serializer": "arq's default (pickle)",
     "logging": "--custom-log-dict bench.peers.arq_peer.LOG_CONFIG: arq's own log config at WARNING; at its default "
     "INFO arq logs two lines per job",
-    "worker_1_process": f"`arq {MODULE}.WorkerSettings` (one asyncio process)",
-    "worker_k_processes": f"`python -m {MODULE} --workers K`: runs one arq worker itself (arq.worker.run_worker) and "
-    "K - 1 `arq` commands as its children, forwards SIGTERM/SIGINT to them and waits; arq has no multi-process "
-    "option of its own",
+    "worker": f"`arq {MODULE}.WorkerSettings --custom-log-dict ...` (one asyncio process); 2 processes = two such "
+    "commands side by side (arq has no multi-process option of its own)",
     "enqueue": "ArqRedis.enqueue_job: WATCH + EXISTS + MULTI/PSETEX/ZADD/EXEC per job",
     "fill": f"enqueue_job, {FILL_CONCURRENCY} at a time (asyncio.gather; arq has no bulk enqueue)",
     "delay": "enqueue_job(..., _defer_by=delay): the job's score is its due time; a worker takes it at the first "
@@ -77,7 +71,7 @@ async def record(ctx: dict[str, Any], since: float) -> None:
 class WorkerSettings:
     functions: ClassVar[list[Any]] = [incr, record]
     redis_settings = RedisSettings.from_dsn(common.url())
-    max_jobs = MAX_JOBS
+    max_jobs = common.concurrency(OWN_MAX_JOBS)
     poll_delay = POLL_DELAY_S
     keep_result = 0
 
@@ -122,15 +116,12 @@ def warmup() -> None:
     asyncio.run(_fill(1))
 
 
-def _arq_argv() -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     arq = str(Path(sys.executable).parent / "arq")
-    return [arq, f"{MODULE}.WorkerSettings", "--custom-log-dict", f"{MODULE}.LOG_CONFIG"]
-
-
-def worker_argv(processes: int) -> list[str]:
-    if processes == 1:
-        return _arq_argv()
-    return [sys.executable, "-m", MODULE, "--workers", str(processes)]
+    argv = [arq, f"{MODULE}.WorkerSettings", "--custom-log-dict", f"{MODULE}.LOG_CONFIG"]
+    jobs = OWN_MAX_JOBS if concurrency is None else concurrency
+    env = {common.CONCURRENCY_ENV: str(jobs)}
+    return common.plan([argv] * processes, jobs, common.times(processes, f"arq WorkerSettings (max_jobs={jobs})"), env)
 
 
 async def _latency(rate: float, seconds: float) -> None:
@@ -157,29 +148,3 @@ async def _delay(tasks: int, delay_s: float) -> None:
 
 def delay(tasks: int, delay_s: float) -> None:
     asyncio.run(_delay(tasks, delay_s))
-
-
-def main(argv: list[str] | None = None) -> int:
-    """K arq workers in one process tree: this process runs one, K - 1 `arq` commands run as its children."""
-    parser = argparse.ArgumentParser(prog=f"python -m {MODULE}", description=main.__doc__)
-    parser.add_argument("--workers", type=int, default=1)
-    args = parser.parse_args(argv)
-    children = [subprocess.Popen(_arq_argv()) for _ in range(args.workers - 1)]
-    try:
-        logging.config.dictConfig(LOG_CONFIG)
-        run_worker(WorkerSettings)  # returns on SIGTERM/SIGINT (arq's own handlers)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in children:
-            try:
-                child.wait(STOP_CHILDREN_S)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -19,7 +19,10 @@ from celery import Celery, group
 from bench.peers import common
 
 QUEUE = "bench"
-POOL = "prefork"
+OWN_SETTING = (
+    "celery worker --pool prefork --concurrency K: Celery's default pool, K child processes each running one task "
+    "at a time (plus the parent doing the Redis I/O); Celery's default concurrency is the number of CPUs"
+)
 
 DISTRIBUTION = "celery"
 DELIVERY = (
@@ -35,12 +38,14 @@ SETTINGS: dict[str, object] = {
     "loses the running task on a crash); on Redis the ack costs the same either way, only its moment moves",
     "broker_connection_retry_on_startup": "True: Celery 5's behaviour, set to silence its pending-deprecation warning",
     "worker_prefetch_multiplier": "4 (default): up to 4 x concurrency unacked messages per worker",
-    "worker": f"`celery -A {__name__} worker --pool {POOL} --concurrency K --loglevel WARNING --without-gossip "
-    "--without-mingle --without-heartbeat`: prefork is Celery's default pool and --concurrency K gives K child "
-    "processes executing tasks (plus the parent, which does the Redis I/O and dispatch); gossip, mingle and "
-    "event heartbeats are cluster-monitoring traffic with no part in delivering tasks (mingle also stalls "
-    "start-up waiting for replies from other workers); -O default is already the fair strategy. The threads pool "
-    "(one process, 8 threads) drained about as fast at K = 1 but cannot give K processes in one command",
+    "worker_at_c": f"`celery -A {__name__} worker --pool threads --concurrency C -n benchI@%h ...`: one OS process "
+    "running up to C tasks at once in its C pool threads (Celery's threads pool, a ThreadPoolExecutor of C "
+    "workers; the main thread does the Redis I/O and dispatch); 2 processes = two such commands side by side "
+    "(node names bench1@, bench2@). Prefork would give C child processes, not one process at C",
+    "worker_own": OWN_SETTING,
+    "worker_options": "--loglevel WARNING --without-gossip --without-mingle --without-heartbeat: gossip, mingle and "
+    "event heartbeats are cluster-monitoring traffic with no part in delivering tasks (mingle also stalls start-up "
+    "waiting for replies from other workers); -O default is already the fair strategy",
     "enqueue": "task.delay(): one LPUSH per task through Celery's producer pool (connected before the clock)",
     "enqueue_many": "group(sig x chunk).apply_async() inside kombu's Producer.batch(): kombu (>= 5.7) buffers the "
     "chunk's LPUSHes in one pipeline (Celery's group alone sends one LPUSH round trip per task); building each "
@@ -109,7 +114,7 @@ def warmup() -> None:
     incr.delay()
 
 
-def worker_argv(processes: int) -> list[str]:
+def _worker_argv(pool: str, concurrency: int, node: str) -> list[str]:
     script = Path(sys.executable).parent / "celery"
     return [
         str(script),
@@ -117,15 +122,27 @@ def worker_argv(processes: int) -> list[str]:
         __name__,
         "worker",
         "--pool",
-        POOL,
+        pool,
         "--concurrency",
-        str(processes),
+        str(concurrency),
+        "-n",
+        f"{node}@%h",
         "--loglevel",
         "WARNING",
         "--without-gossip",
         "--without-mingle",
         "--without-heartbeat",
     ]
+
+
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
+    if concurrency is None:
+        own = [_worker_argv("prefork", processes, "bench1")]
+        return common.plan(own, 1, f"celery worker --pool prefork --concurrency {processes}")
+    commands = [_worker_argv("threads", concurrency, f"bench{k + 1}") for k in range(processes)]
+    return common.plan(
+        commands, concurrency, common.times(processes, f"celery worker --pool threads --concurrency {concurrency}")
+    )
 
 
 def latency(rate: float, seconds: float) -> None:

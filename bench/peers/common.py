@@ -11,7 +11,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 import redis.asyncio as aioredis
@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 DONE_KEY = "bench:done"
 SAMPLES_KEY = "bench:samples"
 URL_ENV = "BENCH_REDIS_URL"
+CONCURRENCY_ENV = "BENCH_CONCURRENCY"  # per-process concurrency for settings an adapter reads at import
 
 _sync_client: Any = None
 _async_clients: dict[int, Any] = {}
@@ -33,6 +34,36 @@ def url() -> str:
     if not value:
         raise RuntimeError(f"${URL_ENV} is not set: the harness passes the private Redis URL")
     return value
+
+
+class Plan(TypedDict):
+    """How a peer runs K worker processes at a given per-process concurrency (an adapter's `worker_plan()`).
+
+    commands: one or more argvs (absolute console-script paths), started side by side as one worker
+    (their process trees are measured together); env: added to their environment (e.g. CONCURRENCY_ENV for
+    a setting the adapter reads at import); per_process: tasks that really run at once in one process;
+    what: the setting in one line, for the table's legend.
+    """
+
+    commands: list[list[str]]
+    env: dict[str, str]
+    per_process: int
+    what: str
+
+
+def plan(commands: list[list[str]], per_process: int, what: str, env: dict[str, str] | None = None) -> Plan:
+    return {"commands": commands, "env": env or {}, "per_process": per_process, "what": what}
+
+
+def times(count: int, command: str) -> str:
+    """`command`, or `count x command` for several commands side by side (a plan's `what`)."""
+    return command if count == 1 else f"{count} x {command}"
+
+
+def concurrency(default: int) -> int:
+    """The per-process concurrency a worker was started with ($BENCH_CONCURRENCY), else the peer's `default`."""
+    value = os.environ.get(CONCURRENCY_ENV, "")
+    return int(value) if value else default
 
 
 def sync_client() -> Any:

@@ -20,7 +20,11 @@ from dramatiq.brokers.redis import RedisBroker
 from bench.peers import common
 
 QUEUE = "bench"
-THREADS = 8  # dramatiq's default worker threads per process
+OWN_THREADS = 8  # dramatiq's default worker threads per process
+OWN_SETTING = (
+    f"dramatiq --processes K --threads {OWN_THREADS}: dramatiq's default threads per process ({OWN_THREADS}); "
+    "its default process count is the number of CPUs"
+)
 
 DISTRIBUTION = "dramatiq"
 DELIVERY = (
@@ -32,9 +36,10 @@ SETTINGS: dict[str, object] = {
     "middleware": "dramatiq's default middleware stack (AgeLimit, TimeLimit, ShutdownNotifications, Callbacks, "
     "Pipelines, Retries): what every user runs",
     "actors": f"two sync actors on the one queue {QUEUE!r}, max_retries=0 (no task fails, so retries never apply)",
-    "worker": f"`dramatiq bench.peers.dramatiq_peer --processes K --threads {THREADS}`: {THREADS} threads per "
-    "process is dramatiq's default; prefetch is dramatiq's default (2 x threads), idle polling backs off up to "
-    "the default worker_timeout of 1 s",
+    "worker_at_c": "`dramatiq bench.peers.dramatiq_peer --processes K --threads C`: dramatiq's own multi-process "
+    "mode, C worker threads in each of the K processes (each thread runs one message at a time); prefetch is "
+    "dramatiq's default (2 x threads), idle polling backs off up to the default worker_timeout of 1 s",
+    "worker_own": OWN_SETTING,
     "enqueue": "actor.send(): one Lua call (EVALSHA dispatch) per message",
     "fill": "actor.send() in a loop (dramatiq has no bulk enqueue)",
     "delay": "actor.send_with_options(delay=ms): the message waits in the delay queue, held by a worker until due",
@@ -86,9 +91,11 @@ def warmup() -> None:
     incr.send()
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     script = Path(sys.executable).parent / "dramatiq"
-    return [str(script), __name__, "--processes", str(processes), "--threads", str(THREADS)]
+    threads = OWN_THREADS if concurrency is None else concurrency
+    argv = [str(script), __name__, "--processes", str(processes), "--threads", str(threads)]
+    return common.plan([argv], threads, f"dramatiq --processes {processes} --threads {threads}")
 
 
 def latency(rate: float, seconds: float) -> None:

@@ -1,9 +1,11 @@
 """Peer side: `python -m bench.peers.drive PEER ACTION [options]`, run inside PEER's venv from the repo root.
 
 Prints exactly one JSON object on its last stdout line: `{"seconds": s}`, `{}`, `{"unsupported": why}` or
-(describe) the adapter's facts. Any failure exits non-zero with the traceback on stderr.
-`worker` replaces this process with the peer's worker command (os.execvpe), so the pid the harness
-started is the worker's main process.
+(describe) the adapter's facts, with the worker plans at `--concurrency C` and at the peer's own setting for
+1 and 2 processes. Any failure exits non-zero with the traceback on stderr.
+`worker --processes K (--concurrency C | --own) --member I` replaces this process with the I-th command of the
+peer's plan (os.execvpe, with the plan's env), so the pid the harness started is that command's main process;
+a plan of several commands is started as several `worker` actions, one per member.
 
 The adapter contract (`bench/peers/<PEER>_peer.py`). The Redis URL is `common.url()` ($BENCH_REDIS_URL);
 tasks go to one queue; the incr task's body is `common.incr`/`common.aincr`, the record task's is
@@ -17,8 +19,14 @@ tasks go to one queue; the incr task's body is `common.incr`/`common.aincr`, the
     def enqueue_many(n: int, chunk: int) -> float   # the peer's bulk API in chunks; or raise Unsupported
     def fill(n: int) -> None          # queue n incr tasks, the fastest way the peer has (not timed)
     def warmup() -> None              # queue one incr task (the harness waits until it ran)
-    def worker_argv(processes: int) -> list[str]    # the peer's own worker command with that many
-                                      # worker processes (absolute path of the venv's console script)
+    OWN_SETTING: str                  # the peer's own best documented setting (what worker_plan(K, None) runs)
+    def worker_plan(processes: int, concurrency: int | None) -> common.Plan
+                                      # how the peer runs `processes` worker processes, each running up to
+                                      # `concurrency` tasks at once (threads for sync peers, async slots for
+                                      # async ones; PERFORMANCE.md's fairness rule): one command with the
+                                      # peer's own multi-process mode where it keeps that concurrency per
+                                      # process, else one command per process. None: OWN_SETTING instead.
+                                      # `per_process` says what really runs at once (rq: 1, by design)
     def latency(rate: float, seconds: float) -> None  # enqueue the record task with since=time.time()
                                       # at `rate`/s for `seconds` (common.paced / common.apaced)
     def delay(tasks: int, delay_s: float) -> None   # one per ms (common.paced(1000, tasks)): the record
@@ -38,10 +46,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.peers.common import URL_ENV, Unsupported
+from bench.peers.common import CONCURRENCY_ENV, URL_ENV, Plan, Unsupported
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTIONS = ("describe", "enqueue", "enqueue-many", "fill", "warmup", "worker", "latency", "delay")
+PROCESS_COUNTS = (1, 2)  # the figures' worker process counts: describe reports a plan for each
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,6 +61,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--chunk", type=int, default=1000)
     parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=10, help="tasks at once per worker process")
+    parser.add_argument("--own", action="store_true", help="worker: the peer's own setting, not --concurrency")
+    parser.add_argument("--member", type=int, default=0, help="worker: which command of the plan to exec")
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--tasks", type=int, default=1000)
@@ -72,6 +84,12 @@ def act(args: argparse.Namespace, module: Any) -> dict[str, Any]:
             "python": platform.python_version(),
             "delivery": module.DELIVERY,
             "settings": module.SETTINGS,
+            "own_setting": module.OWN_SETTING,
+            "concurrency": args.concurrency,
+            "plans": {
+                name: {str(k): module.worker_plan(k, setting) for k in PROCESS_COUNTS}
+                for name, setting in (("equal", args.concurrency), ("own", None))
+            },
         }
     if args.action == "enqueue":
         return {"seconds": module.enqueue(args.n)}
@@ -86,7 +104,9 @@ def act(args: argparse.Namespace, module: Any) -> dict[str, Any]:
     elif args.action == "delay":
         module.delay(args.tasks, args.delay)
     elif args.action == "worker":
-        argv = module.worker_argv(args.processes)
+        plan: Plan = module.worker_plan(args.processes, None if args.own else args.concurrency)
+        argv = plan["commands"][args.member]
+        os.environ.update(plan["env"])
         sys.stdout.flush()
         os.execvpe(argv[0], argv, os.environ)  # the peer's own worker command
     return {}
@@ -95,6 +115,7 @@ def act(args: argparse.Namespace, module: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ[URL_ENV] = args.url
+    os.environ.pop(CONCURRENCY_ENV, None)  # only a plan's own env sets it
     # The peers' workers import the adapters by module path (bench.peers.<peer>_peer).
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     module = adapter(args.peer)

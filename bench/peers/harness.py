@@ -2,10 +2,13 @@
 
 Runs in the project venv. Every peer action is a subprocess in the peer's own venv,
 `bench/.peers/<peer>/bin/python -m bench.peers.drive <peer> <action> --url <private redis> ...` (cwd = repo
-root, last stdout line = JSON); the worker is `... drive <peer> worker --processes K`, which execs the peer's
-own worker command, so the pid we started is the worker's main process. Its process tree is measured
-from /proc (bench/procstat.py) like taskqueue's runner. The same private redis-server as taskqueue's
-figures, FLUSHALLed before every run. Every wait is bounded; every process we start is killed on exit.
+root, last stdout line = JSON); a worker is one `... drive <peer> worker --processes K --concurrency C --member I`
+per command of the peer's plan, each exec'd into the peer's own worker command, so the pids we started are the
+commands' main processes. Their process trees are measured together from /proc (bench/procstat.py) like
+taskqueue's runner. Every worker figure runs each peer at C tasks at once per process, as taskqueue's
+`max_concurrent_tasks` (PERFORMANCE.md's fairness rule); `own_settings` adds rows at each peer's own setting.
+The same private redis-server as taskqueue's figures, FLUSHALLed before every run. Every wait is bounded;
+every process we start is killed on exit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from bench.figures import BenchError, Details, Metrics
 from bench.peers import venvs
 from bench.peers.common import DONE_KEY, SAMPLES_KEY
 from bench.redisserver import RedisServer
+from bench.tqrunner import DEFAULT_SLOTS
 
 ROOT = venvs.ROOT
 ACTION_BASE_TIMEOUT_S = 120.0
@@ -38,6 +42,9 @@ MEMORY_TASKS_SLOW = 20_000  # Redis bytes per task over fewer tasks when the pee
 FILL_BUDGET_S = 60.0  # ... i.e. when 100,000 would take longer than this at the fill rate seen in drain1
 RATE = figures.LATENCY_RATE
 SECONDS = figures.LATENCY_SECONDS
+DEFAULT_CONCURRENCY = DEFAULT_SLOTS  # C: tasks at once per worker process (`python -m bench --slots`)
+OWN = "own."  # prefix of the steps and metrics run at each peer's own best documented setting
+WORKER_STEPS = {"drain1": 1, "drain2": 2, "latency": 1, "delay": 1}  # the steps that run a worker: processes
 
 
 class Unsupported(Exception):
@@ -55,45 +62,42 @@ def _start_time(pid: int) -> int | None:
 
 
 class PeerWorker:
-    """`drive <peer> worker --processes K` (exec'd into the peer's worker command) in its own session."""
+    """A peer's worker: one `drive <peer> worker ... --member I` per command of its plan, each exec'd into that
+    command in its own session. Several commands (e.g. two `huey_consumer`s for 2 processes) are one worker:
+    started together, measured as one tree (CPU and RSS summed), stopped together."""
 
-    def __init__(self, python: Path, peer: str, url: str, processes: int, log: Path) -> None:
-        self.argv = [
-            str(python),
-            "-m",
-            "bench.peers.drive",
-            peer,
-            "worker",
-            "--url",
-            url,
-            "--processes",
-            str(processes),
-        ]
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-        self.seen: dict[int, int] = {}  # every pid of the tree ever seen -> its start time
+    def __init__(self, argvs: list[list[str]], logs: list[Path]) -> None:
+        self.argvs, self.logs = argvs, logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.seen: dict[int, int] = {}  # every pid of the trees ever seen -> its start time
+
+    @property
+    def argv(self) -> list[list[str]]:
+        return self.argvs
 
     def start(self) -> PeerWorker:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                stdout=out,
-                stderr=out,
-                stdin=subprocess.DEVNULL,
-                env=peer_env(),
-                start_new_session=True,
-            )
-        self._remember([self.process.pid])
+        for argv, log in zip(self.argvs, self.logs, strict=True):
+            with log.open("ab") as out:
+                process = subprocess.Popen(
+                    argv,
+                    cwd=ROOT,
+                    stdout=out,
+                    stderr=out,
+                    stdin=subprocess.DEVNULL,
+                    env=peer_env(),
+                    start_new_session=True,
+                )
+            self.processes.append(process)
+            self._remember([process.pid])
         return self
 
     @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
 
     def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        """Every command still runs (one that exited is a failed worker)."""
+        return bool(self.processes) and all(process.poll() is None for process in self.processes)
 
     def _remember(self, pids: list[int]) -> None:
         for pid in pids:
@@ -102,66 +106,83 @@ class PeerWorker:
                 if started is not None:
                     self.seen[pid] = started
 
+    def _live_roots(self) -> list[int]:
+        return [process.pid for process in self.processes if process.poll() is None]
+
     def members(self) -> list[int]:
-        if not self.alive():
-            return []
-        found = procstat.descendants(self.pid)
+        """Live descendants of every command's main process."""
+        found: list[int] = []
+        for root in self._live_roots():
+            found += procstat.descendants(root)
         self._remember(found)
         return found
 
     def cpu_s(self) -> float:
-        return procstat.tree_cpu_s(self.pid, self.members()) if self.alive() else 0.0
+        """User+sys of every command's process tree (live members plus their reaped children), summed."""
+        total = 0.0
+        for root in self._live_roots():
+            members = procstat.descendants(root)
+            self._remember(members)
+            total += procstat.tree_cpu_s(root, members)
+        return total
 
     def rss(self) -> tuple[int, int, int]:
-        """(RSS now, sum of per-process peak RSS, process count) of the worker's process tree."""
+        """(RSS now, sum of per-process peak RSS, process count) of every command's process tree."""
         now = peak = count = 0
-        for pid in [self.pid, *self.members()] if self.alive() else []:
+        for pid in [*self._live_roots(), *self.members()]:
             mem = procstat.memory(pid)
             if mem is not None:
                 now, peak, count = now + mem.rss_bytes, peak + mem.peak_rss_bytes, count + 1
         return now, peak, count
 
     def check(self) -> None:
-        """Raises BenchError when the worker has exited (called while waiting for completions)."""
-        if self.process is not None and self.process.poll() is not None:
-            raise BenchError(f"worker exited with {self.process.returncode}: {self.tail()}")
+        """Raises BenchError when a command has exited (called while waiting for completions)."""
+        for member, process in enumerate(self.processes):
+            if process.poll() is not None:
+                which = f"worker command {member + 1} of {len(self.processes)}" if len(self.processes) > 1 else "worker"
+                raise BenchError(f"{which} exited with {process.returncode}: {self.tail(member)}")
 
-    def tail(self) -> str:
+    def tail(self, member: int = 0) -> str:
         try:
-            return venvs.last_line(self.log.read_text(errors="replace"))
-        except OSError:
+            return venvs.last_line(self.logs[member].read_text(errors="replace"))
+        except (OSError, IndexError):
             return "(no log)"
 
     def stop(self) -> int | None:
-        """SIGTERM to the worker's main process (each peer's graceful stop), then SIGKILL whatever is left."""
-        process = self.process
-        if process is None:
+        """SIGTERM to every command's main process (each peer's graceful stop), then SIGKILL whatever is left.
+
+        Returns the first non-zero exit code (None when a command had to be killed), else 0."""
+        if not self.processes:
             return None
         self.members()
-        code: int | None = process.poll()
-        if code is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        codes: list[int | None] = []
+        for process in self.processes:
             try:
-                code = process.wait(timeout=STOP_TIMEOUT_S)
+                codes.append(process.wait(timeout=max(0.0, deadline - time.monotonic())))
             except subprocess.TimeoutExpired:
-                code = None
+                codes.append(None)
         self.kill()
-        return code
+        if None in codes:
+            return None
+        return next((code for code in codes if code), 0)
 
     def kill(self) -> None:
-        """SIGKILL the process group and every member ever seen that is still the same process."""
-        process = self.process
-        if process is not None and process.poll() is None:
+        """SIGKILL every command's process group and every member ever seen that is still the same process."""
+        if any(process.poll() is None for process in self.processes):
             self.members()
-        if process is not None:
+        for process in self.processes:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)  # it leads its own session and group
+                os.killpg(process.pid, signal.SIGKILL)  # each leads its own session and group
         for pid, started in sorted(self.seen.items()):
             if procstat.alive(pid) and _start_time(pid) == started:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-        if process is not None:
+        for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=10)
         deadline = time.monotonic() + 5
@@ -192,6 +213,26 @@ class Peer:
     def medians(self) -> dict[str, float]:
         return report.medians([run["metrics"] for run in self.runs])
 
+    def plan(self, setting: str, processes: int) -> dict[str, Any]:
+        """The worker plan `describe` reported: setting "equal" (at C) or "own", for 1 or 2 processes."""
+        plan: dict[str, Any] = self.facts["plans"][setting][str(processes)]
+        return plan
+
+    def own_differs(self, processes: int) -> bool:
+        """The peer's own best documented setting is not the one it runs at C (so it gets its own rows)."""
+        try:
+            equal, own = self.plan("equal", processes), self.plan("own", processes)
+        except (KeyError, TypeError):
+            return False
+        return bool((equal["commands"], equal["env"]) != (own["commands"], own["env"]))
+
+    def runs_at(self, processes: int, concurrency: int) -> bool:
+        """Its equal-concurrency plan really runs `concurrency` tasks at once per process (rq: 1, by design)."""
+        try:
+            return bool(self.plan("equal", processes)["per_process"] == concurrency)
+        except (KeyError, TypeError):
+            return True
+
     def to_json(self) -> dict[str, Any]:
         return {
             "python": str(self.python) if self.python else None,
@@ -212,6 +253,8 @@ class Harness:
     names: list[str]
     selected: set[int]
     fresh: bool = False
+    concurrency: int = DEFAULT_CONCURRENCY  # C: every peer's worker runs up to C tasks at once per process
+    own_settings: bool = False  # also run the worker figures at each peer's own best documented setting
     store: Any = None
     peers: list[Peer] = field(default_factory=list)
     live: list[PeerWorker] = field(default_factory=list)
@@ -240,7 +283,9 @@ class Harness:
         for peer in self.ready():
             try:
                 began = time.perf_counter()
-                peer.facts = self.action(peer, "describe", timeout_s=ACTION_BASE_TIMEOUT_S)
+                peer.facts = self.action(
+                    peer, "describe", timeout_s=ACTION_BASE_TIMEOUT_S, concurrency=self.concurrency
+                )
                 peer.action_overhead_s = time.perf_counter() - began
                 self.say(f"{peer.name} {peer.facts.get('version')}: {peer.facts.get('delivery')}")
             except BenchError as exc:
@@ -251,7 +296,9 @@ class Harness:
         return [p for p in self.peers if p.error is None and p.python is not None]
 
     # ---- running -----------------------------------------------------------------------------------------
-    def steps(self) -> list[tuple[str, Callable[[Peer], tuple[Metrics, Details]]]]:
+    def steps(self, peer: Peer) -> list[tuple[str, Callable[[Peer], tuple[Metrics, Details]]]]:
+        """The figures' steps at C; with `own_settings`, then the worker steps again at the peer's own setting
+        where it differs from C (steps and metrics prefixed `own.`)."""
         chosen: list[tuple[str, Callable[[Peer], tuple[Metrics, Details]]]] = []
         if 1 in self.selected:
             chosen.append(("enqueue", self.enqueue))
@@ -267,6 +314,19 @@ class Harness:
             chosen.append(("latency", self.latency))
         if 8 in self.selected:
             chosen.append(("delay", self.delay))
+        return chosen + self.own_steps(peer) if self.own_settings else chosen
+
+    def own_steps(self, peer: Peer) -> list[tuple[str, Callable[[Peer], tuple[Metrics, Details]]]]:
+        """The worker steps at the peer's own best documented setting, where it differs from its setting at C."""
+        chosen: list[tuple[str, Callable[[Peer], tuple[Metrics, Details]]]] = []
+        if self.selected & {3, 6, 7} and peer.own_differs(1):
+            chosen.append((f"{OWN}drain1", lambda p: self.drain(p, 1, f"{OWN}drain1", own=True)))
+        if 4 in self.selected and peer.own_differs(2):
+            chosen.append((f"{OWN}drain2", lambda p: self.drain(p, 2, f"{OWN}drain2", own=True)))
+        if self.selected & {5, 7} and peer.own_differs(1):
+            chosen.append((f"{OWN}latency", lambda p: self.latency(p, own=True)))
+        if 8 in self.selected and peer.own_differs(1):
+            chosen.append((f"{OWN}delay", lambda p: self.delay(p, own=True)))
         return chosen
 
     def run_repeat(self, repeat: int, repeats: int) -> None:
@@ -274,7 +334,7 @@ class Harness:
         for peer in self.ready():
             run: dict[str, Any] = {"repeat": repeat, "metrics": {}, "details": {}, "errors": {}}
             peer.runs.append(run)
-            for name, step in self.steps():
+            for name, step in self.steps(peer):
                 self.say(f"[{repeat}/{repeats}] {peer.name} {name} ...")
                 began = time.perf_counter()
                 try:
@@ -345,11 +405,19 @@ class Harness:
     def redis_cpu_s(self) -> float:
         return figures.process_cpu_s(self.server.pid)
 
-    def start_worker(self, peer: Peer, processes: int) -> PeerWorker:
+    def start_worker(self, peer: Peer, processes: int, own: bool = False) -> PeerWorker:
+        """The peer's worker for `processes` processes at C (or at its own setting): one `drive ... worker`
+        per command of the plan `describe` reported."""
         assert peer.python is not None
+        plan = peer.plan("own" if own else "equal", processes)
+        count = len(plan["commands"])
         self.workers_started += 1
-        log = self.folder / f"peer-{peer.name}-{self.workers_started:03d}-{processes}p.log"
-        worker = PeerWorker(peer.python, peer.name, self.server.url, processes, log)
+        tag = f"peer-{peer.name}-{self.workers_started:03d}-{processes}p{'-own' if own else ''}"
+        logs = [self.folder / (f"{tag}.log" if count == 1 else f"{tag}-{m + 1}.log") for m in range(count)]
+        setting = ["--own"] if own else ["--concurrency", str(self.concurrency)]
+        base = [str(peer.python), "-m", "bench.peers.drive", peer.name, "worker", "--url", self.server.url]
+        argvs = [[*base, "--processes", str(processes), *setting, "--member", str(m)] for m in range(count)]
+        worker = PeerWorker(argvs, logs)
         self.live.append(worker)
         return worker.start()
 
@@ -410,7 +478,7 @@ class Harness:
         return {"bulk_enqueue": self.n / seconds}, {"seconds": seconds, "tasks": self.n, "chunk": figures.CHUNK}
 
     # ---- figures 3, 4, 6, 7: drain a full queue ------------------------------------------------------------
-    def drain(self, peer: Peer, processes: int, key: str) -> tuple[Metrics, Details]:
+    def drain(self, peer: Peer, processes: int, key: str, own: bool = False) -> tuple[Metrics, Details]:
         self.reset()
         fill_s = self.fill(peer, self.n)
         before = figures.commandstats(self.store)
@@ -418,7 +486,7 @@ class Harness:
         redis_before = self.redis_cpu_s()
         first: dict[str, float] = {}
         started = time.perf_counter()
-        worker = self.start_worker(peer, processes)
+        worker = self.start_worker(peer, processes, own)
         try:
 
             def on_first(count: int) -> None:
@@ -452,6 +520,8 @@ class Harness:
         }
         details: Details = {
             "processes": processes,
+            "setting": "own" if own else "equal",
+            "plan": peer.plan("own" if own else "equal", processes),
             "tasks": self.n,
             "fill_s": fill_s,
             "seconds": ended - started,
@@ -496,10 +566,11 @@ class Harness:
         return metrics, details
 
     # ---- figure 5 (and 7: idle footprint) ------------------------------------------------------------------
-    def latency(self, peer: Peer) -> tuple[Metrics, Details]:
+    def latency(self, peer: Peer, own: bool = False) -> tuple[Metrics, Details]:
         self.reset()
         count = round(RATE * SECONDS)
-        worker = self.start_worker(peer, 1)
+        prefix = OWN if own else ""
+        worker = self.start_worker(peer, 1, own)
         try:
             first_task = self.warm(peer, worker)
             time.sleep(figures.IDLE_SETTLE_S)
@@ -517,14 +588,16 @@ class Harness:
         if len(samples) != count:
             raise BenchError(f"latency: {len(samples)} samples, expected {count}")
         metrics: Metrics = {
-            "lat_p50": figures.quantile(samples, 0.50),
-            "lat_p99": figures.quantile(samples, 0.99),
-            "lat_max": max(samples),
-            "rss_idle": rss / 2**20,
-            "idle_cpu": idle_cpu,
-            "first_task": first_task,
+            f"{prefix}lat_p50": figures.quantile(samples, 0.50),
+            f"{prefix}lat_p99": figures.quantile(samples, 0.99),
+            f"{prefix}lat_max": max(samples),
+            f"{prefix}rss_idle": rss / 2**20,
+            f"{prefix}idle_cpu": idle_cpu,
+            f"{prefix}first_task": first_task,
         }
         details: Details = {
+            "setting": "own" if own else "equal",
+            "worker_argv": worker.argv,
             "tasks": count,
             "rate_target": RATE,
             "producer_s": produced_s,
@@ -536,10 +609,11 @@ class Harness:
         return metrics, details
 
     # ---- figure 8 ------------------------------------------------------------------------------------------
-    def delay(self, peer: Peer) -> tuple[Metrics, Details]:
+    def delay(self, peer: Peer, own: bool = False) -> tuple[Metrics, Details]:
         self.reset()
         tasks, delay_s = figures.DELAYED_TASKS, figures.DELAY_S
-        worker = self.start_worker(peer, 1)
+        prefix = OWN if own else ""
+        worker = self.start_worker(peer, 1, own)
         try:
             self.warm(peer, worker)
             time.sleep(figures.IDLE_SETTLE_S)
@@ -551,12 +625,14 @@ class Harness:
         if len(late) != tasks:
             raise BenchError(f"delay: {len(late)} samples, expected {tasks}")
         metrics: Metrics = {
-            "late_p50": figures.quantile(late, 0.5),
-            "late_p99": figures.quantile(late, 0.99),
-            "late_max": max(late),
-            "late_min": min(late),
+            f"{prefix}late_p50": figures.quantile(late, 0.5),
+            f"{prefix}late_p99": figures.quantile(late, 0.99),
+            f"{prefix}late_max": max(late),
+            f"{prefix}late_min": min(late),
         }
         details: Details = {
+            "setting": "own" if own else "equal",
+            "worker_argv": worker.argv,
             "tasks": tasks,
             "delay_s": delay_s,
             "spread": "one delayed enqueue per ms; due = time.time() + delay at the call",
@@ -620,40 +696,98 @@ def best_peer(values: dict[str, float], higher_is_better: bool) -> tuple[str, fl
     return name, usable[name]
 
 
-def comparison(ours: dict[str, float] | None, peers: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
-    """One row per figure: taskqueue's median, each peer's median, the best peer, the ratio, the target."""
+@dataclass(frozen=True, slots=True)
+class Fairness:
+    """Which peer values a comparison may use (PERFORMANCE.md's fairness rule)."""
+
+    concurrency: int  # C: taskqueue's slots and every peer's per-process concurrency in the worker figures
+    unequal: dict[str, set[int]] = field(default_factory=dict)  # peer -> process counts not at C per process
+    own_same: dict[str, set[int]] = field(default_factory=dict)  # peer -> process counts whose own setting is C
+
+
+def fairness(peers: list[Peer], concurrency: int) -> Fairness:
+    """From each peer's plans: where it cannot run C at once (rq) and where its own setting is the one at C."""
+    unequal: dict[str, set[int]] = {}
+    own_same: dict[str, set[int]] = {}
+    for peer in peers:
+        if peer.error is not None or "plans" not in peer.facts:
+            continue
+        counts = set(WORKER_STEPS.values())
+        unequal[peer.name] = {k for k in counts if not peer.runs_at(k, concurrency)}
+        own_same[peer.name] = {k for k in counts if not peer.own_differs(k)}
+    return Fairness(concurrency, unequal, own_same)
+
+
+def _row(
+    row: Row, ours: float | None, values: dict[str, float], usable: set[str], marks: dict[str, str], setting: str
+) -> dict[str, Any]:
+    best = best_peer({name: v for name, v in values.items() if name in usable}, row.higher_is_better)
+    metric = report.KNOWN.get(row.key)
+    return {
+        "key": row.key if setting == "equal" else f"{OWN}{row.key}",
+        "label": row.label,
+        "unit": row.unit,
+        "higher_is_better": row.higher_is_better,
+        "setting": setting,
+        "taskqueue": ours,
+        "peers": values,
+        "marks": marks,
+        "best_peer": best[0] if best else None,
+        "best": best[1] if best else None,
+        "ratio": ratio(ours, best[1] if best else None, row.higher_is_better) if setting == "equal" else None,
+        "target": metric.target if metric and setting == "equal" else "",
+    }
+
+
+def comparison(
+    ours: dict[str, float] | None, peers: dict[str, dict[str, float]], rule: Fairness | None = None
+) -> list[dict[str, Any]]:
+    """One row per figure: taskqueue's median, each peer's median, the best peer, the ratio, the target.
+
+    Equal rows (setting "equal"): everyone at C. A peer that cannot run C at once per process (rq) is shown,
+    marked "*", but is not a candidate for the best peer of a worker figure, so the ratio only ever compares
+    equal concurrency. Then, when any peer has `own.` medians (`--peers-own-settings`), the "own" rows of the
+    worker figures: each peer at its own best documented setting (marked "=" where that is its setting at C),
+    best peer among them, no taskqueue value and no ratio."""
+    rule = rule or Fairness(DEFAULT_CONCURRENCY)
     rows: list[dict[str, Any]] = []
     for row in ROWS:
         values = {name: medians[row.key] for name, medians in peers.items() if row.key in medians}
-        best = best_peer(values, row.higher_is_better)
+        processes = WORKER_STEPS.get(row.step)
+        marks = {name: "*" for name in values if processes is not None and processes in rule.unequal.get(name, set())}
         mine = ours.get(row.key) if ours is not None else None
-        metric = report.KNOWN.get(row.key)
-        rows.append(
-            {
-                "key": row.key,
-                "label": row.label,
-                "unit": row.unit,
-                "higher_is_better": row.higher_is_better,
-                "taskqueue": mine,
-                "peers": values,
-                "best_peer": best[0] if best else None,
-                "best": best[1] if best else None,
-                "ratio": ratio(mine, best[1] if best else None, row.higher_is_better),
-                "target": metric.target if metric else "",
-            }
-        )
+        rows.append(_row(row, mine, values, set(values) - set(marks), marks, "equal"))
+    if not any(key.startswith(OWN) for medians in peers.values() for key in medians):
+        return rows
+    for row in ROWS:
+        processes = WORKER_STEPS.get(row.step)
+        if processes is None:
+            continue
+        values, marks = {}, {}
+        for name, medians in peers.items():
+            if f"{OWN}{row.key}" in medians:
+                values[name] = medians[f"{OWN}{row.key}"]
+            elif processes in rule.own_same.get(name, set()) and row.key in medians:
+                values[name], marks[name] = medians[row.key], "="
+        rows.append(_row(row, None, values, set(values), marks, "own"))
     return rows
 
 
 def render(rows: list[dict[str, Any]], names: list[str], cells: dict[str, dict[str, str]]) -> str:
-    """The table. `cells[peer][key]` overrides a missing value ("n/a", "err", "-")."""
+    """The table. `cells[peer][key]` overrides a missing value ("n/a", "err", "-"); a row's `marks[peer]` follows
+    the peer's value ("*": not at C per process, "="): own setting = the one at C). The own rows come under a
+    heading of their own."""
     header = ["metric", "unit", "taskqueue", *names, "best peer", "tq vs best", "target"]
     table = [header]
+    own_at = None
     for row in rows:
+        if row.get("setting") == "own" and own_at is None:
+            own_at = len(table)
         line = [row["label"], row["unit"], report.fmt(row["taskqueue"]) if row["taskqueue"] is not None else "-"]
         for name in names:
             value = row["peers"].get(name)
-            line.append(report.fmt(value) if value is not None else cells.get(name, {}).get(row["key"], "-"))
+            mark = row.get("marks", {}).get(name, "")
+            line.append(report.fmt(value) + mark if value is not None else cells.get(name, {}).get(row["key"], "-"))
         line.append(row["best_peer"] or "-")
         line.append(f"{row['ratio']:.2f}x" if row["ratio"] is not None else "-")
         line.append(row["target"])
@@ -661,6 +795,8 @@ def render(rows: list[dict[str, Any]], names: list[str], cells: dict[str, dict[s
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     out = []
     for n, r in enumerate(table):
+        if n == own_at:
+            out.append("-- each peer at its own best documented setting (where it differs from C; = : the same) --")
         cells_out = [r[0].ljust(widths[0]), r[1].ljust(widths[1])]
         cells_out += [c.rjust(w) for c, w in zip(r[2:-1], widths[2:-1], strict=True)]
         cells_out.append(r[-1])
@@ -676,45 +812,67 @@ def missing_cells(peers: list[Peer]) -> dict[str, dict[str, str]]:
     for peer in peers:
         mine = found.setdefault(peer.name, {})
         for row in ROWS:
-            if peer.error is not None:
-                mine[row.key] = "failed"
-            elif row.step in peer.unsupported:
-                mine[row.key] = "n/a"
-            elif any(row.step in run["errors"] for run in peer.runs):
-                mine[row.key] = "err"
+            for prefix in ("", OWN) if row.step in WORKER_STEPS else ("",):
+                key, step = f"{prefix}{row.key}", f"{prefix}{row.step}"
+                if peer.error is not None:
+                    mine[key] = "failed"
+                elif step in peer.unsupported:
+                    mine[key] = "n/a"
+                elif any(step in run["errors"] for run in peer.runs):
+                    mine[key] = "err"
     return found
 
 
-def legend(peers: list[Peer]) -> str:
+def _peer_legend(peer: Peer, rule: Fairness) -> list[str]:
+    """A peer's version, delivery guarantee, the settings it ran with (at C and its own), n/a reasons."""
+    lines: list[str] = []
+    facts = peer.facts
+    lines.append(
+        f"{peer.name} {facts.get('version')} (redis-py {facts.get('redis_py')}, python {facts.get('python')}): "
+        f"{facts.get('delivery')}"
+    )
+    plans = facts.get("plans") or {}
+    for setting, title in (("equal", f"at C = {rule.concurrency}"), ("own", "own setting")):
+        shown = [plan["what"] for _, plan in sorted((plans.get(setting) or {}).items())]
+        if setting == "own" and not any(peer.own_differs(k) for k in (1, 2)):
+            shown = ["the same as at C"]
+        if shown:
+            lines.append(f"    {title}: {' | '.join(shown)}")
+    settings = facts.get("settings") or {}
+    for key, value in settings.items():
+        lines.append(f"    {key}: {value}")
+    for step, why in peer.unsupported.items():
+        lines.append(f"    n/a {step}: {why}")
+    for run in peer.runs:
+        memory = run["details"].get("redis_bytes") or {}
+        if memory.get("why_fewer"):
+            lines.append(f"    Redis bytes per task over {memory['tasks']:,} tasks ({memory['why_fewer']})")
+            break
+    steady = peer.medians().get("drain1_steady")
+    if steady is not None and steady < RATE:
+        lines.append(
+            f"    its 1-process drain ({steady:.0f}/s) is below the {RATE}/s offered in the latency run: "
+            "latency and delay lateness measure a growing backlog there"
+        )
+    return lines
+
+
+def legend(peers: list[Peer], rule: Fairness | None = None) -> str:
+    rule = rule or Fairness(DEFAULT_CONCURRENCY)
     lines = [
+        f"C = {rule.concurrency}: in every worker figure taskqueue (workers.max_concurrent_tasks) and each peer run "
+        "up to C tasks at once per worker process (threads for sync peers, async slots for async ones); "
+        "2 processes = two worker commands, or the peer's own multi-process mode, at C each.",
         "tq vs best: taskqueue / best peer for rates; best peer / taskqueue for lower-is-better figures "
-        "(latency, CPU, RSS, bytes, commands, lateness): > 1 means taskqueue is better.",
+        "(latency, CPU, RSS, bytes, commands, lateness): > 1 means taskqueue is better. Only equal-concurrency "
+        "values are compared.",
+        "*: the peer cannot run C tasks at once per process (rq: one job at a time by design); shown, but never the "
+        "best peer of a worker figure.",
         "n/a: the peer has no such feature; err: that step failed (below); failed: the peer could not run.",
     ]
     for peer in peers:
-        if peer.error is not None:
-            continue
-        facts = peer.facts
-        lines.append(
-            f"{peer.name} {facts.get('version')} (redis-py {facts.get('redis_py')}, python {facts.get('python')}): "
-            f"{facts.get('delivery')}"
-        )
-        settings = facts.get("settings") or {}
-        for key, value in settings.items():
-            lines.append(f"    {key}: {value}")
-        for step, why in peer.unsupported.items():
-            lines.append(f"    n/a {step}: {why}")
-        for run in peer.runs:
-            memory = run["details"].get("redis_bytes") or {}
-            if memory.get("why_fewer"):
-                lines.append(f"    Redis bytes per task over {memory['tasks']:,} tasks ({memory['why_fewer']})")
-                break
-        steady = peer.medians().get("drain1_steady")
-        if steady is not None and steady < RATE:
-            lines.append(
-                f"    its 1-process drain ({steady:.0f}/s) is below the {RATE}/s offered in the latency run: "
-                "latency and delay lateness measure a growing backlog there"
-            )
+        if peer.error is None:
+            lines += _peer_legend(peer, rule)
     failures = [f"  {p.name}: {p.error}" for p in peers if p.error is not None]
     for peer in peers:
         for run in peer.runs:

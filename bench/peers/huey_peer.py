@@ -20,15 +20,19 @@ from bench.peers.common import Unsupported
 
 DISTRIBUTION = "huey"
 DELIVERY = "at-most-once (BRPOP takes the message; a consumer that dies loses the tasks it holds)"
-THREADS_1_PROCESS = 8
 SCHEDULER_INTERVAL_S = 1
+OWN_SETTING = (
+    "huey_consumer -k process -w K: huey's multi-process mode, the form its README shows ('To run the consumer "
+    "with 4 worker processes: huey_consumer my_app.huey -k process -w 4'): K worker processes, each running one "
+    "task at a time (plus the consumer's main process and its scheduler process)"
+)
 SETTINGS: dict[str, object] = {
     "storage": "RedisHuey (one Redis list, BRPOP with read_timeout=1 s: blocking, no polling delay)",
     "results": "False: nothing reads them (the task bodies return None, which huey would not store anyway)",
-    "worker_1_process": f"huey_consumer -k thread -w {THREADS_1_PROCESS}: {THREADS_1_PROCESS} worker threads in the "
-    "consumer's one OS process (plus the scheduler thread)",
-    "worker_2_processes": "huey_consumer -k process -w 2: two worker processes (plus the consumer's main "
-    "process and its scheduler process)",
+    "worker_at_c": "huey_consumer -k thread -w C: C worker threads in the consumer's one OS process (plus its "
+    "scheduler thread), each running one task at a time; 2 processes = two such commands side by side (huey's "
+    "process mode has no threads per process)",
+    "worker_own": OWN_SETTING,
     "scheduler_interval": f"-s {SCHEDULER_INTERVAL_S}: huey's finest granularity (whole seconds); delayed tasks "
     "are moved to the queue once per interval",
     "logging": "-q (warnings only): huey logs two INFO lines per task otherwise",
@@ -76,10 +80,16 @@ def warmup() -> None:
     incr()
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     consumer = str(Path(sys.executable).parent / "huey_consumer")
-    kind = ["-k", "thread", "-w", str(THREADS_1_PROCESS)] if processes == 1 else ["-k", "process", "-w", str(processes)]
-    return [consumer, f"{__name__}.huey", *kind, "-s", str(SCHEDULER_INTERVAL_S), "-q"]
+    tail = ["-s", str(SCHEDULER_INTERVAL_S), "-q"]
+    if concurrency is None:
+        argv = [consumer, f"{__name__}.huey", "-k", "process", "-w", str(processes), *tail]
+        return common.plan([argv], 1, f"huey_consumer -k process -w {processes}")
+    argv = [consumer, f"{__name__}.huey", "-k", "thread", "-w", str(concurrency), *tail]
+    return common.plan(
+        [argv] * processes, concurrency, common.times(processes, f"huey_consumer -k thread -w {concurrency}")
+    )
 
 
 def latency(rate: float, seconds: float) -> None:

@@ -28,14 +28,19 @@ DELIVERY = (
 QUEUE = "bench"
 RESULT_TTL = 0
 WORKER_CLASS = "rq.worker.SimpleWorker"
+OWN_SETTING = "the same as at C: one job at a time per worker process is rq's only mode"
 SETTINGS: dict[str, object] = {
     "queue": f"one Queue({QUEUE!r})",
     "worker_class": f"{WORKER_CLASS}: runs jobs in the worker process (the default rq.Worker forks a "
     "work horse per job, far slower for short tasks)",
+    "concurrency": "1 task at a time per worker process, by design (an rq worker takes the next job only when "
+    "the last one finished; rq has no threads or async slots), whatever C is: shown marked, and left out of "
+    "the best peer of the worker figures unless C = 1",
     "worker_1_process": f"rq worker {QUEUE} -w {WORKER_CLASS} --with-scheduler -q: one worker process "
     "(the scheduler is a child process it forks, polling every 1 s)",
-    "worker_2_processes": f"rq worker-pool {QUEUE} -n 2 -w {WORKER_CLASS} -q: the pool's main process and two "
-    "worker processes (rq 3 pool workers run the scheduler too)",
+    "worker_2_processes": f"rq worker-pool {QUEUE} -n 2 -w {WORKER_CLASS} -q: rq's own multi-process mode, the "
+    "pool's main process and two worker processes (rq 3 pool workers run the scheduler too)",
+    "worker_own": "the same (rq has no other concurrency setting)",
     "result_ttl": f"{RESULT_TTL}: the job hash is deleted when it succeeds (the bench never reads results; "
     "taskqueue runs with result_ttl 0 as well)",
     "bulk_enqueue": "Queue.enqueue_many(Queue.prepare_data(...)) per chunk (one pipeline per chunk)",
@@ -75,12 +80,14 @@ def warmup() -> None:
     queue.enqueue(common.incr, result_ttl=RESULT_TTL)
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
+    """rq runs one job at a time per worker process whatever `concurrency` asks for."""
     rq = str(Path(sys.executable).parent / "rq")
     common_args = ["-u", common.url(), "-w", WORKER_CLASS, "-q"]
     if processes == 1:
-        return [rq, "worker", QUEUE, *common_args, "--with-scheduler"]
-    return [rq, "worker-pool", QUEUE, "-n", str(processes), *common_args]
+        return common.plan([[rq, "worker", QUEUE, *common_args, "--with-scheduler"]], 1, "rq worker (1 job at a time)")
+    argv = [rq, "worker-pool", QUEUE, "-n", str(processes), *common_args]
+    return common.plan([argv], 1, f"rq worker-pool -n {processes} (1 job at a time per process)")
 
 
 def latency(rate: float, seconds: float) -> None:

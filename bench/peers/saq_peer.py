@@ -19,7 +19,8 @@ from saq import Queue
 from bench.peers import common
 from bench.peers.common import Unsupported
 
-CONCURRENCY = 50
+OWN_CONCURRENCY = 10  # saq's default Worker concurrency
+OWN_SETTING = f"concurrency {OWN_CONCURRENCY} (saq's default), saq --workers K"
 TTL = -1  # saq: "0 means indefinitely, -1 means disabled"
 FILL_CONCURRENCY = 100
 
@@ -32,15 +33,16 @@ DELIVERY = (
 )
 SETTINGS: dict[str, object] = {
     "queue": "saq.Queue.from_url(BENCH_REDIS_URL): a RedisQueue named 'default', JSON serialization (saq's default)",
-    "concurrency": f"{CONCURRENCY} (saq's default is 10): concurrent jobs per process, as taskqueue's 50 slots per "
-    "process; each slot blocks in BLMOVE (dequeue_timeout 0: no polling)",
+    "concurrency": "C (the settings' concurrency, read from $BENCH_CONCURRENCY at import): C job slots per "
+    f"process, each blocking in BLMOVE (dequeue_timeout 0: no polling); the peer's own setting is saq's default, "
+    f"{OWN_CONCURRENCY}",
     "ttl": f"{TTL} per job: the finished job is deleted (saq keeps it 600 s by default), as taskqueue's result_ttl 0",
     "timeout / retries": "saq's defaults (10 s / 1)",
     "timers": "saq's defaults (schedule 1 s: its finest, the scheduler lock is a SETEX in whole seconds; sweep 60 s; "
     "abort 1 s; worker_info 10 s)",
     "logging": "saq's CLI default (WARNING: no per-job lines)",
     "worker": "`saq bench.peers.saq_peer.settings --workers K`: saq's own multi-process option (the command runs "
-    "one worker and K - 1 multiprocessing children)",
+    "one worker and K - 1 multiprocessing children, each with the same settings: C slots per process)",
     "enqueue": "Queue.enqueue: one EVALSHA (SET job, ZADD incomplete, RPUSH queued) per job",
     "fill": f"Queue.enqueue, {FILL_CONCURRENCY} at a time (asyncio.gather; saq throttles to 20 concurrent "
     "operations; saq has no bulk enqueue)",
@@ -60,7 +62,11 @@ async def record(ctx: dict[str, Any], *, since: float) -> None:
     await common.arecord(since)
 
 
-settings: dict[str, Any] = {"queue": queue, "functions": [incr, record], "concurrency": CONCURRENCY}
+settings: dict[str, Any] = {
+    "queue": queue,
+    "functions": [incr, record],
+    "concurrency": common.concurrency(OWN_CONCURRENCY),
+}
 
 
 async def _connect() -> None:
@@ -107,9 +113,12 @@ def warmup() -> None:
     asyncio.run(_fill(1))
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     saq = str(Path(sys.executable).parent / "saq")
-    return [saq, "bench.peers.saq_peer.settings", "--workers", str(processes)]
+    slots = OWN_CONCURRENCY if concurrency is None else concurrency
+    argv = [saq, "bench.peers.saq_peer.settings", "--workers", str(processes)]
+    what = f"saq settings --workers {processes}, concurrency={slots}"
+    return common.plan([argv], slots, what, {common.CONCURRENCY_ENV: str(slots)})
 
 
 async def _latency(rate: float, seconds: float) -> None:

@@ -20,7 +20,8 @@ from streaq import Worker
 
 from bench.peers import common
 
-CONCURRENCY = 50
+OWN_CONCURRENCY = 16  # streaq's default Worker concurrency
+OWN_SETTING = f"concurrency {OWN_CONCURRENCY} (streaq's default), streaq run --workers K"
 
 DISTRIBUTION = "streaq"
 DELIVERY = (
@@ -31,13 +32,14 @@ DELIVERY = (
 SETTINGS: dict[str, object] = {
     "worker": "streaq.Worker(redis_url=BENCH_REDIS_URL, concurrency=...): streaq's defaults otherwise (queue "
     "'default', pickle, idle_timeout 60 s, asyncio backend)",
-    "concurrency": f"{CONCURRENCY} (streaq's default is 16): concurrent tasks per process, as taskqueue's 50 slots "
-    f"per process; prefetch is streaq's default (concurrency), so a worker holds up to {2 * CONCURRENCY} messages",
+    "concurrency": "C (Worker(concurrency=...), read from $BENCH_CONCURRENCY at import): up to C tasks at once per "
+    "process; prefetch is streaq's default (concurrency), so a worker holds up to 2 x C messages; the peer's own "
+    f"setting is streaq's default, {OWN_CONCURRENCY}",
     "tasks": "@worker.task(ttl=0, silent=True): no result is stored (streaq keeps results 5 min by default), as "
     "taskqueue's result_ttl 0; silent: no per-task INFO lines (streaq's CLI always logs at INFO, two lines per "
     "task otherwise); max_tries 3, no timeout (streaq's defaults)",
     "worker_command": "`streaq run bench.peers.streaq_peer:worker --workers K`: streaq's own multi-process option "
-    "(the command runs one worker and K - 1 multiprocessing children)",
+    "(the command runs one worker and K - 1 multiprocessing children, each at C)",
     "enqueue": "await task.enqueue(): one FCALL publish_task per task (inside `async with worker`)",
     "enqueue_many": "Worker.enqueue_many(tasks): one pipeline of FCALL publish_task per chunk",
     "fill": "Worker.enqueue_many in chunks of 1,000",
@@ -46,7 +48,7 @@ SETTINGS: dict[str, object] = {
     "hiredis": "installed for redis-py (common.py's task bodies); coredis does not use it",
 }
 
-worker: Any = Worker(redis_url=common.url(), concurrency=CONCURRENCY)
+worker: Any = Worker(redis_url=common.url(), concurrency=common.concurrency(OWN_CONCURRENCY))
 
 
 async def incr() -> None:
@@ -94,9 +96,12 @@ def warmup() -> None:
     asyncio.run(_enqueue(1))
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     streaq = str(Path(sys.executable).parent / "streaq")
-    return [streaq, "run", "bench.peers.streaq_peer:worker", "--workers", str(processes)]
+    slots = OWN_CONCURRENCY if concurrency is None else concurrency
+    argv = [streaq, "run", "bench.peers.streaq_peer:worker", "--workers", str(processes)]
+    what = f"streaq run --workers {processes}, concurrency={slots}"
+    return common.plan([argv], slots, what, {common.CONCURRENCY_ENV: str(slots)})
 
 
 async def _latency(rate: float, seconds: float) -> None:

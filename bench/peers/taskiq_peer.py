@@ -20,6 +20,11 @@ from taskiq_redis import RedisStreamBroker
 from bench.peers import common
 
 QUEUE = "bench"
+OWN_MAX_ASYNC_TASKS = 100  # taskiq worker's default --max-async-tasks
+OWN_SETTING = (
+    f"taskiq worker --workers K: taskiq's defaults, up to {OWN_MAX_ASYNC_TASKS} async tasks at once per process "
+    "(--max-async-tasks default)"
+)
 
 DISTRIBUTION = "taskiq"
 DELIVERY = (
@@ -34,9 +39,11 @@ SETTINGS: dict[str, object] = {
     "(xread_count 100, xread_block 2 s, idle_timeout 10 min)",
     "result_backend": "none (taskiq's default dummy backend): the tasks return nothing",
     "tasks": f"two async tasks (common.aincr, common.arecord) on the one stream {QUEUE!r}",
-    "worker": "`taskiq worker bench.peers.taskiq_peer:broker --workers K --log-level WARNING`: defaults otherwise "
-    "(--max-async-tasks 100, --max-prefetch 0, --ack-type when_saved); WARNING because at the default INFO "
-    "taskiq writes one log line per task, which the other peers (and taskqueue) do not",
+    "worker_at_c": "`taskiq worker bench.peers.taskiq_peer:broker --workers K --max-async-tasks C --log-level "
+    "WARNING`: taskiq's own multi-process mode, each process running up to C tasks at once (the receiver holds a "
+    "semaphore of C around every task); defaults otherwise (--max-prefetch 0, --ack-type when_saved); WARNING "
+    "because at the default INFO taskiq writes one log line per task, which the other peers (and taskqueue) do not",
+    "worker_own": OWN_SETTING,
     "event_loop": "uvloop (taskiq's `uv` extra: taskiq's worker uses it when installed)",
     "enqueue": "await task.kiq(): one XADD per task, client started (broker.startup()) before the clock",
     "redis_py": "with hiredis (redis-py's parser picks it up when installed)",
@@ -104,9 +111,12 @@ def warmup() -> None:
     asyncio.run(_fill(1))
 
 
-def worker_argv(processes: int) -> list[str]:
+def worker_plan(processes: int, concurrency: int | None) -> common.Plan:
     script = Path(sys.executable).parent / "taskiq"
-    return [str(script), "worker", f"{__name__}:broker", "--workers", str(processes), "--log-level", "WARNING"]
+    slots = [] if concurrency is None else ["--max-async-tasks", str(concurrency)]
+    argv = [str(script), "worker", f"{__name__}:broker", "--workers", str(processes), *slots, "--log-level", "WARNING"]
+    what = " ".join(["taskiq worker --workers", str(processes), *slots])
+    return common.plan([argv], OWN_MAX_ASYNC_TASKS if concurrency is None else concurrency, what)
 
 
 async def _latency(rate: float, seconds: float) -> None:
