@@ -258,3 +258,66 @@ def test_the_watchers_keep_strict_priority_when_work_is_already_queued(tmp_path:
 
 async def _orders(client: Any, n: int) -> bool:
     return int(await client.llen("test:order")) >= n
+
+
+def test_a_claim_never_takes_a_slot_the_exchange_under_way_may_fill(tmp_path: Path, redis_url: str) -> None:
+    """The soak's loss, made deterministic: while an exchange that may take N messages is under way, another
+    queue's watcher claims one more. Started too, it would run one task beyond the slots, the next exchange
+    would ask for a negative number and reuse a token, and one task's ack would settle another's (a retry
+    then found its token gone and was dropped). The claim goes back instead; every task runs exactly once."""
+    cfg = load_config(tmp_path, redis_url, CONFIG.replace("SLOTS", "2"))
+
+    async def scenario() -> tuple[int, dict[bytes, bytes], set[bytes]]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-race")
+        real_exchange = broker.exchange
+        hold, held_back = asyncio.Event(), asyncio.Event()
+        hold.set()
+        most = 0
+        tokens: set[bytes] = set()
+        real_start = worker.executor.start
+
+        def start(item: Any) -> None:
+            nonlocal most
+            assert item.token not in tokens, f"token {item.token!r} used twice"
+            tokens.add(item.token)
+            real_start(item)
+            most = max(most, len(worker.executor.held))
+
+        async def exchange(*args: Any) -> Any:
+            if not hold.is_set():
+                held_back.set()
+                await hold.wait()
+            return await real_exchange(*args)
+
+        worker.executor.start = start  # type: ignore[method-assign]
+        broker.exchange = exchange  # type: ignore[method-assign,assignment]
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await until(lambda: _true(worker.armed.is_set()), "the queues to be dry")
+        hold.clear()  # the exchange that records the first claim will wait, with one slot reserved
+        await client.lpush(broker.keys.queue("default"), envelope.new("held", (1,), {"gate": "test:go"}).encode())
+        await until(lambda: _true(held_back.is_set()), "the exchange recording the claim to be under way")
+        await client.lpush(broker.keys.queue("high_priority"), envelope.new("held", (2,), {"gate": "test:go"}).encode())
+        await client.lpush(broker.keys.queue("default"), envelope.new("held", (3,), {"gate": "test:go"}).encode())
+        await until(lambda: _true(bool(worker.executor.unclaims)), "the second watcher's claim to be turned back")
+        hold.set()
+        await until(lambda: _true(len(worker.executor.held) == 2), "the exchange to take the turned-back claim")
+        await client.set("test:go", 1)
+        await until(lambda: _runs(client, 3), "all three to run")
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        runs: dict[Any, Any] = await client.hgetall("test:runs")
+        await broker.close()
+        await client.aclose()
+        return most, runs, tokens
+
+    most, runs, tokens = asyncio.run(scenario())
+    assert most == 2
+    assert runs == {b"1": b"1", b"2": b"1", b"3": b"1"}
+    assert len(tokens) == 3
+
+
+async def _runs(client: Any, n: int) -> bool:
+    return int(await client.hlen("test:runs")) >= n

@@ -77,7 +77,9 @@ class Worker:
         self.closing = asyncio.Event()  # and leave the pump loop
         self.idle = asyncio.Event()  # the pump has no round trip under way
         self.idle.set()
-        self.tokens = 0
+        self.tokens = 0  # the exchange's tokens are numbers; a claim's are "c<n>" (never the same token twice)
+        self.claim_tokens = 0
+        self.reserved = 0  # slots the exchange under way may fill: a watcher's claim must leave them free
         self._pump_failed = False
         self._primary_moves = 0
         self.max_tasks = config.workers.max_tasks_per_child
@@ -282,15 +284,15 @@ class Worker:
 
     def _claimed(self, queue: str, raw: bytes) -> None:
         out = self.executor
-        free = self.slots - len(out.held)
+        free = self.slots - len(out.held) - self.reserved
         if self.max_tasks is not None:
-            free = min(free, self.max_tasks - out.finished - len(out.held))
-        if self.stopping or free <= 0:  # another queue's watcher filled the last slot first
+            free = min(free, self.max_tasks - out.finished - len(out.held) - self.reserved)
+        if self.stopping or free <= 0:  # another watcher, or the exchange under way, has the last slot
             out.unclaims.append((queue, raw))
             self.wake.set()
             return
-        self.tokens += 1
-        out.claim(Taken(str(self.tokens).encode(), queue, raw))
+        self.claim_tokens += 1
+        out.claim(Taken(b"c%d" % self.claim_tokens, queue, raw))
 
     async def _pump(self) -> None:
         """The worker's single conversation about task state: ack, count, take (one round trip each time)."""
@@ -301,9 +303,9 @@ class Worker:
             self.wake.clear()
             if self.closing.is_set():
                 return
-            want = 0 if self.stopping else self.slots - len(self.executor.held)
+            want = 0 if self.stopping else max(0, self.slots - len(self.executor.held))
             if self.max_tasks is not None:
-                want = min(want, self._task_budget(self.max_tasks))  # one comparison per round trip
+                want = max(0, min(want, self._task_budget(self.max_tasks)))  # one comparison per round trip
             if want <= 0 and not self.executor.pending_outbox():
                 continue
             try:
@@ -339,15 +341,18 @@ class Worker:
         out.counters.clear()
         base = self.tokens
         self.tokens += want
+        self.reserved = want
         try:
             taken = await self.broker.exchange(self.id, acks, counters, hooked, want, base, claims, unclaims)
         except BaseException:
+            self.reserved = 0
             out.acks = acks + out.acks  # not settled yet: keep them for the next round
             out.hooked = hooked + out.hooked
             out.claims = claims + out.claims
             out.unclaims = unclaims + out.unclaims
             out.counters.update(counters)
             raise
+        self.reserved = 0  # the pump starts what it took before it yields again
         if claims:
             out.recorded(claims)
         return taken
