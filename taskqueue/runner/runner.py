@@ -25,7 +25,6 @@ from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
-from taskqueue.runner.webhooks import Deliveries
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.worker.execute import EXIT_REPLACE
 from taskqueue.worker.worker import EXIT_RECYCLED, lease_s
@@ -287,6 +286,8 @@ class Runner:
         if self.options.serve and self.config.scheduler.enabled:
             loops += [timer.run(self), Schedules(self.broker, self.config).run()]
         if self.options.serve and self.config.webhooks:
+            from taskqueue.runner.webhooks import Deliveries  # aiohttp's client: only with webhooks configured
+
             loops.append(Deliveries(self.broker, self.config, self.runner_id).run())
         self._services = [asyncio.create_task(loop) for loop in loops]
         self._stop_http = await self._start_http()
