@@ -7,11 +7,13 @@ import inspect
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskqueue.config import crontab, imports
-from taskqueue.config.yamlsource import Document
 from taskqueue.store.connection import cluster_url
+
+if TYPE_CHECKING:  # the registry imports this module in worker processes, which never load YAML
+    from taskqueue.config.yamlsource import Document
 
 
 def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:
