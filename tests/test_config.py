@@ -487,6 +487,50 @@ def test_schedule_time_zone_is_kept_and_used() -> None:
     assert fire.astimezone(dt.UTC) == dt.datetime(2024, 7, 8, 7, 30, tzinfo=dt.UTC)  # Monday 09:30 CEST
 
 
+@pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")) + EXAMPLES, ids=lambda p: p.stem)
+def test_the_checked_form_a_worker_reads_gives_the_same_config(path: Path) -> None:
+    cfg, checked = config.load_checked(path, env={})
+    assert checked is not None
+    assert config.from_checked(checked, path) == cfg
+
+
+def test_the_checked_form_holds_what_the_environment_set() -> None:
+    env = {"REDIS_URL": "redis://10.0.0.9:6390/2", "TASK_QUEUE_WORKERS": "3"}
+    cfg, checked = config.load_checked(REPO / "task-queue.yaml", env=env)
+    assert checked is not None
+    restored = config.from_checked(checked, REPO / "task-queue.yaml")  # the worker's environment is not read
+    assert (
+        (restored.redis.url, restored.workers.initial_count)
+        == ("redis://10.0.0.9:6390/2", 3)
+        == (
+            cfg.redis.url,
+            cfg.workers.initial_count,
+        )
+    )
+
+
+@pytest.mark.parametrize("value", ["!!binary aGVsbG8=", ".inf"])
+def test_no_checked_form_for_a_value_json_cannot_carry(tmp_path: Path, value: str) -> None:
+    """The worker then gets the YAML, as before."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(
+        'tasks:\n  dump: {path: "json:dumps"}\n'
+        f"schedules:\n  odd: {{task: dump, every: 1h, kwargs: {{value: {value}}}}}\n"
+    )
+    cfg, checked = config.load_checked(path, env={})
+    assert checked is None
+    assert cfg == config.load(path, env={})
+
+
+def test_a_checked_form_of_another_version_is_refused() -> None:
+    _, checked = config.load_checked(VALID / "minimal.yaml", env={})
+    assert checked is not None
+    with pytest.raises(ConfigError, match="checked configuration cannot be read"):
+        config.from_checked(checked.replace(b'"format":1', b'"format":99'), VALID / "minimal.yaml")
+    with pytest.raises(ConfigError, match="checked configuration cannot be read"):
+        config.from_checked(b"tasks: {}", VALID / "minimal.yaml")
+
+
 def test_config_is_frozen() -> None:
     cfg = load_valid("minimal.yaml")
     with pytest.raises(dataclasses.FrozenInstanceError):

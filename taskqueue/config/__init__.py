@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskqueue import canvas
-from taskqueue.config import checks, validation, yamlsource
 from taskqueue.errors import ConfigError
 from taskqueue.store.connection import cluster_url
 
+if TYPE_CHECKING:  # imported by load(): a worker process reads the checked form and never loads YAML or the schema
+    from taskqueue.config import yamlsource
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_FILE_BYTES = 1 << 20
+CHECKED_FORMAT = 1  # the version of the checked form (load_checked, from_checked)
 
 # The seed's environment variables, which override the file (highest priority).
 ENV_OVERRIDES: Mapping[str, tuple[str, str]] = MappingProxyType(
@@ -285,6 +289,49 @@ def load(
     raw: bytes | None = None,
 ) -> Config:
     """Read (or take `raw`), validate and convert a config file; raises ConfigError listing every problem."""
+    data, file, base_dir = _check(path, env, import_tasks=import_tasks, raw=raw)
+    return _build(data, file, base_dir)
+
+
+def load_checked(
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    import_tasks: bool = True,
+    raw: bytes | None = None,
+) -> tuple[Config, bytes | None]:
+    """`load`, and the checked data (expanded, overridden from the environment, with every default) as the
+    compact form a worker process reads instead of the YAML (`from_checked`): it skips the YAML parser, the
+    schema and the checks the runner has just run. None when the data does not survive a JSON round trip
+    unchanged (a YAML-only value in a schedule's arguments, say): the worker then gets the YAML."""
+    data, file, base_dir = _check(path, env, import_tasks=import_tasks, raw=raw)
+    config = _build(data, file, base_dir)
+    try:
+        text = json.dumps({"format": CHECKED_FORMAT, "data": data}, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return config, None
+    return config, (text.encode("utf-8") if json.loads(text)["data"] == data else None)
+
+
+def from_checked(checked: bytes, path: str | os.PathLike[str]) -> Config:
+    """The Config of `load_checked`'s compact form (the runner's, on a worker's stdin); `path` names the
+    YAML it came from (its folder resolves the relative paths, as `load` does). Nothing is checked again."""
+    file = Path(path)
+    try:
+        wire = json.loads(checked)
+        if wire.get("format") != CHECKED_FORMAT:
+            raise ValueError(f"format {wire.get('format')!r}, this version reads {CHECKED_FORMAT}")
+        return _build(wire["data"], file, file.resolve().parent)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ConfigError([f"{path}: the runner's checked configuration cannot be read: {exc!r}"]) from None
+
+
+def _check(
+    path: str | os.PathLike[str], env: Mapping[str, str] | None, *, import_tasks: bool, raw: bytes | None
+) -> tuple[dict[str, Any], Path, Path]:
+    """The checked data of a config file with its path and folder; raises ConfigError listing every problem."""
+    from taskqueue.config import checks, validation, yamlsource  # YAML, the JSON Schema, cron: only here
+
     env = os.environ if env is None else env
     file = Path(path)
     shown = str(path)
@@ -307,7 +354,7 @@ def load(
     found += checks.semantic(doc, base_dir, import_tasks=import_tasks)
     if found:
         raise ConfigError(sorted(found, key=_file_order))
-    return _build(doc.data, file, base_dir)
+    return doc.data, file, base_dir
 
 
 def _file_order(problem: str) -> tuple[int, int]:
@@ -326,6 +373,8 @@ def _set(data: Any, path: yamlsource.JsonPath, value: Any) -> None:
 
 
 def _apply_env(doc: yamlsource.Document, env: Mapping[str, str]) -> None:
+    from taskqueue.config import validation
+
     for name, (section, key) in ENV_OVERRIDES.items():
         if name not in env:
             continue

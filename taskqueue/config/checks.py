@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import inspect
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
@@ -247,13 +246,6 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
                 yield doc.problem(at, f"'{path}' {problem}")
                 continue
             target = django_task.func
-        problem = callable_problem(target)
+        problem = imports.callable_problem(target)
         if problem:
             yield doc.problem(at, f"'{path}' {problem}")
-
-
-def callable_problem(target: object) -> str | None:
-    """Why `target` cannot be a task (None when it can): a function, or a class with an execute() method."""
-    if inspect.isclass(target):
-        return None if callable(getattr(target, "execute", None)) else "is a class without an execute() method"
-    return None if callable(target) else f"is a {type(target).__name__}, not a function or class"

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:  # APScheduler is imported by trigger(): only by a process that reads a cron schedule
+    from apscheduler.triggers.base import BaseTrigger
 
 _CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")  # cron: 0 and 7 are Sunday
 _NUMERIC_PART = re.compile(r"^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$")
@@ -33,6 +33,9 @@ def _weekdays(field: str) -> str:
 
 def trigger(expression: str, timezone: str = "UTC") -> BaseTrigger:
     """Parse `m h dom mon dow` or `s m h dom mon dow`; raises ValueError with a readable reason."""
+    from apscheduler.triggers.combining import OrTrigger
+    from apscheduler.triggers.cron import CronTrigger
+
     fields = expression.split()
     if len(fields) == 5:
         fields.insert(0, "0")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterable
@@ -99,3 +100,10 @@ def django_task_problem(name: str, task: Any) -> str | None:
             f"(what Task.enqueue() sends), not '{name}'"
         )
     return None
+
+
+def callable_problem(target: object) -> str | None:
+    """Why `target` cannot be a task (None when it can): a function, or a class with an execute() method."""
+    if inspect.isclass(target):
+        return None if callable(getattr(target, "execute", None)) else "is a class without an execute() method"
+    return None if callable(target) else f"is a {type(target).__name__}, not a function or class"

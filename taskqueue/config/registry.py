@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any, cast
 
 from taskqueue import canvas
-from taskqueue.config import Config, TaskConfig, checks, imports
+from taskqueue.config import Config, TaskConfig, imports
 from taskqueue.errors import ConfigError
 
 
@@ -128,7 +128,7 @@ def build(config: Config, names: Iterable[str] | None = None) -> Registry:
                 problems.append(f"{config.source}: tasks.{name}.path: '{task.path}' {problem}")
                 continue
             target = django_task.func
-        problem = checks.callable_problem(target)
+        problem = imports.callable_problem(target)
         if problem:
             problems.append(f"{config.source}: tasks.{name}.path: '{task.path}' {problem}")
             continue

@@ -47,9 +47,9 @@ def run(args: argparse.Namespace, *, serve: bool = True, raw: bytes | None = Non
     """The runner; `raw` is the configuration's text when it is not the file's own (taskqueue.testing: the
     user's YAML with the test's overrides, while `args.config` names the user's file)."""
     raw = config_mod.read(args.config) if raw is None else raw
-    cfg = config_mod.load(args.config, raw=raw)
+    cfg, checked = config_mod.load_checked(args.config, raw=raw)
     tasks = registry.build(cfg)  # the runner never runs them: it checks the arguments that HTTP enqueues
-    options = RunOptions(Path(args.config).resolve(), raw, args.log_level, args.log_format, serve)
+    options = RunOptions(Path(args.config).resolve(), raw, checked, args.log_level, args.log_format, serve)
 
     async def main() -> int:
         client, embedded = await redisboot.connect(cfg)

@@ -14,12 +14,15 @@ from taskqueue.errors import ConfigError
 log = logging.getLogger("taskqueue.reload")
 
 
-def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config, bytes, registry.Registry] | None:
-    """The YAML on disk, validated and importable, as (config, raw bytes, its tasks); None (with the reasons
-    logged) when it must be rejected and the running configuration stays."""
+def read_new(
+    path: Path, running: config_mod.Config
+) -> tuple[config_mod.Config, bytes, bytes | None, registry.Registry] | None:
+    """The YAML on disk, validated and importable, as (config, raw bytes, its checked form for the workers
+    (config.load_checked), its tasks); None (with the reasons logged) when it must be rejected and the running
+    configuration stays."""
     try:
         raw = config_mod.read(path)
-        new = config_mod.load(path, raw=raw)
+        new, checked = config_mod.load_checked(path, raw=raw)
         tasks = registry.build(new)
     except ConfigError as exc:
         for problem in exc.problems:
@@ -29,7 +32,7 @@ def read_new(path: Path, running: config_mod.Config) -> tuple[config_mod.Config,
     if new.redis != running.redis:
         log.error("reload rejected: the redis section changed, which needs a restart; the running configuration stays")
         return None
-    return new, raw, tasks
+    return new, raw, checked, tasks
 
 
 def worker_count(config: config_mod.Config, current: int) -> int:

@@ -25,7 +25,6 @@ from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.runner import autoscaler, recovery, reload, timer
 from taskqueue.runner.schedules import Schedules
-from taskqueue.runner.webhooks import Deliveries
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.worker.execute import EXIT_REPLACE
 from taskqueue.worker.worker import EXIT_RECYCLED, lease_s
@@ -48,6 +47,7 @@ class WorkerProcess:
 class RunOptions:
     config_path: Path
     config_raw: bytes
+    config_checked: bytes | None = None  # config.load_checked's compact form: what workers read, when there is one
     log_level: str = "info"
     log_format: str = "text"
     serve: bool = True  # `run`: also the delayed-task timer, schedules and HTTP; `worker`: worker processes only
@@ -77,6 +77,7 @@ class Runner:
     # ---- worker processes ----------------------------------------------------------------------
     async def spawn(self) -> WorkerProcess:
         worker_id = f"{HOST}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        checked = self.options.config_checked  # the YAML as this runner checked it: the worker skips YAML and schema
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             *worker_flags(),
@@ -92,12 +93,13 @@ class Runner:
             self.options.log_level,
             "--log-format",
             self.options.log_format,
+            *(["--checked"] if checked is not None else []),
             stdin=asyncio.subprocess.PIPE,
             env=worker_env(),
             start_new_session=True,
         )
         assert process.stdin is not None
-        process.stdin.write(self.options.config_raw)
+        process.stdin.write(self.options.config_raw if checked is None else checked)
         await process.stdin.drain()
         process.stdin.close()
         handle = WorkerProcess(worker_id, process)
@@ -156,11 +158,11 @@ class Runner:
             found = reload.read_new(path, self.config)
             if found is None:
                 return False
-            new, raw, self.registry = found
+            new, raw, checked, self.registry = found
             old, retiring = self.config, self.active_workers()
             await self.stop_services()
             self.config = new
-            self.options = dataclasses.replace(self.options, config_raw=raw)
+            self.options = dataclasses.replace(self.options, config_raw=raw, config_checked=checked)
             self.broker = Broker(self.broker.redis, new)
             await self.broker.publish_tables()
             for _ in range(reload.worker_count(new, len(retiring))):
@@ -287,6 +289,8 @@ class Runner:
         if self.options.serve and self.config.scheduler.enabled:
             loops += [timer.run(self), Schedules(self.broker, self.config).run()]
         if self.options.serve and self.config.webhooks:
+            from taskqueue.runner.webhooks import Deliveries  # aiohttp's client: only with webhooks configured
+
             loops.append(Deliveries(self.broker, self.config, self.runner_id).run())
         self._services = [asyncio.create_task(loop) for loop in loops]
         self._stop_http = await self._start_http()

@@ -15,15 +15,15 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
-
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.interval import IntervalTrigger
+from typing import TYPE_CHECKING, TypeVar
 
 from taskqueue._loop import raise_if_cancelled, ride_out
 from taskqueue.config import Config, ScheduleConfig, crontab
 from taskqueue.errors import PayloadTooLarge
 from taskqueue.store.broker import Broker
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 log = logging.getLogger("taskqueue.scheduler")
 
@@ -36,8 +36,12 @@ T = TypeVar("T")
 
 
 def trigger_of(schedule: ScheduleConfig) -> BaseTrigger:
+    """APScheduler is imported here, the first time a schedule needs its trigger: a runner without
+    schedules never loads it."""
     if schedule.cron is not None:
         return crontab.trigger(schedule.cron, schedule.timezone)
+    from apscheduler.triggers.interval import IntervalTrigger
+
     assert schedule.every_s is not None
     return IntervalTrigger(seconds=schedule.every_s, start_date=EPOCH, timezone=schedule.timezone)
 

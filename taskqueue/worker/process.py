@@ -1,6 +1,8 @@
 """Entry point of one worker process (started by the runner): `python -m taskqueue.worker`.
 
-The runner passes the already-validated YAML on stdin, so every worker runs the same configuration.
+The runner passes its configuration on stdin, so every worker runs the same one: with `--checked`, the data
+the runner has checked already (config.load_checked's compact form: no YAML parser, schema or checks here);
+without, the YAML, loaded again.
 """
 
 from __future__ import annotations
@@ -61,10 +63,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runner-pid", type=int, default=None, help="stop when this process is no longer our parent")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--log-format", default="text")
+    parser.add_argument("--checked", action="store_true", help="stdin holds the runner's checked configuration")
     args = parser.parse_args(argv)
     logs.setup(args.log_level, args.log_format)
     try:
-        cfg = config_mod.load(args.config, raw=sys.stdin.buffer.read(), import_tasks=False)
+        given = sys.stdin.buffer.read()
+        if args.checked:
+            cfg = config_mod.from_checked(given, args.config)
+        else:
+            cfg = config_mod.load(args.config, raw=given, import_tasks=False)
         tasks = registry.build(cfg)
     except TaskQueueError as exc:
         print(f"worker {args.worker_id}: {exc}", file=sys.stderr)

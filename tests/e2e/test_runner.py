@@ -106,6 +106,36 @@ def test_workers_never_import_from_the_launch_directory(make_runner: RunnerFacto
     assert not [line for line in runner.logs() if "exited unexpectedly" in str(line.get("msg"))]
 
 
+def test_workers_load_no_yaml_schema_scheduler_or_http(make_runner: RunnerFactory, redis_url: str) -> None:
+    """The runner hands its workers the configuration it checked (config.load_checked), so a worker loads neither
+    the YAML parser nor the JSON Schema; APScheduler and aiohttp only where they are configured: not in a
+    worker, nor in a runner without HTTP, webhooks or schedules (start-up time and memory, PERFORMANCE.md)."""
+    heavy = ["yaml", "jsonschema", "referencing", "apscheduler", "tzlocal", "aiohttp", "prometheus_client"]
+    runner = make_runner(redis_url, workers=1, tasks="loaded: {path: testjobs.tasks:loaded}")
+    runner.start(expect_workers=1)
+    (worker,) = runner.worker_pids()
+    assert b"--checked" in Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    client = Client(redis_url)
+    assert client.result(client.enqueue("loaded", heavy), timeout=20) == []
+    # The runner's modules, seen from outside: aiohttp's compiled parser is mapped once aiohttp is imported.
+    assert "/aiohttp/" not in Path(f"/proc/{runner.pid}/maps").read_text()
+    assert not [line for line in runner.logs() if line.get("level") in ("error", "critical")]
+
+
+def test_a_configuration_json_cannot_carry_reaches_the_workers_as_yaml(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """A value only YAML can hold (bytes, here in a schedule's kwargs) has no checked form: the workers get the
+    YAML and check it again, as before, and run tasks alike."""
+    extra = "schedules:\n  odd: {task: record, every: 1h, enabled: false, kwargs: {n: 1, blob: !!binary aGVsbG8=}}\n"
+    runner = make_runner(redis_url, workers=1, extra=extra)
+    runner.start(expect_workers=1)
+    (worker,) = runner.worker_pids()
+    assert b"--checked" not in Path(f"/proc/{worker}/cmdline").read_bytes().split(b"\0")
+    Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(5)])
+    wait_for(lambda: runs(redis_url) == dict.fromkeys(range(5), 1), timeout=20, what="tasks run by a worker given YAML")
+
+
 def test_exit_codes_follow_the_readme(make_runner: RunnerFactory, redis_url: str) -> None:
     """SIGINT (Ctrl-C) stops the runner gracefully with 130, SIGTERM with 0; an unknown task named on the
     command line is a usage error (2)."""

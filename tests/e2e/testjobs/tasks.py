@@ -202,6 +202,11 @@ def interpreter(module: str = "msgpack") -> dict[str, str]:
     return {"python": platform.python_version(), "executable": sys.executable, "module": str(imported.__file__)}
 
 
+def loaded(names: list[str]) -> list[str]:
+    """Which of these top-level modules the worker process running this task has imported."""
+    return sorted(name for name in names if name in sys.modules)
+
+
 def record_pid(n: int, sleep_s: float = 0.0) -> int:
     """Sync: count one run of item n and which worker process ran it (test:pids: pid -> runs)."""
     if sleep_s:
