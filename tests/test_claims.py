@@ -54,6 +54,22 @@ async def until(check: Any, what: str, seconds: float = 10.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class Unanswered:
+    """Every exchange of `broker` after the first waits until `answer` is set (a reply still on the wire)."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.answer = asyncio.Event()
+        self.calls = 0
+        self._real = broker.exchange
+        broker.exchange = self._exchange  # type: ignore[method-assign,assignment]
+
+    async def _exchange(self, *args: Any) -> Any:
+        self.calls += 1
+        if self.calls > 1:
+            await self.answer.wait()
+        return await self._real(*args)
+
+
 def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_path: Path, redis_url: str) -> None:
     """Once the queues ran dry, a pushed task starts on the watcher's BLMOVE alone: here every exchange after
     the first never answers, and the task still runs; the exchange that finally answers records the claim,
@@ -64,25 +80,14 @@ def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_pat
         client = aioredis.Redis.from_url(redis_url)
         broker = Broker(client, cfg)
         worker = Worker(cfg, registry.build(cfg), broker, client, "w-idle")
-        real_exchange = broker.exchange
-        answer = asyncio.Event()
-        calls = 0
-
-        async def slow_exchange(*args: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                await answer.wait()
-            return await real_exchange(*args)
-
-        broker.exchange = slow_exchange  # type: ignore[method-assign,assignment]
+        exchanges = Unanswered(broker)
         stop, fast_stop = asyncio.Event(), asyncio.Event()
         running = asyncio.create_task(worker.run(stop, fast_stop))
         await until(lambda: _true(worker.armed.is_set()), "the first exchange to find the queues dry")
         await client.lpush(broker.keys.queue("default"), envelope.new("record", (7,)).encode())
         await until(lambda: client.hexists("test:runs", "7"), "the claimed task to run")
         claimed = int(await client.llen(broker.keys.claim("w-idle", "default")))  # not recorded yet
-        answer.set()
+        exchanges.answer.set()
         await until(lambda: _true(not worker.executor.pending_outbox()), "the exchange to record and ack it")
         left = int(await client.llen(broker.keys.claim("w-idle", "default")))
         inflight = int(await client.hlen(broker.keys.inflight("w-idle")))
@@ -90,7 +95,7 @@ def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_pat
         await asyncio.wait_for(running, timeout=10)
         await broker.close()
         await client.aclose()
-        return calls, claimed, left, inflight
+        return exchanges.calls, claimed, left, inflight
 
     calls, claimed, left, inflight = asyncio.run(scenario())
     assert calls >= 2 and claimed == 1  # it ran while its exchange was still unanswered
@@ -111,18 +116,7 @@ def test_a_stopping_worker_hands_back_its_unrecorded_claims_and_strays(tmp_path:
         broker = Broker(client, cfg)
         worker = Worker(cfg, registry.build(cfg), broker, client, "w-stop")
         queue, claims = broker.keys.queue("default"), broker.keys.claim("w-stop", "default")
-        real_exchange = broker.exchange
-        answer = asyncio.Event()
-        calls = 0
-
-        async def slow_exchange(*args: Any) -> Any:
-            nonlocal calls
-            calls += 1
-            if calls > 1:
-                await answer.wait()  # never: the claim stays unrecorded until retirement
-            return await real_exchange(*args)
-
-        broker.exchange = slow_exchange  # type: ignore[method-assign,assignment]
+        Unanswered(broker)  # never answered: the claim stays unrecorded until retirement
         stop, fast_stop = asyncio.Event(), asyncio.Event()
         running = asyncio.create_task(worker.run(stop, fast_stop))
         await until(lambda: _true(worker.armed.is_set()), "the queues to be dry")

@@ -16,12 +16,7 @@
 local n = tonumber(ARGV[1])
 local base = tonumber(ARGV[2])
 local q_count = (#KEYS - 2) / 2
-local ready, claims, names = {}, {}, {}
-for q = 1, q_count do
-  ready[q] = KEYS[2 + q]
-  claims[q] = KEYS[2 + q_count + q]
-  names[q] = ARGV[2 + q]
-end
+local ready, claims, names = queues_of(2, 2, q_count)
 local e = 3 + q_count
 local evented_count = tonumber(ARGV[e])
 local stream, max_len, evented = nil, nil, nil

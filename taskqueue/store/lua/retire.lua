@@ -8,12 +8,7 @@
 -- then its claims (record_claims in hooks/_prelude.lua), then its outbox (settle_outbox)
 -- Returns the number of messages handed back.
 local q_count = (#KEYS - 4) / 2
-local ready, claims, names = {}, {}, {}
-for q = 1, q_count do
-  ready[q] = KEYS[4 + q]
-  claims[q] = KEYS[4 + q_count + q]
-  names[q] = ARGV[2 + q]
-end
+local ready, claims, names = queues_of(4, 2, q_count)
 local i = record_claims(KEYS[1], ready, claims, names, ARGV, 3 + q_count, nil)
 settle_outbox(KEYS[1], KEYS[2], ARGV, i)
 local held = redis.call('HGETALL', KEYS[1])

@@ -33,6 +33,19 @@ local function skip_effects(argv, i)
   return i
 end
 
+-- The Q ready lists, claim lists and queue names of a script that takes them as KEYS[k+1 .. k+Q] (ready lists,
+-- highest priority first), KEYS[k+Q+1 .. k+2Q] (this worker's claim lists, in the same order) and
+-- ARGV[a+1 .. a+Q] (their queue names).
+local function queues_of(k, a, q_count)
+  local ready, claims, names = {}, {}, {}
+  for q = 1, q_count do
+    ready[q] = KEYS[k + q]
+    claims[q] = KEYS[k + q_count + q]
+    names[q] = ARGV[a + q]
+  end
+  return ready, claims, names
+end
+
 -- A worker's claims, as exchange.lua and retire.lua receive them, starting at argv[i]: messages its idle
 -- watchers moved with BLMOVE from a ready list into the worker's claim list for that queue and started at
 -- once (worker.py), so an idle worker starts a task one round trip after it was pushed, not two.
