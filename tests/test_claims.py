@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
 from taskqueue import envelope
+from taskqueue.client import AsyncClient
 from taskqueue.config import registry
 from taskqueue.runner import recovery
 from taskqueue.store.broker import Broker
+from taskqueue.store.pending import PendingReader
 from taskqueue.worker.worker import Worker
 from tests.test_worker import load_config
 
@@ -84,9 +87,15 @@ def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_pat
         stop, fast_stop = asyncio.Event(), asyncio.Event()
         running = asyncio.create_task(worker.run(stop, fast_stop))
         await until(lambda: _true(worker.armed.is_set()), "the first exchange to find the queues dry")
-        await client.lpush(broker.keys.queue("default"), envelope.new("record", (7,)).encode())
+        await broker.publish_tables()  # the queue names status() looks under
+        message = envelope.new("record", (7,))
+        await client.lpush(broker.keys.queue("default"), message.encode())
         await until(lambda: client.hexists("test:runs", "7"), "the claimed task to run")
         claimed = int(await client.llen(broker.keys.claim("w-idle", "default")))  # not recorded yet
+        producer = AsyncClient(redis_url)
+        seen = await producer.status(message.id)  # found in the claim list, like a task in the in-flight hash
+        await producer.aclose()
+        pending = PendingReader(redis.Redis.from_url(redis_url), broker.keys, broker.queue_names).read(0)
         exchanges.answer.set()
         await until(lambda: _true(not worker.executor.pending_outbox()), "the exchange to record and ack it")
         left = int(await client.llen(broker.keys.claim("w-idle", "default")))
@@ -95,6 +104,8 @@ def test_an_idle_worker_starts_a_pushed_task_before_any_exchange_answers(tmp_pat
         await asyncio.wait_for(running, timeout=10)
         await broker.close()
         await client.aclose()
+        assert seen is not None and seen["state"] == "running" and seen["worker"] == "w-idle"
+        assert pending.inflight == 1 and not pending.empty  # taskqueue.testing's drain waits for it
         return exchanges.calls, claimed, left, inflight
 
     calls, claimed, left, inflight = asyncio.run(scenario())
