@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -11,6 +12,8 @@ import pytest
 
 from taskqueue import config as config_mod
 from taskqueue.config import registry
+from taskqueue.errors import ConfigError
+from taskqueue.runner import checking
 
 JOBS = """
 import functools
@@ -111,3 +114,60 @@ def test_a_module_changed_since_it_was_imported_is_not_judged_by_its_old_code(cf
     stat = os.stat(module.__file__)
     os.utime(module.__file__, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     assert registry.build(cfg).call_problem(cfg, "send", [], {}) is None
+
+
+def _as_sent(tasks: registry.Registry) -> dict[str, registry.Spec | None]:
+    """The signatures as config/apart.py sends them to the runner: through JSON."""
+    sent = json.dumps({name: registry.spec_of(task.signature) for name, task in tasks.tasks.items()})
+    loaded: dict[str, registry.Spec | None] = json.loads(sent)
+    return loaded
+
+
+def test_signatures_sent_apart_judge_every_call_as_the_imported_code_does(cfg: config_mod.Config) -> None:
+    """The runner never imports the tasks: it gets their signatures from a checking process (runner/checking.py)."""
+    imported = registry.build(cfg)
+    apart = registry.from_specs(cfg, _as_sent(imported))
+    calls: list[tuple[str, list[object], dict[str, object]]] = [
+        ("send", ["a@x"], {"cc": "b@x"}),
+        ("send", [], {"to": "a@x", "subject": "hi"}),
+        ("send", [], {}),
+        ("send", ["a", "b", "c"], {}),
+        ("send", ["a"], {"bcc": 1}),
+        ("report", [], {"day": "mon"}),
+        ("report", [], {"day": 1, "colour": "red"}),
+        ("query", ["select 1"], {}),
+        ("mail_then_report", [], {}),
+        ("mail_then_report", ["a@x"], {}),
+        ("unknown", [1], {}),
+    ]
+    for name, args, kwargs in calls:
+        assert apart.call_problem(cfg, name, args, kwargs) == imported.call_problem(cfg, name, args, kwargs), name
+    assert apart.call_problem(cfg, "send", [], {}) is not None
+    with pytest.raises(RuntimeError, match="signatures only"):
+        apart.tasks["send"].call(("a@x",), {})
+
+
+def test_the_runners_check_apart_gives_the_config_the_problems_and_the_signatures(
+    cfg: config_mod.Config, tmp_path: Path
+) -> None:
+    """`checking.check` starts `python -m taskqueue.config.apart` as a worker is started; nothing of the tasks is
+    imported in this process by it."""
+    assert cfg.source is not None
+    path = Path(cfg.source)
+    module = cfg.tasks["send"].path.partition(":")[0]
+    sys.modules.pop(module, None)
+    checked_config, form, tasks = checking.check(path, path.read_bytes())
+    assert module not in sys.modules
+    assert form is not None and set(checked_config.tasks) == set(cfg.tasks)
+    assert checked_config.workflows.keys() == cfg.workflows.keys()
+    assert tasks.call_problem(checked_config, "send", [], {}) == (
+        "arguments do not match send(to, subject='', *, cc=None): missing a required argument: 'to'"
+    )
+    broken = path.read_text().replace(f'"{module}:send"', f'"{module}:nope"') + "queues: 7\n"
+    with pytest.raises(ConfigError) as apart:
+        checking.check(path, broken.encode())
+    path.write_text(broken)
+    with pytest.raises(ConfigError) as here:
+        registry.build(config_mod.load(path))
+    assert len(apart.value.problems) == 2  # the bad queues section and the task that does not import
+    assert apart.value.problems == here.value.problems  # the same located lines as loading it here

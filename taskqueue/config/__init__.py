@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 from taskqueue import canvas
 from taskqueue.errors import ConfigError
-from taskqueue.store.connection import cluster_url
 
 if TYPE_CHECKING:  # imported by load(): a worker process reads the checked form and never loads YAML or the schema
     from taskqueue.config import yamlsource
@@ -47,6 +46,14 @@ _SIZE_UNITS = {
     "GB": 10**9,
     "GiB": 1 << 30,
 }
+
+
+def cluster_url(url: str) -> tuple[str, bool]:
+    """`redis+cluster://…` / `rediss+cluster://…` → (the plain redis:// or rediss:// URL, True)."""
+    for scheme in ("redis", "rediss"):
+        if url.startswith(f"{scheme}+cluster://"):
+            return scheme + url[len(scheme) + 8 :], True
+    return url, False
 
 
 def seconds(value: float | str) -> float:

@@ -8,9 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from taskqueue.config import crontab, imports
+from taskqueue.config import cluster_url, crontab, imports
 from taskqueue.config.yamlsource import Document
-from taskqueue.store.connection import cluster_url
 
 
 def semantic(doc: Document, base_dir: Path, *, import_tasks: bool) -> list[str]:

@@ -142,3 +142,59 @@ def build(config: Config, names: Iterable[str] | None = None) -> Registry:
     if problems:
         raise ConfigError(problems)
     return Registry(MappingProxyType(found))
+
+
+# ---- signatures without the code: the runner checks arguments but never imports the tasks (config/apart.py) ----
+Spec = list[tuple[str, int, str | None]]  # each parameter: name, kind (inspect.Parameter's), repr of its default
+
+
+class _Default:
+    """A parameter's default as the checking process showed it: only its repr travels."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def spec_of(signature: inspect.Signature | None) -> Spec | None:
+    """A signature as plain data: what `bind` needs (names, kinds, which have defaults) and what an error shows."""
+    if signature is None:
+        return None
+    empty = inspect.Parameter.empty
+    return [
+        (p.name, int(p.kind), None if p.default is empty else repr(p.default)) for p in signature.parameters.values()
+    ]
+
+
+_P = inspect.Parameter
+_KINDS = {
+    int(kind): kind
+    for kind in (_P.POSITIONAL_ONLY, _P.POSITIONAL_OR_KEYWORD, _P.VAR_POSITIONAL, _P.KEYWORD_ONLY, _P.VAR_KEYWORD)
+}
+
+
+def _signature(spec: Spec | None) -> inspect.Signature | None:
+    if spec is None:
+        return None
+    return inspect.Signature(
+        [_P(name, _KINDS[kind], default=_P.empty if shown is None else _Default(shown)) for name, kind, shown in spec]
+    )
+
+
+def _elsewhere(*_args: Any, **_kwargs: Any) -> Any:
+    raise RuntimeError("this process holds the tasks' signatures only: workers run them")
+
+
+def from_specs(config: Config, specs: Mapping[str, Spec | None]) -> Registry:
+    """A Registry that can check an enqueue's arguments (`call_problem`) but never runs a task: the runner's,
+    from the signatures a checking process read (`spec_of`)."""
+    found = {
+        name: RegisteredTask(config.tasks[name], _elsewhere, False, False, _signature(spec))
+        for name, spec in specs.items()
+        if name in config.tasks
+    }
+    return Registry(MappingProxyType(found))

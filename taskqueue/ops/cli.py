@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 import taskqueue
 from taskqueue.errors import ConfigError, TaskQueueError, UsageError
@@ -15,23 +17,62 @@ from taskqueue.ops import logs
 log = logging.getLogger("taskqueue")
 
 Command = Callable[[argparse.Namespace], int]
+RUNNER_MODULES = ("yaml", "jsonschema", "aiohttp", "apscheduler", "prometheus_client")  # the `runner` extra's
+
+
+def _commands(name: str) -> ModuleType:
+    """Imported only once a command runs, so `--version` and `--help` stay fast."""
+    try:
+        _require_runner(name)
+        from taskqueue.ops import commands
+    except ImportError as exc:  # a producer-only install (pip install taskqueue): no runner dependencies
+        raise _missing(name, str(exc.name or exc)) from None
+    return commands
+
+
+def _require_runner(name: str) -> None:
+    """Found, not imported: the runner itself never loads the YAML reader (its check does, apart)."""
+    for module in RUNNER_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise _missing(name, module)
+
+
+def _missing(command: str, module: str) -> TaskQueueError:
+    return TaskQueueError(
+        f"the '{command}' command needs the runner's dependencies ({module} is missing): "
+        "pip install 'taskqueue[runner]', or use taskqueue.pex"
+    )
+
+
+def _runner(name: str) -> Command:
+    """`run` / `worker`: the configuration check (a child process, runner/checking.py) starts first, so that
+    it imports the YAML reader, the schema and the tasks while this process imports the runner."""
+
+    def command(args: argparse.Namespace) -> int:
+        from taskqueue import config as config_mod
+        from taskqueue.runner import checking
+
+        _require_runner(name)
+        raw = config_mod.read(args.config)
+        early = checking.start(args.config, raw)
+        try:
+            commands = _commands(name)
+        except BaseException:
+            early.cancel()
+            raise
+        result: int = commands.run(args, serve=name == "run", raw=raw, early=early)
+        return result
+
+    return command
 
 
 def _command(name: str) -> Command:
-    """Imported only once a command runs, so `--version` and `--help` stay fast."""
-    try:
-        from taskqueue.ops import commands
-    except ImportError as exc:  # a producer-only install (pip install taskqueue): no runner dependencies
-        raise TaskQueueError(
-            f"the '{name}' command needs the runner's dependencies ({exc.name or exc} is missing): "
-            "pip install 'taskqueue[runner]', or use taskqueue.pex"
-        ) from None
-
+    if name in ("run", "worker"):
+        return _runner(name)
+    commands = _commands(name)
     table: dict[str, Command] = {
         "validate": commands.validate,
         "schema": commands.schema,
-        "run": commands.run,
-        "worker": lambda args: commands.run(args, serve=False),
         "enqueue": commands.enqueue,
         "status": commands.status,
         "dead": commands.dead,

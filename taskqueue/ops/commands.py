@@ -16,9 +16,10 @@ from typing import Any
 from taskqueue import canvas
 from taskqueue import config as config_mod
 from taskqueue._loop import run_loop
-from taskqueue.config import registry, validation
+from taskqueue.config import registry
 from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
+from taskqueue.runner import checking
 from taskqueue.runner.runner import Runner, RunOptions
 from taskqueue.store import eventlog, redisboot
 from taskqueue.store.broker import HOST, Broker
@@ -34,6 +35,8 @@ def validate(args: argparse.Namespace) -> int:
 def schema(args: argparse.Namespace) -> int:
     """The editor's flavour (config/editor.py: `${VAR}` accepted wherever the loader expands it); `--strict`:
     the one the loader checks the expanded file against."""
+    from taskqueue.config import validation  # the YAML reader and the schema: not in the runner's process
+
     if getattr(args, "strict", False):
         sys.stdout.write(validation.schema_text())
     else:
@@ -43,12 +46,15 @@ def schema(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, *, serve: bool = True, raw: bytes | None = None) -> int:
+def run(
+    args: argparse.Namespace, *, serve: bool = True, raw: bytes | None = None, early: checking.Pending | None = None
+) -> int:
     """The runner; `raw` is the configuration's text when it is not the file's own (taskqueue.testing: the
-    user's YAML with the test's overrides, while `args.config` names the user's file)."""
+    user's YAML with the test's overrides, while `args.config` names the user's file); `early`: its check,
+    started before this module was imported (cli.py)."""
     raw = config_mod.read(args.config) if raw is None else raw
-    cfg, checked = config_mod.load_checked(args.config, raw=raw)
-    tasks = registry.build(cfg)  # the runner never runs them: it checks the arguments that HTTP enqueues
+    early = checking.start(args.config, raw) if early is None else early
+    cfg, checked, tasks = early.finish()  # apart: the runner never imports the tasks
     options = RunOptions(Path(args.config).resolve(), raw, checked, args.log_level, args.log_format, serve)
 
     async def main() -> int:

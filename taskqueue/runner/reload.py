@@ -10,20 +10,20 @@ from pathlib import Path
 from taskqueue import config as config_mod
 from taskqueue.config import registry
 from taskqueue.errors import ConfigError
+from taskqueue.runner import checking
 
 log = logging.getLogger("taskqueue.reload")
 
 
-def read_new(
+async def read_new(
     path: Path, running: config_mod.Config
 ) -> tuple[config_mod.Config, bytes, bytes | None, registry.Registry] | None:
     """The YAML on disk, validated and importable, as (config, raw bytes, its checked form for the workers
-    (config.load_checked), its tasks); None (with the reasons logged) when it must be rejected and the running
-    configuration stays."""
+    (config.load_checked), its tasks' signatures); None (with the reasons logged) when it must be rejected and
+    the running configuration stays. Checked apart (runner/checking.py): the new code is imported fresh there."""
     try:
         raw = config_mod.read(path)
-        new, checked = config_mod.load_checked(path, raw=raw)
-        tasks = registry.build(new)
+        new, checked, tasks = await checking.check_async(path, raw)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)

@@ -19,11 +19,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-import taskqueue
 from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.runner import autoscaler, recovery, reload, timer
+from taskqueue.runner.children import worker_env, worker_flags
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.worker.execute import EXIT_REPLACE
@@ -155,7 +155,7 @@ class Runner:
         gracefully; True when the new configuration runs."""
         async with self.reloading:
             path = self.options.config_path
-            found = reload.read_new(path, self.config)
+            found = await reload.read_new(path, self.config)
             if found is None:
                 return False
             new, raw, checked, self.registry = found
@@ -340,26 +340,6 @@ class Runner:
                 await handle.process.wait()
                 await self._recover(handle.id)
         await asyncio.sleep(0)  # let the child watchers finish their bookkeeping
-
-
-def worker_flags() -> list[str]:
-    """A worker runs the runner's own code, isolated as the runner is: never the launch directory first on
-    sys.path (-P: a `signal.py` or a checkout's `taskqueue/` there must not be imported), and with the
-    runner's -E/-s when it has them (the PEX runs with both)."""
-    flags = ["-P"]
-    if sys.flags.ignore_environment:
-        flags.append("-E")
-    if sys.flags.no_user_site:
-        flags.append("-s")
-    return flags
-
-
-def worker_env() -> dict[str, str]:
-    """Without -E (a runner started from source) the worker finds taskqueue where the runner found it."""
-    env = dict(os.environ)
-    if not sys.flags.ignore_environment:
-        env["PYTHONPATH"] = str(Path(taskqueue.__file__).resolve().parent.parent)
-    return env
 
 
 async def _nothing() -> None:

@@ -24,6 +24,8 @@ from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel as _Sentinel
 from redis.sentinel import SentinelConnectionPool as _SentinelPool
 
+from taskqueue.config import cluster_url
+
 # redis-py leaves the Sentinel classes unannotated; through Any they do not leak untyped calls.
 Sentinel: Any = _Sentinel
 AsyncSentinel: Any = _AsyncSentinel
@@ -179,14 +181,6 @@ class TaskqueueClusterPipeline(AsyncClusterPipeline):  # type: ignore[misc]
             return await super().execute(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
-
-
-def cluster_url(url: str) -> tuple[str, bool]:
-    """`redis+cluster://…` / `rediss+cluster://…` → (the plain redis:// or rediss:// URL, True)."""
-    for scheme in ("redis", "rediss"):
-        if url.startswith(f"{scheme}+cluster://"):
-            return scheme + url[len(scheme) + 8 :], True
-    return url, False
 
 
 def sync_client(options: RedisOptions) -> Any:

@@ -26,7 +26,7 @@ import taskqueue
 from taskqueue import config as config_mod
 from taskqueue.client import Client
 from taskqueue.errors import ConfigError, TaskCancelled, TaskFailed
-from taskqueue.runner.runner import worker_flags
+from taskqueue.runner.children import worker_flags
 from taskqueue.store.broker import HOST, DeadRecord
 from taskqueue.store.pending import Pending, PendingReader
 from taskqueue.testing import overrides

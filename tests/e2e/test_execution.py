@@ -228,8 +228,9 @@ def _post_json(url: str, body: dict[str, object]) -> tuple[int, dict[str, object
 
 
 def test_cli_and_http_refuse_arguments_the_task_cannot_take(make_runner: RunnerFactory, redis_url: str) -> None:
-    """Both import the task (the CLI only the one it enqueues, HTTP in the runner), so a call that could only
-    be dead-lettered ("missing a required argument") is refused at once: exit 2 / HTTP 400, one line."""
+    """Both check the task's signature (the CLI imports the one it enqueues; the runner reads them from its check
+    apart), so a call that could only be dead-lettered ("missing a required argument") is refused at once: exit 2
+    / HTTP 400, one line."""
     runner: Runner = make_runner(redis_url, workers=1, http={"port": 0}).start(expect_workers=1)
     enqueue = f"{http_url(runner)}/tasks/enqueue"
 

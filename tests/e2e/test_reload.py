@@ -13,6 +13,8 @@ from taskqueue.client import Client, chain, step
 from taskqueue.errors import TaskFailed
 from tests.conftest import wait_for
 from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
+from tests.e2e.test_http import http_url
+from tests.servers import call_json
 
 NEW_TASK = "  added_later: {path: testjobs.tasks:added_later}\n"
 
@@ -75,3 +77,32 @@ def test_a_workflow_step_whose_task_was_removed_fails_the_workflow(runner: Runne
         client.result(flow, timeout=30)
     shown = client.workflow(flow)
     assert shown is not None and [s["state"] for s in shown["steps"]] == ["succeeded", "failed"]
+
+
+def test_after_a_reload_http_judges_arguments_by_the_new_code(pex: Path, tmp_path: Path, redis_url: str) -> None:
+    """The reload is checked in a fresh process (runner/checking.py), so a task module edited since the start is
+    judged by what the new workers will run, not by the function the runner saw first."""
+    module = tmp_path / "editedjobs.py"
+    module.write_text("def greet(name):\n    return f'hi {name}'\n")
+    config = write_config(tmp_path, redis_url, workers=1, tasks='greet: {path: "editedjobs:greet"}', http={"port": 0})
+    config.write_text(config.read_text().replace("python_path: [", f'python_path: ["{tmp_path}", '))
+    runner = Runner(pex, config, redis_url, tmp_path / "runner.log").start(expect_workers=1)
+    try:
+        enqueue = f"{http_url(runner)}/tasks/enqueue"
+        assert call_json(enqueue, "POST", {"task": "greet", "args": ["a", "b"]})[0] == 400
+        module.write_text("def greet(name, greeting):\n    return f'{greeting} {name}'\n")
+        runner.signal(signal.SIGHUP)
+        wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(runner)), timeout=15, what="the reload")
+        served = [m for m in _messages(runner) if m.startswith("HTTP on ")]  # port 0: a new port after a reload
+        assert len(served) == 2
+        enqueue = served[-1].removeprefix("HTTP on ") + "/tasks/enqueue"
+        status, body = call_json(enqueue, "POST", {"task": "greet", "args": ["a"]})
+        assert (status, body) == (
+            400,
+            {"error": "arguments do not match greet(name, greeting): missing a required argument: 'greeting'"},
+        )
+        status, body = call_json(enqueue, "POST", {"task": "greet", "args": ["you", "hello"]})
+        assert status == 201, body
+        assert Client(redis_url).result(body["id"], timeout=20) == "hello you"
+    finally:
+        runner.stop()

@@ -14,6 +14,8 @@ import redis
 from taskqueue.client import AsyncClient, Client
 from tests.conftest import free_port, wait_for
 from tests.e2e.harness import Runner, RunnerFactory, pex_cmd, runs, store, write_config
+from tests.e2e.test_http import http_url
+from tests.servers import call_json
 
 
 def _answers(url: str) -> bool:
@@ -149,3 +151,43 @@ def test_exit_codes_follow_the_readme(make_runner: RunnerFactory, redis_url: str
     runner.start(expect_workers=1)
     runner.signal(signal.SIGTERM)
     assert runner.wait(30) == 0
+
+
+RECORDS_IMPORTS = """
+import os
+from pathlib import Path
+
+with (Path(__file__).parent / "imported-by.txt").open("a") as out:
+    out.write(f"{os.getpid()}\\n")
+
+
+def hello(name: str) -> str:
+    return f"hello {name}"
+"""
+
+
+def test_the_runner_never_imports_the_users_code_nor_the_yaml_reader_and_schema(
+    pex: Path, tmp_path: Path, redis_url: str
+) -> None:
+    """A job module may import half of PyPI: only the workers (and the runner's throw-away checking process, at
+    start and at each reload) import it. The runner still refuses an enqueue whose arguments cannot bind."""
+    (tmp_path / "heavyjobs.py").write_text(RECORDS_IMPORTS)
+    config = write_config(tmp_path, redis_url, workers=1, tasks='hello: {path: "heavyjobs:hello"}', http={"port": 0})
+    config.write_text(config.read_text().replace("python_path: [", f'python_path: ["{tmp_path}", '))
+    runner = Runner(pex, config, redis_url, tmp_path / "runner.log").start(expect_workers=1)
+    try:
+        [worker] = runner.worker_pids()
+        importers = {int(pid) for pid in (tmp_path / "imported-by.txt").read_text().split()}
+        assert worker in importers
+        assert runner.pid not in importers
+        assert len(importers) == 2  # the worker and the checking process
+        maps = Path(f"/proc/{runner.pid}/maps").read_text()
+        assert "/yaml/_yaml." not in maps and "/rpds/rpds." not in maps  # PyYAML's and jsonschema's native parts
+        enqueue = f"{http_url(runner)}/tasks/enqueue"
+        status, body = call_json(enqueue, "POST", {"task": "hello", "args": [1, 2]})
+        assert (status, body) == (400, {"error": "arguments do not match hello(name): too many positional arguments"})
+        status, body = call_json(enqueue, "POST", {"task": "hello", "args": ["you"]})
+        assert status == 201, body
+        assert Client(redis_url).result(body["id"], timeout=20) == "hello you"
+    finally:
+        runner.stop()
