@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import os
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -83,24 +81,6 @@ def signature_of(target: Callable[..., Any]) -> inspect.Signature | None:
         return None
 
 
-_IMPORTED_MTIME: dict[str, int] = {}  # module → its file's mtime when this process first looked
-
-
-def _current(path: str) -> bool:
-    """Whether the module of a task path is the code on disk. A process imports a module once: after a reload
-    whose YAML names a module that changed since, the runner still holds the old function, whose signature
-    must not judge calls of the new one (the workers import the new code)."""
-    module_name = path.partition(":")[0]
-    file = getattr(sys.modules.get(module_name), "__file__", None)
-    if not file:
-        return True
-    try:
-        mtime = os.stat(file).st_mtime_ns
-    except OSError:
-        return False
-    return _IMPORTED_MTIME.setdefault(module_name, mtime) == mtime
-
-
 def build(config: Config, names: Iterable[str] | None = None) -> Registry:
     """Import every declared task (or only those `names`); raises ConfigError naming the task (config.load
     checked them already)."""
@@ -137,8 +117,7 @@ def build(config: Config, names: Iterable[str] | None = None) -> Registry:
         call_method = getattr(type(runs), "__call__", None)  # noqa: B004 - async callable objects count too
         is_async = inspect.iscoroutinefunction(runs) or inspect.iscoroutinefunction(call_method)
         function = cast(Callable[..., Any], target)
-        signature = signature_of(function) if _current(task.path) else None
-        found[name] = RegisteredTask(task, function, is_async, is_class, signature)
+        found[name] = RegisteredTask(task, function, is_async, is_class, signature_of(function))
     if problems:
         raise ConfigError(problems)
     return Registry(MappingProxyType(found))

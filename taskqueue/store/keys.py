@@ -64,7 +64,7 @@ class Keys:
         return f"{self.prefix}:inflight:{worker_id}"
 
     def claim(self, worker_id: str, queue: str) -> str:
-        return f"{self.prefix}:claim:{worker_id}:{queue}"
+        return f"{self.claims_of(worker_id)}{queue}"
 
     @property
     def claims_prefix(self) -> str:
