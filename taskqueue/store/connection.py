@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +163,10 @@ class TaskqueueCluster(AsyncRedisCluster):  # type: ignore[misc]
             return await super().execute_command(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
+        except RuntimeError as exc:
+            if not closed_transport(exc):
+                raise
+            raise _reset_error(exc) from exc
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         if shard_hint:
@@ -181,6 +186,10 @@ class TaskqueueClusterPipeline(AsyncClusterPipeline):  # type: ignore[misc]
             return await super().execute(*args, **kwargs)
         except RedisClusterException as exc:
             raise ClusterUnavailable(str(exc)) from exc
+        except RuntimeError as exc:
+            if not closed_transport(exc):
+                raise
+            raise _reset_error(exc) from exc
 
 
 def sync_client(options: RedisOptions) -> Any:
@@ -193,7 +202,39 @@ def async_client(options: RedisOptions, *, retry: bool = False) -> Any:
     again on a new one (up to 3 times): for producers, whose commands may run twice. Never for the worker's
     scripts: a retried exchange would take messages the worker never hears of."""
     extra = {"retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3)} if retry else {}
-    return _client(options, AsyncSentinel, AsyncFollowingSentinelPool, TaskqueueCluster, aioredis.Redis, extra)
+    client = _client(options, AsyncSentinel, AsyncFollowingSentinelPool, TaskqueueCluster, aioredis.Redis, extra)
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:  # plain and Sentinel; the Cluster client converts in TaskqueueCluster
+        pool.connection_class = _reset_safe(pool.connection_class)
+    return client
+
+
+def closed_transport(exc: BaseException) -> bool:
+    """uvloop's error for a write to a connection the peer has reset: RuntimeError("unable to perform operation
+    on <TCPTransport closed=True ...>; the handler is closed"). redis-py lets it through as it is, so it would
+    escape every `except RedisError` of a loop that rides out an outage (a worker's pump once died of it)."""
+    return isinstance(exc, RuntimeError) and "handler is closed" in str(exc)
+
+
+def _reset_error(exc: RuntimeError) -> redis.ConnectionError:
+    return redis.ConnectionError(f"Error while writing to Redis: the connection was reset ({exc})")
+
+
+@functools.cache
+def _reset_safe(cls: type[Any]) -> type[Any]:
+    """`cls` (an asyncio connection class) whose writes on a reset connection raise ConnectionError."""
+
+    class ResetSafe(cls):  # type: ignore[misc]
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            try:
+                await super().send_packed_command(command, check_health)
+            except RuntimeError as exc:  # redis-py has disconnected it already
+                if not closed_transport(exc):
+                    raise
+                raise _reset_error(exc) from exc
+
+    ResetSafe.__name__ = ResetSafe.__qualname__ = f"ResetSafe{cls.__name__}"
+    return ResetSafe
 
 
 def _client(
