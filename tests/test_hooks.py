@@ -43,7 +43,7 @@ def test_an_effect_applies_only_with_the_ack_of_a_token_still_held(tmp_path: Pat
         client = aioredis.Redis.from_url(redis_url)
         broker = Broker(client, cfg)
         await client.lpush(broker.keys.queue("default"), envelope.new("echo", (1,)).encode())
-        (taken,) = await broker.exchange("w-hooks", [], {}, [], 1, 0)
+        (taken,) = await broker.exchange("w-hooks", [], {}, [], 1, 0, seq=1)
         mine = ("result", broker.keys.result("mine"), 60000, b"\x01")
         gone = ("result", broker.keys.result("gone"), 60000, b"\x02")
         # b"99" was never taken: its effect is skipped, and the block after it is still read right

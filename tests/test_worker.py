@@ -307,3 +307,67 @@ def test_rss_bytes_reads_this_processes_resident_memory() -> None:
     with open("/proc/self/status") as status:
         kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
     assert abs(worker_mod.rss_bytes() - kib * 1024) < 16 << 20  # the same figure, give or take allocations since
+
+
+def test_a_request_delivered_twice_or_late_takes_and_counts_once(tmp_path: Path, redis_url: str) -> None:
+    """Issue 28: a network delivers a request the worker gave up on late, or the worker's repeat and the original
+    both arrive. exchange.lua applies a numbered request once: a repeat answers with what the first took, and an
+    older request arriving after a newer one applies nothing."""
+    cfg = load_config(tmp_path, redis_url, CONFIG)
+
+    async def scenario() -> tuple[list[list[bytes]], int, int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        queue = broker.keys.queue("default")
+        await client.lpush(queue, *[envelope.new("echo", (n,)).encode() for n in range(4)])
+        count = {"processed:default:echo": 1}
+        first = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)
+        repeat = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)  # its answer was lost: sent again
+        second = await broker.exchange("w-seq", [], count, [], 1, 2, seq=2)
+        late = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)  # the first copy, delivered last
+        tokens = [[t.token for t in found] for found in (first, repeat, second, late)]
+        counted = int((await broker.stats()).get("processed:default:echo", 0))
+        held, left = int(await client.hlen(broker.keys.inflight("w-seq"))), int(await client.llen(queue))
+        await broker.close()
+        await client.aclose()
+        return tokens, counted, held, left
+
+    tokens, counted, held, left = asyncio.run(scenario())
+    assert tokens[:3] == [[b"1", b"2"], [b"1", b"2"], [b"3"]]
+    assert (counted, held, left) == (2, 3, 1)  # two requests counted once each; three taken; one still queued
+
+
+def test_the_audit_hands_back_what_redis_holds_for_a_worker_that_never_received_it(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """Issue 28: a token in a live worker's in-flight hash that the worker does not run (a request applied after
+    the worker last looked) goes back to its queue at the worker's next audit, and runs."""
+    cfg = load_config(
+        tmp_path,
+        redis_url,
+        CONFIG.replace("max_concurrent_tasks: 5", "max_concurrent_tasks: 5, heartbeat_interval: 200ms"),
+    )
+
+    async def scenario() -> tuple[int, int]:
+        client = aioredis.Redis.from_url(redis_url)
+        broker = Broker(client, cfg)
+        worker = Worker(cfg, registry.build(cfg), broker, client, "w-audit")
+        stop, fast_stop = asyncio.Event(), asyncio.Event()
+        running = asyncio.create_task(worker.run(stop, fast_stop))
+        await asyncio.sleep(0.3)  # the worker's first audit is behind it: only a later one can find the stray
+        stray = envelope.new("echo", ("stray",)).encode()
+        await client.hset(broker.keys.inflight("w-audit"), "900", b"default|" + stray)
+        processed = 0
+        for _ in range(500):  # bounded: until the stray ran (10 s)
+            await asyncio.sleep(0.02)
+            processed = int((await broker.stats()).get("processed:default:echo", 0))
+            if processed:
+                break
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        left = int(await client.hlen(broker.keys.inflight("w-audit")))
+        await broker.close()
+        await client.aclose()
+        return processed, left
+
+    assert asyncio.run(scenario()) == (1, 0)

@@ -249,12 +249,17 @@ class Broker:
         token_base: int,
         claims: Sequence[Taken] = (),
         unclaims: Sequence[tuple[str, bytes]] = (),
+        seq: int | None = None,
     ) -> list[Taken]:
         """Record what the worker's watchers claimed, settle finished tokens (with their effects), bump counters
-        and take up to `want` messages: one round trip."""
+        and take up to `want` messages: one round trip. `seq` numbers the worker's requests (exchange.lua): a
+        request that takes or counts must have one, and one that got no answer is sent again as it was."""
+        if seq is None and (want or counters):
+            raise ValueError("an exchange that takes or counts needs its sequence number")
         acks = await self._settle_excess_acks(worker_id, acks)
         names = self.queue_names
         argv = [
+            "" if seq is None else seq,
             want,
             token_base,
             *names,
@@ -271,12 +276,18 @@ class Broker:
         acks = list(acks)
         while len(acks) > MAX_ACKS_PER_CALL:
             chunk, acks = acks[:MAX_ACKS_PER_CALL], acks[MAX_ACKS_PER_CALL:]
-            argv = [0, 0, *self.queue_names, 0, 0, 0, *outbox_args(chunk, {}, ())]
+            argv = ["", 0, 0, *self.queue_names, 0, 0, 0, *outbox_args(chunk, {}, ())]
             await self._exchange_call(self._exchange_keys(worker_id), argv)
         return acks
 
     def _exchange_keys(self, worker_id: str) -> list[str]:
-        return [self.keys.inflight(worker_id), self.keys.stats, *self.queue_keys, *self.claim_keys(worker_id)]
+        return [
+            self.keys.inflight(worker_id),
+            self.keys.stats,
+            self.keys.worker(worker_id),
+            *self.queue_keys,
+            *self.claim_keys(worker_id),
+        ]
 
     def claim_keys(self, worker_id: str) -> list[str]:
         """The worker's claim lists, one per queue, in the ready lists' order (its watchers BLMOVE into them)."""
@@ -471,11 +482,14 @@ class Broker:
         hooked: Hooked = (),
         claims: Sequence[Taken] = (),
         unclaims: Sequence[tuple[str, bytes]] = (),
+        unanswered: tuple[int, Mapping[str, int]] | None = None,
     ) -> int:
         """Record a leaving worker's last claims, settle its last tokens, hand back everything else in its
         in-flight hash and claim lists and drop its registration, atomically; returns how many messages went
         back. Also the last step of recovering a dead worker (with nothing to settle), so no path ever removes
-        a lease and leaves its messages."""
+        a lease and leaves its messages. `unanswered`: the sequence number and counters of the worker's last
+        exchange if it got no answer, counted only if Redis never applied it (its acks, effects and claims belong
+        in the others: applying those twice changes nothing)."""
         acks = await self._settle_excess_acks(worker_id, acks)
         names = self.queue_names
         argv = [
@@ -485,6 +499,10 @@ class Broker:
             *claims_args(names, claims, unclaims),
             *outbox_args(acks, counters or {}, hooked),
         ]
+        seq, late = unanswered if unanswered is not None else ("", {})
+        argv += [seq, len(late)]
+        for name, count in late.items():
+            argv += (name, count)
         keys = [
             self.keys.inflight(worker_id),
             self.keys.stats,
@@ -516,7 +534,7 @@ class Broker:
         """Hand claimed messages this worker never received back to the front of their queues (exchange.lua's
         claim step alone: nothing taken, nothing settled)."""
         names = self.queue_names
-        argv = [0, 0, *names, 0, *claims_args(names, (), unclaims), *outbox_args((), {}, ())]
+        argv = ["", 0, 0, *names, 0, *claims_args(names, (), unclaims), *outbox_args((), {}, ())]
         await self._exchange_call(self._exchange_keys(worker_id), argv)
 
     async def publish_tables(self) -> None:

@@ -14,6 +14,7 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from redis.exceptions import RedisClusterException, RedisError
@@ -22,7 +23,7 @@ from taskqueue import envelope
 from taskqueue._loop import outage, raise_if_cancelled
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
-from taskqueue.store.broker import HOST, Broker, Taken
+from taskqueue.store.broker import HOST, Broker, Hooked, Taken
 from taskqueue.store.keys import split_member
 from taskqueue.store.stats import RETIREMENTS_PREFIX
 from taskqueue.worker.execute import Executor
@@ -33,6 +34,7 @@ WATCH_BLOCK_S = 2.0
 STOP_WAIT_S = 2.0  # how long cancelled coroutines get to finish at shutdown
 LEASE_HEARTBEATS = 3  # a worker silent for this many heartbeat intervals is presumed dead
 EXIT_RECYCLED = 76  # "retired, replace me now": max_tasks_per_child or max_memory_per_child was reached
+EXIT_BROKEN = 70  # one of the worker's loops failed unexpectedly: it retired, the runner starts another
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 Recycle = Literal["max_tasks", "max_memory"]
@@ -80,6 +82,11 @@ class Worker:
         self.tokens = 0  # the exchange's tokens are numbers; a claim's are "c<n>" (never the same token twice)
         self.claim_tokens = 0
         self.reserved = 0  # slots the exchange under way may fill: a watcher's claim must leave them free
+        self.seq = 0  # the number of this worker's latest request that takes or counts (exchange.lua's fence)
+        self.unanswered: Request | None = None  # a request sent without an answer: sent again as it is
+        self.broken = asyncio.Event()  # one of the worker's loops ended on an unexpected error: stop
+        self.audit_at = 0.0  # when the pump next compares Redis' record of what it holds with what it runs
+        self._strays: collections.Counter[tuple[str, bytes]] = collections.Counter()  # seen once in claim lists
         self._pump_failed = False
         self._primary_moves = 0
         self.max_tasks = config.workers.max_tasks_per_child
@@ -90,6 +97,8 @@ class Worker:
     @property
     def exit_code(self) -> int:
         code = self.executor.exit_code
+        if code == 0 and self.broken.is_set():
+            return EXIT_BROKEN
         return EXIT_RECYCLED if code == 0 and self.recycled else code
 
     # ---- lifecycle -------------------------------------------------------------------------------
@@ -103,8 +112,10 @@ class Worker:
         pump = asyncio.create_task(self._pump())
         helpers.append(asyncio.create_task(self._heartbeat()))
         helpers += [asyncio.create_task(self._watch(q)) for q in self.broker.queue_names]
+        for loop_task in (pump, *helpers):
+            loop_task.add_done_callback(self._loop_ended)
         self.wake.set()  # the pump's first exchange arms the watchers if the queues are dry (strict priority)
-        await _first(stop, self.recycling)
+        await _first(stop, self.recycling, self.broken)
         self.stopping = True  # the pump takes nothing more; it keeps acknowledging what finishes
         self.wake.set()
         # What a round trip under way brings still starts, and gets the grace period like the rest.
@@ -132,6 +143,23 @@ class Worker:
         self.executor.close()
         log.info("worker stopped", extra={"worker": self.id})
         return self.exit_code
+
+    def _loop_ended(self, loop_task: asyncio.Task[None]) -> None:
+        """A loop of this worker (pump, heartbeat, watcher, cancel follower) must run until it is told to stop: one
+        that ends on an error nobody expected would leave the worker alive, heartbeating and holding tasks it no
+        longer settles. It retires instead (its tasks go back) and the runner starts another."""
+        if loop_task.cancelled() or self.closing.is_set():
+            return
+        exc = loop_task.exception()
+        if exc is None:
+            return
+        log.error(
+            "a worker loop failed (%s): retiring this worker, its tasks go back to their queues",
+            loop_task.get_coro().__qualname__,  # type: ignore[union-attr]
+            exc_info=exc,
+            extra={"worker": self.id},
+        )
+        self.broken.set()
 
     def _recycle(self, reason: Recycle, detail: str) -> None:
         """Retire by ourselves, exactly as on a scale-down; the runner starts a replacement at once."""
@@ -183,9 +211,15 @@ class Worker:
         """One atomic step: the last acks and counters, every message still in the in-flight hash back to
         its queue (running or just taken, received or not), the registration gone. If Redis cannot be
         reached, the registration stays and its lease expires: recovery then brings the messages back."""
-        out = self.executor
+        out, last = self.executor, self.unanswered
+        acks, claims, unclaims = out.acks, out.claims, out.unclaims
+        hooked: Hooked = out.hooked
+        if last is not None:  # what it took goes back with the rest; its counters only if it was not applied
+            acks, hooked = [*last.acks, *acks], [*last.hooked, *hooked]
+            claims, unclaims = [*last.claims, *claims], [*last.unclaims, *unclaims]
+        late = (last.seq, last.counters) if last is not None and last.seq is not None else None
         try:
-            handed = await self.broker.retire(self.id, out.acks, out.counters, out.hooked, out.claims, out.unclaims)
+            handed = await self.broker.retire(self.id, acks, out.counters, hooked, claims, unclaims, late)
         except RedisError as exc:
             log.warning(
                 "could not hand back this worker's tasks (%s); they return when its lease expires (%.1fs)",
@@ -196,8 +230,9 @@ class Worker:
             return
         out.acks, out.hooked = [], []
         out.counters.clear()
-        out.recorded(out.claims)
+        out.recorded(claims)
         out.claims, out.unclaims = [], []
+        self.unanswered = None
         for held in self.executor.held.values():  # one line per task we were running, with its id
             task_id, task = envelope.identify(held.raw)
             log.info(
@@ -237,6 +272,8 @@ class Worker:
                 await self._heartbeat_once()
                 self._beat_at = time.monotonic()
                 outage.answered()
+                if time.monotonic() >= self.audit_at:
+                    self.wake.set()  # an idle pump audits too
             except RedisError as exc:
                 outage.failed("renewing this worker's lease", exc)
 
@@ -306,12 +343,14 @@ class Worker:
             want = 0 if self.stopping else max(0, self.slots - len(self.executor.held))
             if self.max_tasks is not None:
                 want = max(0, min(want, self._task_budget(self.max_tasks)))  # one comparison per round trip
-            if want <= 0 and not self.executor.pending_outbox():
+            audit = time.monotonic() >= self.audit_at
+            if want <= 0 and not self.executor.pending_outbox() and self.unanswered is None and not audit:
                 continue
             try:
                 self.idle.clear()
                 try:
-                    taken = await self._exchange(want)
+                    request = self.unanswered or self._request(want)
+                    taken = await self._exchange(request)
                 finally:
                     self.idle.set()
                 if self.closing.is_set():
@@ -321,8 +360,9 @@ class Worker:
                 delay = 0.05
                 outage.answered()
                 moves = getattr(getattr(self.broker.redis, "connection_pool", None), "primary_changes", 0)
-                if self._pump_failed or moves != self._primary_moves:  # a Sentinel failover may lose replies too
+                if self._pump_failed or moves != self._primary_moves or audit:  # a failover may lose replies too
                     self._pump_failed, self._primary_moves = False, moves
+                    self.audit_at = time.monotonic() + lease_s(self.config)
                     await self._reconcile()
             except RedisError as exc:
                 outage.failed("exchanging tasks (ack, count, take)", exc)
@@ -331,53 +371,92 @@ class Worker:
                 delay = min(delay * 2, 2.0)
                 self.wake.set()
                 continue
-            if want > 0 and len(taken) < want:
+            if request.want > 0 and len(taken) < request.want:
                 self.armed.set()  # queues ran dry: let the watchers tell us when work arrives
 
-    async def _exchange(self, want: int) -> list[Taken]:
+    def _request(self, want: int) -> Request:
+        """The next request: the outbox as it is now, and `want` new messages."""
         out = self.executor
-        acks, counters, hooked, claims, unclaims = out.acks, dict(out.counters), out.hooked, out.claims, out.unclaims
+        counters = dict(out.counters)
+        fenced = bool(want or counters)  # a request that only acks and records claims may be applied twice
+        if fenced:
+            self.seq += 1
+        request = Request(
+            self.seq if fenced else None, want, self.tokens, out.acks, counters, out.hooked, out.claims, out.unclaims
+        )
+        self.tokens += want
         out.acks, out.hooked, out.claims, out.unclaims = [], [], [], []
         out.counters.clear()
-        base = self.tokens
-        self.tokens += want
-        self.reserved = want
+        return request
+
+    async def _exchange(self, request: Request) -> list[Taken]:
+        """Send `request` until it is answered: one that failed is sent again as it was (same number, same
+        tokens, same outbox), for Redis may have applied it and only the answer was lost; exchange.lua applies a
+        request once and answers a repeat with what it took. Until then the outbox waits for the next request."""
+        self.unanswered = request
+        self.reserved = request.want
         try:
-            taken = await self.broker.exchange(self.id, acks, counters, hooked, want, base, claims, unclaims)
+            taken = await self.broker.exchange(
+                self.id, *request.outbox, request.want, request.base, request.claims, request.unclaims, request.seq
+            )
         except BaseException:
             self.reserved = 0
-            out.acks = acks + out.acks  # not settled yet: keep them for the next round
-            out.hooked = hooked + out.hooked
-            out.claims = claims + out.claims
-            out.unclaims = unclaims + out.unclaims
-            out.counters.update(counters)
             raise
+        self.unanswered = None
         self.reserved = 0  # the pump starts what it took before it yields again
-        if claims:
-            out.recorded(claims)
+        if request.claims:
+            self.executor.recorded(request.claims)
         return taken
 
     async def _reconcile(self) -> None:
-        """After a failed round trip, hand back messages Redis recorded for us that we never received
-        (the script ran but its reply was lost; or a watcher's BLMOVE moved one into our claim list and its
-        reply was lost). Finished tasks whose ack is still pending are ours, and so are claims not yet recorded."""
+        """Compare what Redis records for this worker with what it runs, after a failed round trip and once per
+        lease: hand back messages Redis holds for us that we never received (a late request, a lost reply; a
+        watcher's BLMOVE whose reply was lost). Finished tasks whose ack is still pending are ours, and so are
+        claims not yet recorded. A message in a claim list that we do not know of is handed back when it is still
+        there one audit later (a watcher's reply may be on its way)."""
         for token, member in (await self.broker.inflight(self.id)).items():
             # checked now, not before an await: a task may finish (its ack still pending) at any await
             if token not in self.executor.held and token not in self.executor.unsent():
                 queue, raw = split_member(member)
-                await self.broker.requeue(self.id, token, queue, raw)
+                task_id, task = envelope.identify(raw)
+                if await self.broker.requeue(self.id, token, queue, raw):
+                    log.warning(
+                        "handed back a task recorded for this worker that it never received",
+                        extra={"task_id": task_id, "task": task, "queue": queue, "worker": self.id},
+                    )
         in_claim_lists = await self.broker.claimed(self.id)
         mine = collections.Counter((item.queue, item.raw) for item in self.executor.claims)  # after the await
         mine.update(self.executor.unclaims)
-        strays: list[tuple[str, bytes]] = []
-        for queue, found in in_claim_lists.items():
-            for raw in found:
-                if mine[(queue, raw)] > 0:
-                    mine[(queue, raw)] -= 1
-                else:
-                    strays.append((queue, raw))
+        if self.unanswered is not None:
+            mine.update((item.queue, item.raw) for item in self.unanswered.claims)
+            mine.update(self.unanswered.unclaims)
+        found: collections.Counter[tuple[str, bytes]] = collections.Counter()
+        for queue, raws in in_claim_lists.items():
+            found.update((queue, raw) for raw in raws)
+        unknown = found - mine
+        strays = unknown & self._strays  # seen at the last audit too
+        self._strays = unknown - strays
         if strays:
-            await self.broker.unclaim(self.id, strays)
+            await self.broker.unclaim(self.id, list(strays.elements()))
+            log.warning("handed back %d claimed message(s) this worker never received", strays.total())
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One exchange as the worker sent it: kept until it is answered, and sent again as it was."""
+
+    seq: int | None  # None: it only acks and records claims (may be applied twice)
+    want: int
+    base: int  # its takes get tokens base+1 .. base+want
+    acks: list[bytes]
+    counters: dict[str, int]
+    hooked: Hooked
+    claims: list[Taken]
+    unclaims: list[tuple[str, bytes]]
+
+    @property
+    def outbox(self) -> tuple[list[bytes], dict[str, int], Hooked]:
+        return self.acks, self.counters, self.hooked
 
 
 async def _first(*events: asyncio.Event) -> None:

@@ -2,22 +2,46 @@
 -- Strict priority: a lower queue is read only when every higher one is empty.
 -- KEYS[1] = this worker's in-flight hash ({p}:inflight:<worker>)
 -- KEYS[2] = stats hash ({p}:stats)
--- KEYS[3 .. 2+Q] = ready lists, highest priority first; KEYS[3+Q .. 2+2Q] = this worker's claim lists
+-- KEYS[3] = this worker's info hash ({p}:worker:<worker>): its field `seq` fences the worker's requests
+-- KEYS[4 .. 3+Q] = ready lists, highest priority first; KEYS[4+Q .. 3+2Q] = this worker's claim lists
 -- ({p}:claim:<worker>:<queue>), in the same order
--- ARGV[1] = N, most messages to take (free slots)
--- ARGV[2] = token base: taken messages get tokens base+1 .. base+n
--- ARGV[3 .. 2+Q] = the queue names, in the same order
--- ARGV[3+Q] = E: how many task names follow that have events on (SPEC §13), 0 when none; then the events
+-- ARGV[1] = S, this request's sequence number, or '' for a request that only does what may be done twice
+-- (acks, claims; no counters, nothing taken). A network may deliver a request late, after the worker gave up
+-- on it, or twice: a worker sends a request that got no answer again as it was, with the same S, until it is
+-- answered, and numbers its next request S+1. So a request whose S is not above the last one applied was
+-- applied already: nothing is applied again, and the answer is what its tokens hold (the messages it took).
+-- ARGV[2] = N, most messages to take (free slots)
+-- ARGV[3] = token base: taken messages get tokens base+1 .. base+n
+-- ARGV[4 .. 3+Q] = the queue names, in the same order
+-- ARGV[4+Q] = E: how many task names follow that have events on (SPEC §13), 0 when none; then the events
 -- stream key, its max_len and the E names: a message of one of them, taken or claimed, gets its `started` event
 -- here, atomically with the take (its name, id and attempt are read from the message only then)
 -- then the claims (record_claims in hooks/_prelude.lua), then the outbox (settle_outbox): A tokens to
 -- acknowledge, C counters, B tokens with their effects
 -- Returns a flat array: token, queue index (1-based, into the ready lists), message, token, ...
-local n = tonumber(ARGV[1])
-local base = tonumber(ARGV[2])
-local q_count = (#KEYS - 2) / 2
-local ready, claims, names = queues_of(2, 2, q_count)
-local e = 3 + q_count
+local seq = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local base = tonumber(ARGV[3])
+local q_count = (#KEYS - 3) / 2
+local ready, claims, names = queues_of(3, 3, q_count)
+if seq and seq <= tonumber(redis.call('HGET', KEYS[3], 'seq') or '0') then
+  local out = {}
+  local index = {}
+  for q = 1, q_count do
+    index[names[q]] = q
+  end
+  for t = base + 1, base + n do
+    local member = redis.call('HGET', KEYS[1], tostring(t))
+    if member then
+      local bar = string.find(member, '|', 1, true)
+      out[#out + 1] = tostring(t)
+      out[#out + 1] = index[string.sub(member, 1, bar - 1)]
+      out[#out + 1] = string.sub(member, bar + 1)
+    end
+  end
+  return out
+end
+local e = 4 + q_count
 local evented_count = tonumber(ARGV[e])
 local stream, max_len, evented = nil, nil, nil
 local i = e + 1
@@ -85,5 +109,8 @@ if got > 0 then
 end
 if started_count > 0 then
   redis.call('HINCRBY', KEYS[2], 'events:started', started_count)
+end
+if seq then -- last: a full Redis refuses a first write that adds memory (see README, "A full Redis")
+  redis.call('HSET', KEYS[3], 'seq', seq)
 end
 return out

@@ -5,12 +5,21 @@
 -- KEYS[1] = its in-flight hash, KEYS[2] = stats hash, KEYS[3] = workers zset, KEYS[4] = its info hash,
 -- KEYS[5 .. 4+Q] = ready lists, KEYS[5+Q .. 4+2Q] = its claim lists for them, in the same order
 -- ARGV[1] = worker id, ARGV[2] = ready-list key prefix ({p}:queue:), ARGV[3 .. 2+Q] = the queue names
--- then its claims (record_claims in hooks/_prelude.lua), then its outbox (settle_outbox)
+-- then its claims (record_claims in hooks/_prelude.lua), then its outbox (settle_outbox), then the counters of its
+-- last exchange if that got no answer (exchange.lua): S, its sequence number ('' for none), C, then C pairs of
+-- stats field and increment, added only if that exchange was not applied (S above the info hash's `seq`); its
+-- acks, effects and claims are in the outbox (applying those twice changes nothing)
 -- Returns the number of messages handed back.
 local q_count = (#KEYS - 4) / 2
 local ready, claims, names = queues_of(4, 2, q_count)
 local i = record_claims(KEYS[1], ready, claims, names, ARGV, 3 + q_count, nil)
-settle_outbox(KEYS[1], KEYS[2], ARGV, i)
+i = settle_outbox(KEYS[1], KEYS[2], ARGV, i)
+local seq = tonumber(ARGV[i])
+if seq and seq > tonumber(redis.call('HGET', KEYS[4], 'seq') or '0') then
+  for c = i + 2, i + 1 + 2 * tonumber(ARGV[i + 1]), 2 do
+    redis.call('HINCRBY', KEYS[2], ARGV[c], ARGV[c + 1])
+  end
+end
 local held = redis.call('HGETALL', KEYS[1])
 for h = 2, #held, 2 do
   local member = held[h]
