@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 from yarl import URL
 
 from taskqueue._loop import outage
@@ -131,6 +131,8 @@ class Api:
                 )
         except ApiError as exc:
             response = error(exc.status, exc.message, exc.headers)
+        except OutOfMemoryError:  # Redis is up but refuses writes (maxmemory, noeviction): nothing was enqueued
+            response = error(507, "Redis is out of memory (maxmemory reached): nothing was written; try again later")
         except (RedisError, OSError) as exc:
             outage.failed(f"serving HTTP {request.method} {request.path}", exc)
             response = error(503, "Redis is unavailable; try again shortly")

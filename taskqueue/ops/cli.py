@@ -10,6 +10,8 @@ import traceback
 from collections.abc import Callable, Sequence
 from types import ModuleType
 
+from redis.exceptions import OutOfMemoryError
+
 import taskqueue
 from taskqueue.errors import ConfigError, TaskQueueError, UsageError
 from taskqueue.ops import logs
@@ -184,6 +186,12 @@ def main(argv: Sequence[str]) -> int:
     return guarded(args, _command(args.command or "run"))
 
 
+OUT_OF_MEMORY = (
+    "Redis is out of memory (used_memory > maxmemory, noeviction): nothing was written; "
+    "free memory or raise maxmemory (README: A full Redis)"
+)
+
+
 def guarded(args: argparse.Namespace, command: Command) -> int:
     """Run one command at the exit-code boundary (also for taskqueue.testing's runner, which is `run`)."""
     try:
@@ -198,6 +206,9 @@ def guarded(args: argparse.Namespace, command: Command) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OutOfMemoryError:
+        print(f"taskqueue: {OUT_OF_MEMORY}", file=sys.stderr)
+        return 1
     except Exception:
         traceback.print_exc()
         print("taskqueue: unexpected error (a bug): please report the traceback above", file=sys.stderr)

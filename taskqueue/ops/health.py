@@ -58,9 +58,16 @@ async def _redis_health(broker: Broker) -> dict[str, Any]:
         return {"status": "unhealthy", "message": f"Redis does not answer: {reason}"}
     policy = str(info.get("maxmemory_policy", "noeviction"))
     evicting = policy != "noeviction"
+    used, limit = int(info.get("used_memory") or 0), int(info.get("maxmemory") or 0)
+    if limit and used > limit and not evicting:  # it refuses writes: enqueues fail, settling goes on
+        status, message = "unhealthy", f"redis: out of memory ({used} bytes used > maxmemory {limit}): writes refused"
+    elif evicting:
+        status, message = "degraded", f"maxmemory-policy {policy} may silently evict queued tasks"
+    else:
+        status, message = "healthy", None
     return {
-        "status": "degraded" if evicting else "healthy",
-        "message": f"maxmemory-policy {policy} may silently evict queued tasks" if evicting else None,
+        "status": status,
+        "message": message,
         "latency_ms": round(latency_ms, 3),
         "version": info.get("redis_version"),
         "used_memory": info.get("used_memory"),

@@ -237,6 +237,7 @@ class Broker:
             },
         )
         self._retire = client.register_script(scripts.source("retire"))
+        self._heartbeat = client.register_script(scripts.source("heartbeat"))
         self._adopt = client.register_script(scripts.source("adopt"))
 
     async def exchange(
@@ -435,12 +436,11 @@ class Broker:
                 await self.redis.hincrby(self.keys.stats, stat_field("enqueued", push.queue, task), push.count)
 
     async def heartbeat(self, worker_id: str, info: Mapping[str, Any], lease_s: float) -> None:
+        """Renew the worker's lease (heartbeat.lua: also when Redis is at maxmemory)."""
         lease_ms = int(lease_s * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(self.keys.workers, {worker_id: now_ms() + lease_ms})
-            pipe.hset(self.keys.worker(worker_id), mapping={k: str(v) for k, v in info.items()})
-            pipe.pexpire(self.keys.worker(worker_id), lease_ms)
-            await pipe.execute()
+        fields = [str(part) for pair in info.items() for part in pair]
+        keys = [self.keys.workers, self.keys.worker(worker_id)]
+        await self._heartbeat(keys=keys, args=[worker_id, now_ms() + lease_ms, lease_ms, *fields])
 
     async def expired_workers(self) -> list[str]:
         found = await self.redis.zrangebyscore(self.keys.workers, "-inf", now_ms(), start=0, num=100)

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from redis.exceptions import RedisClusterException, RedisError
 
 from taskqueue import envelope
-from taskqueue._loop import outage, raise_if_cancelled
+from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
 from taskqueue.store.broker import HOST, Broker, Hooked, Taken
@@ -104,7 +104,7 @@ class Worker:
     # ---- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, fast_stop: asyncio.Event) -> int:
         """Work until `stop`; then finish running tasks within the grace period and hand back the rest."""
-        await self._heartbeat_once()
+        await ride_out(self._heartbeat_once, "registering this worker")  # Redis away at start: wait, no traceback
         self.executor.attach()
         cancels_known = asyncio.Event()
         helpers = [asyncio.create_task(self._follow_cancels(cancels_known))]

@@ -5,13 +5,18 @@
 -- Returns the number of messages adopted.
 local adopted = 0
 local n = redis.call('HLEN', KEYS[1])
+local lists = {}
 for k = 2, #KEYS do
-  for _, message in ipairs(redis.call('LRANGE', KEYS[k], 0, -1)) do
+  lists[k] = redis.call('LRANGE', KEYS[k], 0, -1)
+end
+-- the deletion first: Redis at maxmemory refuses a script's first write only if it may add memory
+redis.call('DEL', unpack(KEYS, 2))
+for k = 2, #KEYS do
+  for _, message in ipairs(lists[k]) do
     repeat
       n = n + 1
     until redis.call('HSETNX', KEYS[1], 'claim-' .. n, ARGV[k - 1] .. '|' .. message) == 1
     adopted = adopted + 1
   end
-  redis.call('DEL', KEYS[k])
 end
 return adopted

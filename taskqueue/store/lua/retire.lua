@@ -15,12 +15,15 @@ local ready, claims, names = queues_of(4, 2, q_count)
 local i = record_claims(KEYS[1], ready, claims, names, ARGV, 3 + q_count, nil)
 i = settle_outbox(KEYS[1], KEYS[2], ARGV, i)
 local seq = tonumber(ARGV[i])
-if seq and seq > tonumber(redis.call('HGET', KEYS[4], 'seq') or '0') then
-  for c = i + 2, i + 1 + 2 * tonumber(ARGV[i + 1]), 2 do
-    redis.call('HINCRBY', KEYS[2], ARGV[c], ARGV[c + 1])
-  end
-end
+local late = seq and seq > tonumber(redis.call('HGET', KEYS[4], 'seq') or '0')
 local held = redis.call('HGETALL', KEYS[1])
+local left = {}
+for q = 1, q_count do
+  left[q] = redis.call('LRANGE', claims[q], 0, -1)
+end
+-- the deletions first: Redis at maxmemory refuses a script's first write only if it may add memory
+redis.call('DEL', KEYS[1], KEYS[4], unpack(claims))
+redis.call('ZREM', KEYS[3], ARGV[1])
 for h = 2, #held, 2 do
   local member = held[h]
   local bar = string.find(member, '|', 1, true)
@@ -28,12 +31,14 @@ for h = 2, #held, 2 do
 end
 local handed = #held / 2
 for q = 1, q_count do -- taken by a watcher whose reply never arrived: the oldest ends up in front
-  local left = redis.call('LRANGE', claims[q], 0, -1)
-  for _, message in ipairs(left) do
+  for _, message in ipairs(left[q]) do
     redis.call('RPUSH', ready[q], message)
   end
-  handed = handed + #left
+  handed = handed + #left[q]
 end
-redis.call('DEL', KEYS[1], KEYS[4], unpack(claims))
-redis.call('ZREM', KEYS[3], ARGV[1])
+if late then
+  for c = i + 2, i + 1 + 2 * tonumber(ARGV[i + 1]), 2 do
+    redis.call('HINCRBY', KEYS[2], ARGV[c], ARGV[c + 1])
+  end
+end
 return handed

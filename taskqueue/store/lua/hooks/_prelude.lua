@@ -84,6 +84,8 @@ end
 -- A, then A tokens to acknowledge (one HDEL for all); C, then C pairs of stats field and increment;
 -- B, then B times a token and its effects, applied only when the token was still held (a task
 -- recovered meanwhile is not settled twice). Returns the index after it.
+-- The counters are added last: Redis at maxmemory refuses a script's first write if it may add memory, and the
+-- HDELs free some, so a full Redis still lets settling through (README, "A full Redis").
 local function settle_outbox(inflight, stats, argv, i)
   local acks = tonumber(argv[i])
   i = i + 1
@@ -91,12 +93,8 @@ local function settle_outbox(inflight, stats, argv, i)
     redis.call('HDEL', inflight, unpack(argv, i, i + acks - 1))
   end
   i = i + acks
-  local counters = tonumber(argv[i])
-  i = i + 1
-  for _ = 1, counters do
-    redis.call('HINCRBY', stats, argv[i], argv[i + 1])
-    i = i + 2
-  end
+  local counted = i
+  i = i + 1 + 2 * tonumber(argv[i])
   local hooked = tonumber(argv[i])
   i = i + 1
   for _ = 1, hooked do
@@ -105,6 +103,9 @@ local function settle_outbox(inflight, stats, argv, i)
     else
       i = skip_effects(argv, i + 1)
     end
+  end
+  for c = counted + 1, counted + 2 * tonumber(argv[counted]), 2 do
+    redis.call('HINCRBY', stats, argv[c], argv[c + 1])
   end
   return i
 end
