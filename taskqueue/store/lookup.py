@@ -37,43 +37,53 @@ FINISHED = {"ok": "succeeded", "dead": "failed", "cancelled": "cancelled"}
 SCRIPTS = ("cancel", "cancel_workflow")  # what a client registers for these lookups
 
 
-def _queue(pipe: Any, batch: list[Command], scripts: Mapping[str, Any]) -> None:
-    for command in batch:
-        if command[0] == "SCRIPT":
-            _, name, keys, args = command
-            scripts[name](keys=list(keys), args=list(args), client=pipe)
-        else:
-            pipe.execute_command(*command)
+def _split(batch: list[Command]) -> tuple[list[Command], list[Command]]:
+    """The plain commands of a batch (one pipeline) and its script calls.
+    Scripts are called on the client, not queued on the pipeline: redis-py's Cluster pipeline refuses EVALSHA
+    (and a script's keys are one slot anyway: it goes to the node that holds them)."""
+    plain = [command for command in batch if command[0] != "SCRIPT"]
+    called = [command for command in batch if command[0] == "SCRIPT"]
+    return plain, called
+
+
+def _merge(batch: list[Command], plain: list[Any], called: list[Any]) -> list[Any]:
+    """The replies in the batch's order."""
+    replies, scripted = iter(plain), iter(called)
+    return [next(scripted) if command[0] == "SCRIPT" else next(replies) for command in batch]
 
 
 def run(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
-    """Drive a lookup on a redis-py client (sync)."""
+    """Drive a lookup on a redis-py client (sync; a plain Redis or a Cluster)."""
     try:
         batch = next(lookup)
         while True:
+            plain, called = _split(batch)
             pipe = client.pipeline(transaction=False)
-            _queue(pipe, batch, scripts)
-            batch = lookup.send(pipe.execute())
-    except StopIteration as done:
-        return done.value
+            for command in plain:
+                pipe.execute_command(*command)
+            replies = pipe.execute() if plain else []
+            done = [scripts[name](keys=list(keys), args=list(args)) for _, name, keys, args in called]
+            batch = lookup.send(_merge(batch, replies, done))
+    except StopIteration as finished:
+        return finished.value
 
 
 async def arun(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
-    """Drive a lookup on a redis.asyncio client."""
+    """Drive a lookup on a redis.asyncio client (a plain Redis or a Cluster)."""
     try:
         batch = next(lookup)
         while True:
-            async with client.pipeline(transaction=False) as pipe:
-                for command in batch:
-                    if command[0] == "SCRIPT":  # redis.asyncio's Script queues itself on the pipeline when awaited
-                        _, name, keys, args = command
-                        await scripts[name](keys=list(keys), args=list(args), client=pipe)
-                    else:
+            plain, called = _split(batch)
+            replies: list[Any] = []
+            if plain:
+                async with client.pipeline(transaction=False) as pipe:
+                    for command in plain:
                         pipe.execute_command(*command)
-                replies = await pipe.execute()
-            batch = lookup.send(replies)
-    except StopIteration as done:
-        return done.value
+                    replies = await pipe.execute()
+            done = [await scripts[name](keys=list(keys), args=list(args)) for _, name, keys, args in called]
+            batch = lookup.send(_merge(batch, replies, done))
+    except StopIteration as finished:
+        return finished.value
 
 
 def _glob(text: str) -> str:
