@@ -1,4 +1,5 @@
-"""Where is task X, and what is it doing? (SPEC §11 `status`), and cancelling it. Client-safe (redis + msgpack).
+"""Where is task X, and what is it doing? (SPEC §11 `status`), cancelling it, and which of a workflow's steps
+run (SPEC §10). Client-safe (redis + msgpack).
 
 Nothing on the hot path records a task's whereabouts: the answer is looked up where the task can be, in this
 order, each a few commands: its result, the dead-letter store, the cancelled set, the in-flight hashes of the
@@ -18,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from taskqueue import envelope
+from taskqueue import canvas, envelope
 from taskqueue.store.keys import Keys, split_member
 
 Command = tuple[Any, ...]
@@ -185,26 +186,57 @@ def _finished(
 def _running(
     keys: Keys, task_id: str, workers: list[str], queues: list[str], progress: dict[str, Any] | None
 ) -> Lookup:
-    """In the in-flight hash or a claim list of a live worker (as many entries as it has slots): two pipelines."""
-    if not workers:
+    held = yield from _held(keys, workers, queues, task_id.encode(), {task_id})
+    if task_id not in held:
         return None
+    worker, queue, env = held[task_id]
+    return _seen(env, "running", queue, worker=worker, progress=progress)
+
+
+def _held(keys: Keys, workers: list[str], queues: list[str], needle: bytes, wanted: set[str]) -> Lookup:
+    """Which live workers hold the tasks `wanted` (ids whose bytes hold `needle`): {id: (worker, queue, envelope)}.
+    In a worker's in-flight hash (as many entries as it has slots), or just taken by an idle worker's watcher and
+    not yet in its in-flight hash (its claim lists: a moment, found if still there). One pipeline, or two."""
+    found: dict[str, tuple[str, str, envelope.Envelope]] = {}
+    if not workers:
+        return found
     held = yield [("HVALS", keys.inflight(worker)) for worker in workers]
-    needle = task_id.encode()
-    for worker, members in zip(workers, held, strict=True):
-        for member in members:
-            if needle not in member:
-                continue
-            queue, raw = split_member(member)
-            if (env := _is(raw, task_id)) is not None:
-                return _seen(env, "running", queue, worker=worker, progress=progress)
-    # or just taken by an idle worker's watcher, not yet in its in-flight hash (a moment: found if still there)
-    claimed = [(worker, queue) for worker in workers for queue in queues]
-    lists = yield [("LRANGE", keys.claim(worker, queue), 0, -1) for worker, queue in claimed]
-    for (worker, queue), raws in zip(claimed, lists, strict=True):
-        for raw in raws:
-            if needle in raw and (env := _is(raw, task_id)) is not None:
-                return _seen(env, "running", queue, worker=worker, progress=progress)
-    return None
+    members = zip(workers, held, strict=True)
+    _pick(found, wanted, [(worker, *split_member(m)) for worker, ms in members for m in ms if needle in m])
+    if len(found) < len(wanted):
+        claimed = [(worker, queue) for worker in workers for queue in queues]
+        lists = yield [("LRANGE", keys.claim(worker, queue), 0, -1) for worker, queue in claimed]
+        raws = zip(claimed, lists, strict=True)
+        _pick(found, wanted, [(worker, queue, raw) for (worker, queue), rs in raws for raw in rs if needle in raw])
+    return found
+
+
+def _pick(
+    found: dict[str, tuple[str, str, envelope.Envelope]], wanted: set[str], entries: list[tuple[str, str, bytes]]
+) -> None:
+    for worker, queue, raw in entries:
+        task_id, _ = envelope.identify(raw)
+        if task_id in wanted and task_id not in found and (env := _is(raw, task_id)) is not None:
+            found[task_id] = (worker, queue, env)
+
+
+def workflow(keys: Keys, workflow_id: str) -> Lookup:
+    """Client.workflow(): canvas.view of the workflow's hash, where a queued step that a live worker holds is
+    `running`. Nothing on the hot path records a step's start: its worker's in-flight hash says it."""
+    fields, workers, queues = yield [
+        ("HGETALL", keys.workflow(workflow_id)),
+        ("ZRANGEBYSCORE", keys.workers, int(time.time() * 1000), "+inf"),
+        ("HKEYS", keys.queues),
+    ]
+    shown = canvas.view(workflow_id, fields)
+    queued = {s["id"]: s for s in shown["steps"] if s["state"] == "queued"} if shown else {}
+    if queued:
+        names = sorted(_text(q) for q in queues)
+        needle = f"{workflow_id}.".encode()
+        held = yield from _held(keys, [_text(w) for w in workers], names, needle, set(queued))
+        for step_id in held:
+            queued[step_id]["state"] = "running"
+    return shown
 
 
 def _delayed(keys: Keys, task_id: str) -> Lookup:
