@@ -253,7 +253,8 @@ class Client(_Base):
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task or a workflow: "cancelled" (it will not start), "cancelling" (it is running: it is
-        stopped), or "not_found" (unknown or finished). result() then raises TaskCancelled."""
+        stopped), "already_cancelled" (cancelled before), or "not_found" (unknown or finished: nothing is
+        recorded). result() then raises TaskCancelled."""
         answer: str = lookup.run(lookup.cancel(self.keys, task_id, self._result_ttl), self.redis, self._scripts)
         return answer
 

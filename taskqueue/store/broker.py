@@ -384,7 +384,7 @@ class Broker:
         return found
 
     async def cancel(self, task_id: str) -> str:
-        """Client.cancel(): "cancelled", "cancelling" or "not_found"."""
+        """Client.cancel(): "cancelled", "cancelling", "already_cancelled" or "not_found"."""
         tasks = self.config.tasks
 
         def ttl(name: str) -> float:

@@ -31,10 +31,12 @@ PAGE = 1000  # ready-list entries read per command
 READY_SCANNED = 200_000  # entries of each ready list looked at, at most
 PROGRESS_TTL_S = 86400
 MAX_PROGRESS_MESSAGE = 1000
-SHAPE = {"task": None, "queue": None, "attempt": None, "progress": None, "waiting": None}
+SHAPE = {"task": None, "queue": None, "attempt": None, "progress": None, "waiting": None, "result": None}
 FINISHED = {"ok": "succeeded", "dead": "failed", "cancelled": "cancelled"}
 
 
+TASK_CANCELLED_BEFORE = 2  # what cancel.lua answers for an id already in the cancelled set
+WORKFLOW_CANCELLED_BEFORE = -2  # and cancel_workflow.lua for a workflow cancelled before
 SCRIPTS = ("cancel", "cancel_workflow")  # what a client registers for these lookups
 
 
@@ -165,6 +167,8 @@ def _finished(
             out["task"] = body["task"]
         if state in ("failed", "cancelled"):
             out["error"] = body.get("error")
+        else:
+            out["result"] = body.get("value")  # what result() returns
         return out
     if dead is not None:
         record = msgpack.unpackb(dead, raw=False)
@@ -287,7 +291,9 @@ def _queued(keys: Keys, task_id: str, queues: list[str]) -> Lookup:
 
 def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lookup:
     """Cancel one task or workflow: "cancelled" (it will not start, or it stopped), "cancelling" (it is
-    running: its worker stops it), or "not_found" (unknown, or finished already)."""
+    running: its worker stops it), "already_cancelled" (it was cancelled before: nothing changes), or
+    "not_found" (unknown, or finished already). An id found nowhere leaves no trace: ids come from producers,
+    and a cancel must not make `status` report a task that never existed."""
     if task_id.startswith("wf-"):
         record = _record("cancelled", "workflow cancelled")
         now_ms = int(time.time() * 1000)
@@ -295,22 +301,24 @@ def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lo
         wf_keys = (keys.workflow(task_id), keys.result(task_id), keys.cancelled, keys.stats)
         wf_args = (task_id, now_ms, CANCELLED_KEPT, oldest, keys.cancel_channel, record)
         (count,) = yield [("SCRIPT", "cancel_workflow", wf_keys, wf_args)]
+        if int(count) == WORKFLOW_CANCELLED_BEFORE:
+            return "already_cancelled"
         if int(count) >= 0:
             return "cancelled"
     found = yield from status(keys, task_id)
-    if found is not None and found["state"] in ("succeeded", "failed"):
+    if found is None or found["state"] in ("succeeded", "failed"):
         return "not_found"
-    if found is not None and found["state"] == "cancelled":
-        return "cancelled"
-    ttl = int(result_ttl_s((found.get("task") or "") if found else "") * 1000)
+    if found["state"] == "cancelled":
+        return "already_cancelled"
+    ttl = int(result_ttl_s(found.get("task") or "") * 1000)
     now_ms = int(time.time() * 1000)
-    kept_ttl = ttl if found is not None and ttl > 0 else ""
-    args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, kept_ttl)
+    args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, max(ttl, 0) or "")
     cancel_keys = (keys.cancelled, keys.result(task_id), keys.dead)
-    record = _record("cancelled", "cancelled", found.get("task") if found else None)
-    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, record))]
-    if found is None or not int(done):
-        return "not_found"  # an unknown id is remembered all the same: should it show up, it will not start
+    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, _record("cancelled", "cancelled", found.get("task"))))]
+    if int(done) == 0:
+        return "not_found"  # it finished while we looked
+    if int(done) == TASK_CANCELLED_BEFORE:
+        return "already_cancelled"  # another cancel came first
     return "cancelling" if found["state"] == "running" else "cancelled"
 
 
@@ -318,6 +326,18 @@ def _record(status: str, error: str, task: str | None = None) -> bytes:
     body = {"status": status, "value": None, "error": error, "finished_at": time.time(), "task": task}
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
+
+
+def jsonable(value: Any) -> Any:
+    """A task's result as JSON can carry it (the CLI's `show --json`, HTTP): bytes as text (undecodable bytes
+    as `\\xNN`), map keys as strings; what MessagePack decodes to is otherwise JSON already."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def progress_fields(fraction: float, message: str) -> dict[str, str]:
