@@ -239,8 +239,10 @@ class Client(_Base):
         return workflow_id
 
     def workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        """{"id", "state", "steps": [{"index", "id", "task", "state"}, ...]}, or None when unknown."""
-        return canvas.view(workflow_id, self.redis.hgetall(self.keys.workflow(workflow_id)))
+        """{"id", "state", "steps": [{"index", "id", "task", "state"}, ...]}, or None when unknown; a step's
+        state is pending, queued, running, succeeded, failed or cancelled."""
+        found: dict[str, Any] | None = lookup.run(lookup.workflow(self.keys, workflow_id), self.redis, self._scripts)
+        return found
 
     def status(self, task_id: str) -> dict[str, Any] | None:
         """Where the task is and what it does: {"id", "task", "state", "queue", "attempt", "progress",
@@ -251,7 +253,8 @@ class Client(_Base):
 
     def cancel(self, task_id: str) -> str:
         """Cancel a task or a workflow: "cancelled" (it will not start), "cancelling" (it is running: it is
-        stopped), or "not_found" (unknown or finished). result() then raises TaskCancelled."""
+        stopped), "already_cancelled" (cancelled before), or "not_found" (unknown or finished: nothing is
+        recorded). result() then raises TaskCancelled."""
         answer: str = lookup.run(lookup.cancel(self.keys, task_id, self._result_ttl), self.redis, self._scripts)
         return answer
 
@@ -360,7 +363,10 @@ class AsyncClient(_Base):
         return workflow_id
 
     async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
+        found: dict[str, Any] | None = await lookup.arun(
+            lookup.workflow(self.keys, workflow_id), self.redis, self._scripts
+        )
+        return found
 
     async def status(self, task_id: str) -> dict[str, Any] | None:
         found: dict[str, Any] | None = await lookup.arun(lookup.status(self.keys, task_id), self.redis, self._scripts)

@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from taskqueue import envelope
-from taskqueue.client import AsyncClient, Client
+from taskqueue.client import AsyncClient, Client, chain, step
 from taskqueue.errors import PayloadTooLarge, UnknownTask
 from tests.conftest import RedisServer
 
@@ -150,3 +150,36 @@ def test_from_config_uses_the_deployments_redis_section(
 
     second = asyncio.run(scenario())
     assert client.redis.llen("rt:queue:default") == 2 and second != task_id
+
+
+def test_cancel_of_an_unknown_id_leaves_no_trace_and_a_second_cancel_says_so(redis_url: str) -> None:
+    """#28.9: an id found nowhere is not_found and recorded nowhere (status stays None, a second cancel is
+    not_found again); a task or workflow cancelled twice says already_cancelled the second time."""
+    client = Client(redis_url)
+    _publish(client)
+    assert client.cancel("never-enqueued") == "not_found"
+    assert client.status("never-enqueued") is None
+    assert client.cancel("never-enqueued") == "not_found"
+    assert client.cancel("wf-never-started") == "not_found"
+    assert client.redis.zcard("tq:cancelled") == 0
+    assert client.redis.keys("tq:result:*") == []
+
+    queued = client.enqueue("noop", 1)
+    assert client.cancel(queued) == "cancelled"
+    assert client.cancel(queued) == "already_cancelled"
+    flow = client.enqueue_workflow(chain(step("noop", 1), step("noop", 2)))
+    assert client.cancel(flow) == "cancelled"
+    assert client.cancel(flow) == "already_cancelled"
+    assert client.cancel(f"{flow}.0") == "already_cancelled"  # its queued step, cancelled with it
+
+    async def twice() -> list[str]:
+        producer = AsyncClient(redis_url)
+        try:
+            task_id = await producer.enqueue("noop", 2)
+            return [await producer.cancel(task_id), await producer.cancel(task_id), await producer.cancel("nope")]
+        finally:
+            await producer.aclose()
+
+    assert asyncio.run(twice()) == ["cancelled", "already_cancelled", "not_found"]
+    assert client.status("nope") is None
+    client.close()

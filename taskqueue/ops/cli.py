@@ -157,7 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     show = add("show", "show a task: where it is, its state, attempt, progress, and what holds it if it waits")
     show.add_argument("id", metavar="ID", help="the task's id (enqueue's return value)")
     show.add_argument("--json", action="store_true", help="machine-readable output")
-    cancel = add("cancel", "cancel tasks or workflows: queued and delayed ones never start, running ones stop")
+    cancel = add(
+        "cancel",
+        "cancel tasks or workflows: queued and delayed ones never start, running ones stop "
+        "(exit 1: one was unknown or had finished; 4: one was cancelled already)",
+    )
     cancel.add_argument("ids", nargs="+", metavar="ID", help="task or workflow ids")
     workflow = add("workflow", "show a workflow: its state and each step's")
     workflow.add_argument("action", choices=["show"])

@@ -21,7 +21,7 @@ from taskqueue.errors import ConfigError, UnknownTask, UsageError
 from taskqueue.ops import admin
 from taskqueue.runner import checking
 from taskqueue.runner.runner import Runner, RunOptions
-from taskqueue.store import eventlog, redisboot
+from taskqueue.store import eventlog, lookup, redisboot
 from taskqueue.store.broker import HOST, Broker
 from taskqueue.store.connection import async_client
 
@@ -232,7 +232,7 @@ def show(args: argparse.Namespace) -> int:
             )
             return 1
         if args.json:
-            print(json.dumps(found, indent=2, default=str))
+            print(json.dumps({**found, "result": lookup.jsonable(found["result"])}, indent=2, default=str))
             return 0
         print(describe_status(found))
         return 0
@@ -263,17 +263,28 @@ def describe_status(found: dict[str, Any]) -> str:
         parts.append(f"progress={shown}" + (f" {progress['message']}" if progress.get("message") else ""))
     if found.get("error"):
         parts.append(f"error: {found['error']}")
-    return head + ("\n  " + "  ".join(parts) if parts else "")
+    shown = head + ("\n  " + "  ".join(parts) if parts else "")
+    if found["state"] == "succeeded":  # what result() returns, as JSON (celery result ID)
+        shown += "\n  result: " + json.dumps(lookup.jsonable(found.get("result")), default=str)
+    return shown
+
+
+EXIT_ALREADY_CANCELLED = 4  # `cancel`: none was unknown, and one of the ids had been cancelled before
 
 
 def cancel(args: argparse.Namespace) -> int:
+    """Exit 0 when every id was cancelled now, 1 when one was unknown or had finished, else 4 when one had been
+    cancelled before (a script can tell "I stopped it" from "it was stopped already")."""
+
     async def action(broker: Broker) -> int:
-        missing = 0
+        answers = []
         for task_id in args.ids:
             answer = await broker.cancel(task_id)
-            missing += answer == "not_found"
+            answers.append(answer)
             print(f"{task_id}: {answer.replace('_', ' ')}")
-        return 1 if missing else 0
+        if "not_found" in answers:
+            return 1
+        return EXIT_ALREADY_CANCELLED if "already_cancelled" in answers else 0
 
     return _with_broker(args, action)
 

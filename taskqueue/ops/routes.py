@@ -17,6 +17,7 @@ from taskqueue.ops import admin, health
 from taskqueue.ops import metrics as metrics_mod
 from taskqueue.ops.api import Api, ApiError, Request, Response, Route, api_base, json_response
 from taskqueue.ops.health import RunnerView, expected_workers, heartbeat_ages
+from taskqueue.store import lookup
 from taskqueue.store.broker import FAILURES_KEPT
 
 log = logging.getLogger("taskqueue.http")
@@ -187,16 +188,18 @@ async def workflow(api: Api, request: Request, params: Params) -> Response:
 
 
 async def task_status(api: Api, request: Request, params: Params) -> Response:
-    """Client.status() of one task: {"id", "task", "state", "queue", "attempt", "progress", "waiting", ...}, or 404."""
+    """Client.status() of one task: {"id", "task", "state", "queue", "attempt", "progress", "waiting", "result",
+    ...}, or 404."""
     found = await api.state.broker.status(params["id"])
     if found is None:
         raise ApiError(404, f"no task {params['id']} (unknown, or finished longer ago than its result_ttl)")
-    return json_response(found)
+    return json_response({**found, "result": lookup.jsonable(found["result"])})
 
 
 # ---- the JSON API: changes (Route.protected) ----------------------------------------------------------
 async def cancel(api: Api, request: Request, params: Params) -> Response:
-    """Cancel a task or a workflow: 200 {"id", "cancel": "cancelled" | "cancelling"}, or 404 (unknown or finished)."""
+    """Cancel a task or a workflow: 200 {"id", "cancel": "cancelled" | "cancelling" | "already_cancelled"}, or 404
+    (unknown or finished)."""
     task_id = params["id"]
     answer = await api.state.broker.cancel(task_id)
     if answer == "not_found":

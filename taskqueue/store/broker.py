@@ -12,7 +12,7 @@ from typing import Any, Literal
 import msgpack
 from redis.exceptions import NoScriptError
 
-from taskqueue import canvas, envelope
+from taskqueue import envelope
 from taskqueue.config import Config
 from taskqueue.features import Effect
 from taskqueue.store import lookup, scripts
@@ -396,7 +396,7 @@ class Broker:
         return found
 
     async def cancel(self, task_id: str) -> str:
-        """Client.cancel(): "cancelled", "cancelling" or "not_found"."""
+        """Client.cancel(): "cancelled", "cancelling", "already_cancelled" or "not_found"."""
         tasks = self.config.tasks
 
         def ttl(name: str) -> float:
@@ -686,8 +686,11 @@ class Broker:
         ]
 
     async def workflow(self, workflow_id: str) -> dict[str, Any] | None:
-        """A workflow's state and its steps' (canvas.view), or None when unknown or expired."""
-        return canvas.view(workflow_id, await self.redis.hgetall(self.keys.workflow(workflow_id)))
+        """A workflow's state and its steps' (Client.workflow), or None when unknown or expired."""
+        found: dict[str, Any] | None = await lookup.arun(
+            lookup.workflow(self.keys, workflow_id), self.redis, self._lookups
+        )
+        return found
 
     async def recent_workflows(self, limit: int = 50) -> list[dict[str, Any]]:
         """The newest workflows still kept: {id, state, steps, left, failed, created}; ids whose hash

@@ -1,4 +1,5 @@
-"""Where is task X, and what is it doing? (SPEC §11 `status`), and cancelling it. Client-safe (redis + msgpack).
+"""Where is task X, and what is it doing? (SPEC §11 `status`), cancelling it, and which of a workflow's steps
+run (SPEC §10). Client-safe (redis + msgpack).
 
 Nothing on the hot path records a task's whereabouts: the answer is looked up where the task can be, in this
 order, each a few commands: its result, the dead-letter store, the cancelled set, the in-flight hashes of the
@@ -18,7 +19,7 @@ from typing import Any
 
 import msgpack
 
-from taskqueue import envelope
+from taskqueue import canvas, envelope
 from taskqueue.store.keys import Keys, split_member
 
 Command = tuple[Any, ...]
@@ -30,50 +31,62 @@ PAGE = 1000  # ready-list entries read per command
 READY_SCANNED = 200_000  # entries of each ready list looked at, at most
 PROGRESS_TTL_S = 86400
 MAX_PROGRESS_MESSAGE = 1000
-SHAPE = {"task": None, "queue": None, "attempt": None, "progress": None, "waiting": None}
+SHAPE = {"task": None, "queue": None, "attempt": None, "progress": None, "waiting": None, "result": None}
 FINISHED = {"ok": "succeeded", "dead": "failed", "cancelled": "cancelled"}
 
 
+TASK_CANCELLED_BEFORE = 2  # what cancel.lua answers for an id already in the cancelled set
+WORKFLOW_CANCELLED_BEFORE = -2  # and cancel_workflow.lua for a workflow cancelled before
 SCRIPTS = ("cancel", "cancel_workflow")  # what a client registers for these lookups
 
 
-def _queue(pipe: Any, batch: list[Command], scripts: Mapping[str, Any]) -> None:
-    for command in batch:
-        if command[0] == "SCRIPT":
-            _, name, keys, args = command
-            scripts[name](keys=list(keys), args=list(args), client=pipe)
-        else:
-            pipe.execute_command(*command)
+def _split(batch: list[Command]) -> tuple[list[Command], list[Command]]:
+    """The plain commands of a batch (one pipeline) and its script calls.
+    Scripts are called on the client, not queued on the pipeline: redis-py's Cluster pipeline refuses EVALSHA
+    (and a script's keys are one slot anyway: it goes to the node that holds them)."""
+    plain = [command for command in batch if command[0] != "SCRIPT"]
+    called = [command for command in batch if command[0] == "SCRIPT"]
+    return plain, called
+
+
+def _merge(batch: list[Command], plain: list[Any], called: list[Any]) -> list[Any]:
+    """The replies in the batch's order."""
+    replies, scripted = iter(plain), iter(called)
+    return [next(scripted) if command[0] == "SCRIPT" else next(replies) for command in batch]
 
 
 def run(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
-    """Drive a lookup on a redis-py client (sync)."""
+    """Drive a lookup on a redis-py client (sync; a plain Redis or a Cluster)."""
     try:
         batch = next(lookup)
         while True:
+            plain, called = _split(batch)
             pipe = client.pipeline(transaction=False)
-            _queue(pipe, batch, scripts)
-            batch = lookup.send(pipe.execute())
-    except StopIteration as done:
-        return done.value
+            for command in plain:
+                pipe.execute_command(*command)
+            replies = pipe.execute() if plain else []
+            done = [scripts[name](keys=list(keys), args=list(args)) for _, name, keys, args in called]
+            batch = lookup.send(_merge(batch, replies, done))
+    except StopIteration as finished:
+        return finished.value
 
 
 async def arun(lookup: Lookup, client: Any, scripts: Mapping[str, Any]) -> Any:
-    """Drive a lookup on a redis.asyncio client."""
+    """Drive a lookup on a redis.asyncio client (a plain Redis or a Cluster)."""
     try:
         batch = next(lookup)
         while True:
-            async with client.pipeline(transaction=False) as pipe:
-                for command in batch:
-                    if command[0] == "SCRIPT":  # redis.asyncio's Script queues itself on the pipeline when awaited
-                        _, name, keys, args = command
-                        await scripts[name](keys=list(keys), args=list(args), client=pipe)
-                    else:
+            plain, called = _split(batch)
+            replies: list[Any] = []
+            if plain:
+                async with client.pipeline(transaction=False) as pipe:
+                    for command in plain:
                         pipe.execute_command(*command)
-                replies = await pipe.execute()
-            batch = lookup.send(replies)
-    except StopIteration as done:
-        return done.value
+                    replies = await pipe.execute()
+            done = [await scripts[name](keys=list(keys), args=list(args)) for _, name, keys, args in called]
+            batch = lookup.send(_merge(batch, replies, done))
+    except StopIteration as finished:
+        return finished.value
 
 
 def _glob(text: str) -> str:
@@ -154,6 +167,8 @@ def _finished(
             out["task"] = body["task"]
         if state in ("failed", "cancelled"):
             out["error"] = body.get("error")
+        else:
+            out["result"] = body.get("value")  # what result() returns
         return out
     if dead is not None:
         record = msgpack.unpackb(dead, raw=False)
@@ -175,26 +190,57 @@ def _finished(
 def _running(
     keys: Keys, task_id: str, workers: list[str], queues: list[str], progress: dict[str, Any] | None
 ) -> Lookup:
-    """In the in-flight hash or a claim list of a live worker (as many entries as it has slots): two pipelines."""
-    if not workers:
+    held = yield from _held(keys, workers, queues, task_id.encode(), {task_id})
+    if task_id not in held:
         return None
+    worker, queue, env = held[task_id]
+    return _seen(env, "running", queue, worker=worker, progress=progress)
+
+
+def _held(keys: Keys, workers: list[str], queues: list[str], needle: bytes, wanted: set[str]) -> Lookup:
+    """Which live workers hold the tasks `wanted` (ids whose bytes hold `needle`): {id: (worker, queue, envelope)}.
+    In a worker's in-flight hash (as many entries as it has slots), or just taken by an idle worker's watcher and
+    not yet in its in-flight hash (its claim lists: a moment, found if still there). One pipeline, or two."""
+    found: dict[str, tuple[str, str, envelope.Envelope]] = {}
+    if not workers:
+        return found
     held = yield [("HVALS", keys.inflight(worker)) for worker in workers]
-    needle = task_id.encode()
-    for worker, members in zip(workers, held, strict=True):
-        for member in members:
-            if needle not in member:
-                continue
-            queue, raw = split_member(member)
-            if (env := _is(raw, task_id)) is not None:
-                return _seen(env, "running", queue, worker=worker, progress=progress)
-    # or just taken by an idle worker's watcher, not yet in its in-flight hash (a moment: found if still there)
-    claimed = [(worker, queue) for worker in workers for queue in queues]
-    lists = yield [("LRANGE", keys.claim(worker, queue), 0, -1) for worker, queue in claimed]
-    for (worker, queue), raws in zip(claimed, lists, strict=True):
-        for raw in raws:
-            if needle in raw and (env := _is(raw, task_id)) is not None:
-                return _seen(env, "running", queue, worker=worker, progress=progress)
-    return None
+    members = zip(workers, held, strict=True)
+    _pick(found, wanted, [(worker, *split_member(m)) for worker, ms in members for m in ms if needle in m])
+    if len(found) < len(wanted):
+        claimed = [(worker, queue) for worker in workers for queue in queues]
+        lists = yield [("LRANGE", keys.claim(worker, queue), 0, -1) for worker, queue in claimed]
+        raws = zip(claimed, lists, strict=True)
+        _pick(found, wanted, [(worker, queue, raw) for (worker, queue), rs in raws for raw in rs if needle in raw])
+    return found
+
+
+def _pick(
+    found: dict[str, tuple[str, str, envelope.Envelope]], wanted: set[str], entries: list[tuple[str, str, bytes]]
+) -> None:
+    for worker, queue, raw in entries:
+        task_id, _ = envelope.identify(raw)
+        if task_id in wanted and task_id not in found and (env := _is(raw, task_id)) is not None:
+            found[task_id] = (worker, queue, env)
+
+
+def workflow(keys: Keys, workflow_id: str) -> Lookup:
+    """Client.workflow(): canvas.view of the workflow's hash, where a queued step that a live worker holds is
+    `running`. Nothing on the hot path records a step's start: its worker's in-flight hash says it."""
+    fields, workers, queues = yield [
+        ("HGETALL", keys.workflow(workflow_id)),
+        ("ZRANGEBYSCORE", keys.workers, int(time.time() * 1000), "+inf"),
+        ("HKEYS", keys.queues),
+    ]
+    shown = canvas.view(workflow_id, fields)
+    queued = {s["id"]: s for s in shown["steps"] if s["state"] == "queued"} if shown else {}
+    if queued:
+        names = sorted(_text(q) for q in queues)
+        needle = f"{workflow_id}.".encode()
+        held = yield from _held(keys, [_text(w) for w in workers], names, needle, set(queued))
+        for step_id in held:
+            queued[step_id]["state"] = "running"
+    return shown
 
 
 def _delayed(keys: Keys, task_id: str) -> Lookup:
@@ -245,7 +291,9 @@ def _queued(keys: Keys, task_id: str, queues: list[str]) -> Lookup:
 
 def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lookup:
     """Cancel one task or workflow: "cancelled" (it will not start, or it stopped), "cancelling" (it is
-    running: its worker stops it), or "not_found" (unknown, or finished already)."""
+    running: its worker stops it), "already_cancelled" (it was cancelled before: nothing changes), or
+    "not_found" (unknown, or finished already). An id found nowhere leaves no trace: ids come from producers,
+    and a cancel must not make `status` report a task that never existed."""
     if task_id.startswith("wf-"):
         record = _record("cancelled", "workflow cancelled")
         now_ms = int(time.time() * 1000)
@@ -253,22 +301,24 @@ def cancel(keys: Keys, task_id: str, result_ttl_s: Callable[[str], float]) -> Lo
         wf_keys = (keys.workflow(task_id), keys.result(task_id), keys.cancelled, keys.stats)
         wf_args = (task_id, now_ms, CANCELLED_KEPT, oldest, keys.cancel_channel, record)
         (count,) = yield [("SCRIPT", "cancel_workflow", wf_keys, wf_args)]
+        if int(count) == WORKFLOW_CANCELLED_BEFORE:
+            return "already_cancelled"
         if int(count) >= 0:
             return "cancelled"
     found = yield from status(keys, task_id)
-    if found is not None and found["state"] in ("succeeded", "failed"):
+    if found is None or found["state"] in ("succeeded", "failed"):
         return "not_found"
-    if found is not None and found["state"] == "cancelled":
-        return "cancelled"
-    ttl = int(result_ttl_s((found.get("task") or "") if found else "") * 1000)
+    if found["state"] == "cancelled":
+        return "already_cancelled"
+    ttl = int(result_ttl_s(found.get("task") or "") * 1000)
     now_ms = int(time.time() * 1000)
-    kept_ttl = ttl if found is not None and ttl > 0 else ""
-    args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, kept_ttl)
+    args = (task_id, now_ms, CANCELLED_KEPT, now_ms - CANCELLED_FOR_S * 1000, keys.cancel_channel, max(ttl, 0) or "")
     cancel_keys = (keys.cancelled, keys.result(task_id), keys.dead)
-    record = _record("cancelled", "cancelled", found.get("task") if found else None)
-    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, record))]
-    if found is None or not int(done):
-        return "not_found"  # an unknown id is remembered all the same: should it show up, it will not start
+    (done,) = yield [("SCRIPT", "cancel", cancel_keys, (*args, _record("cancelled", "cancelled", found.get("task"))))]
+    if int(done) == 0:
+        return "not_found"  # it finished while we looked
+    if int(done) == TASK_CANCELLED_BEFORE:
+        return "already_cancelled"  # another cancel came first
     return "cancelling" if found["state"] == "running" else "cancelled"
 
 
@@ -276,6 +326,18 @@ def _record(status: str, error: str, task: str | None = None) -> bytes:
     body = {"status": status, "value": None, "error": error, "finished_at": time.time(), "task": task}
     packed: bytes = msgpack.packb(body, use_bin_type=True)
     return packed
+
+
+def jsonable(value: Any) -> Any:
+    """A task's result as JSON can carry it (the CLI's `show --json`, HTTP): bytes as text (undecodable bytes
+    as `\\xNN`), map keys as strings; what MessagePack decodes to is otherwise JSON already."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {str(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
 
 
 def progress_fields(fraction: float, message: str) -> dict[str, str]:

@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 
 import taskqueue
+from taskqueue.client import Client
 from taskqueue.config import ENV_OVERRIDES
+from tests.e2e.harness import RunnerFactory, pex_cmd
+from tests.e2e.test_http import http_url
+from tests.servers import call_json
 
 REPO = Path(__file__).resolve().parents[2]
 INVALID = REPO / "tests" / "configs" / "invalid"
@@ -212,3 +216,24 @@ def test_secrets_never_reach_the_output(
         output = result.stdout + result.stderr
         assert SECRET not in output and "2024061" not in output
         assert "problem(s)" in output
+
+
+def test_show_prints_a_succeeded_tasks_result(make_runner: RunnerFactory, redis_url: str) -> None:
+    """#29.B10: `show ID` prints what result() returns (as `celery result ID` does), `--json` and HTTP have it
+    as "result"; bytes in it are shown as text (undecodable ones as \\xNN escapes)."""
+    runner = make_runner(redis_url, workers=1, slots=2, http={"port": 0}).start(expect_workers=1)
+    client = Client(redis_url)
+    task_id = client.enqueue("echo", 1, b"\xffraw", note="n")
+    value = client.result(task_id, timeout=20)
+    assert value["args"] == [1, b"\xffraw"]
+    shown = {**value, "args": [1, "\\xffraw"]}
+    text = pex_cmd(runner.pex, runner.config, "show", task_id, redis_url=redis_url)
+    assert (text.returncode, text.stderr) == (0, "")
+    assert text.stdout == f"{task_id} echo: succeeded\n  result: {json.dumps(shown)}\n"
+    as_json = pex_cmd(runner.pex, runner.config, "show", task_id, "--json", redis_url=redis_url)
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["result"] == shown
+    assert (json.loads(as_json.stdout)["state"], client.status(task_id)["result"]) == ("succeeded", value)  # type: ignore[index]
+    code, body = call_json(f"{http_url(runner)}/tasks/task/{task_id}")
+    assert (code, body["state"], body["result"]) == (200, "succeeded", shown)
+    client.close()

@@ -163,8 +163,15 @@ def test_cancel_queued_delayed_running_async_running_sync_and_a_workflow(
     wait_for(lambda: not db.zcard("tq:delayed"), timeout=10, what="the delayed one to come due")
     wait_for(lambda: not db.llen("tq:queue:default"), timeout=10, what="the queue to drain")
     assert runs(redis_url) == {7: 1}  # nothing cancelled ran to its end
-    counted = {k.decode(): int(v) for k, v in db.hgetall("tq:stats").items() if k.startswith(b"cancelled:")}
-    assert sum(counted.values()) >= 5
+
+    # Each of the 5 is counted once, by the worker that drops it, in memory until that worker's next exchange.
+    # The delayed one may come due only now: an empty ready list says a worker took it, not that the count
+    # was sent yet (#28.10: read at once after those waits, it was short in 4 of 20 tries). Wait for it.
+    def counted() -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in db.hgetall("tq:stats").items() if k.startswith(b"cancelled:")}
+
+    wait_for(lambda: sum(counted().values()) >= 5, timeout=10, what="the 5 cancels to be counted")
+    assert counted() == {"cancelled:default:agated": 1, "cancelled:default:gated": 4}
     assert client.cancel(later) == "not_found"
     assert client.cancel("no-such-task") == "not_found"
 
@@ -188,9 +195,11 @@ def test_status_says_why_a_task_waits_and_shows_progress(runner: Runner, redis_u
     assert (as_json["progress"]["fraction"], as_json["progress"]["message"]) == (0.5, "half way")
     cancelled = pex_cmd(runner.pex, runner.config, "cancel", second, "nope", redis_url=redis_url)
     assert (cancelled.returncode, cancelled.stdout) == (1, f"{second}: cancelled\nnope: not found\n")
+    again = pex_cmd(runner.pex, runner.config, "cancel", second, redis_url=redis_url)
+    assert (again.returncode, again.stdout) == (4, f"{second}: already cancelled\n")  # not a second success
     store(redis_url).set("test:gate", 1)
     assert client.result(first, timeout=20) == 1
     assert client.result(reporting, timeout=20) == 3
     assert client.status(first)["state"] == "succeeded"  # type: ignore[index]
     assert client.status("never-seen") is None
-    assert client.status("nope")["state"] == "cancelled"  # type: ignore[index]  # remembered, should it come
+    assert client.status("nope") is None  # the cancel of an id found nowhere left no trace

@@ -5,6 +5,7 @@ mutual-TLS Redis, and a password-protected one. Tasks record their runs in the s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -16,7 +17,8 @@ from typing import Any
 import pytest
 
 from taskqueue import envelope
-from taskqueue.client import Call, Client
+from taskqueue.client import AsyncClient, Call, Client, chain, step
+from taskqueue.errors import TaskCancelled
 from taskqueue.store.connection import RedisOptions, sync_client
 from taskqueue.store.keys import split_member
 from tests.conftest import wait_for
@@ -204,6 +206,52 @@ def test_cluster_runs_delays_retries_and_dead_letters(
     listed = pex_cmd(pex, runner.config, "dead", "list", "--json", redis_url=redis_url)
     assert [r["task"] for r in json.loads(listed.stdout)] == ["always_fails"]
     assert time.time() >= due
+    client.close()
+
+
+def test_cluster_status_cancel_and_workflow_lookups(
+    cluster: Cluster, make_runner: RunnerFactory, redis_url: str, pex: Path
+) -> None:
+    """#28.5: every lookup of store/lookup.py on a Cluster, from both clients and the CLI: status, workflow()
+    with a running step, cancel of a delayed, a running and a workflow, twice, and of an unknown id. redis-py's
+    Cluster pipeline refuses EVALSHA: the cancel scripts were queued on one."""
+    runner = make_runner(cluster_yaml(cluster))
+    wait_workers(RedisOptions(url=cluster.url, cluster=True), PREFIX, 2, runner)
+    client = Client(cluster.url, key_prefix=PREFIX, cluster=True)
+    db = store(redis_url)
+    gate = "test:gate:cluster"
+    running = client.enqueue("agated", 1, gate=gate)
+    flow = client.enqueue_workflow(chain(step("gated", 2, gate=gate), step("add", 10)))
+    wait_for(lambda: db.llen("test:started") == 2, timeout=20, what="both bodies to start")
+    assert client.status(running)["state"] == "running"  # type: ignore[index]
+    assert [s["state"] for s in client.workflow(flow)["steps"]] == ["running", "pending"]  # type: ignore[index]
+    delayed = [client.enqueue("gated", n, gate=gate, delay=60) for n in (3, 4, 5)]
+    assert client.status(delayed[0])["state"] == "delayed"  # type: ignore[index]
+
+    assert client.cancel(delayed[0]) == "cancelled"
+    assert client.cancel(delayed[0]) == "already_cancelled"
+
+    async def from_async() -> list[Any]:
+        producer = AsyncClient(cluster.url, key_prefix=PREFIX, cluster=True)
+        try:
+            shown = await producer.workflow(flow) or {}
+            state = (await producer.status(delayed[1]) or {}).get("state")
+            answers = [await producer.cancel(delayed[1]), await producer.cancel("no-such-task")]
+            return [state, [s["state"] for s in shown["steps"]], *answers]
+        finally:
+            await producer.aclose()
+
+    assert asyncio.run(from_async()) == ["delayed", ["running", "pending"], "cancelled", "not_found"]
+    cli = pex_cmd(pex, runner.config, "cancel", delayed[2], redis_url=redis_url)
+    assert (cli.returncode, cli.stdout, cli.stderr) == (0, f"{delayed[2]}: cancelled\n", "")
+    assert client.cancel(running) == "cancelling"
+    assert client.cancel(flow) == "cancelled"
+    assert client.cancel("no-such-task") == "not_found"
+    for task_id in (running, flow, *delayed):
+        with pytest.raises(TaskCancelled):
+            client.result(task_id, timeout=10)
+    assert client.status("no-such-task") is None
+    db.set(gate, 1)
     client.close()
 
 

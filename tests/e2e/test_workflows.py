@@ -48,6 +48,25 @@ def test_chain_group_chord_and_nesting_give_the_right_results(runner: Runner, re
     assert client.result(f"{ids['chain of 3']}.1", timeout=5) == 13  # every step is a task with its own result
 
 
+def test_a_step_whose_body_runs_is_running(runner: Runner, redis_url: str) -> None:
+    """#28.7: SPEC §10's `running` step state (a sync and an async body, for the client and the CLI): found in
+    its worker's in-flight hash, as status() finds a task, so starting a step costs no Redis command more."""
+    client = Client(redis_url)
+    db = store(redis_url)
+    flow = client.enqueue_workflow(chord([step("gated", 1), step("agated", 2)], step("total")))
+    wait_for(lambda: db.llen("test:started") == 2, timeout=20, what="both bodies to start")
+    shown = client.workflow(flow)
+    assert shown is not None
+    assert (shown["state"], [s["state"] for s in shown["steps"]]) == ("running", ["running", "running", "pending"])
+    cli = pex_cmd(runner.pex, runner.config, "workflow", "show", flow, "--json", redis_url=redis_url)
+    assert cli.returncode == 0, cli.stderr
+    assert [s["state"] for s in json.loads(cli.stdout)["steps"]] == ["running", "running", "pending"]
+    db.set("test:gate", 1)
+    assert client.result(flow, timeout=20) == 3
+    shown = client.workflow(flow)
+    assert shown is not None and [s["state"] for s in shown["steps"]] == ["succeeded"] * 3
+
+
 def test_a_dead_step_fails_the_workflow_and_dead_retry_resumes_it(runner: Runner, redis_url: str) -> None:
     client = Client(redis_url)
     db = store(redis_url)

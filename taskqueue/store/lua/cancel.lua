@@ -4,7 +4,11 @@
 -- KEYS[1] = cancelled zset, KEYS[2] = its result key, KEYS[3] = dead hash
 -- ARGV[1] = task id, ARGV[2] = now (ms), ARGV[3] = most ids kept, ARGV[4] = oldest time kept (ms),
 -- ARGV[5] = cancel channel, ARGV[6] = result time to live (ms; '' = no result), ARGV[7] = result record
--- Returns 1, or 0 when the task has finished already (a result or a dead-letter record exists).
+-- Returns 1; 2 when it was cancelled before (it stays as it is); 0 when the task has finished already (a result
+-- or a dead-letter record exists).
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  return 2
+end
 if redis.call('EXISTS', KEYS[2]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
   return 0
 end

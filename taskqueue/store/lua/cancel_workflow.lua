@@ -3,13 +3,14 @@
 -- KEYS[1] = workflow hash, KEYS[2] = its result key, KEYS[3] = cancelled zset, KEYS[4] = stats hash
 -- ARGV[1] = workflow id, ARGV[2] = now (ms), ARGV[3] = most ids kept, ARGV[4] = oldest time kept (ms),
 -- ARGV[5] = cancel channel, ARGV[6] = result record
--- Returns the number of steps cancelled, or -1 when the workflow is unknown or has succeeded.
+-- Returns the number of steps cancelled; -1 when the workflow is unknown or has succeeded, -2 when it was
+-- cancelled before (it stays as it is).
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state or state == 'succeeded' then
   return -1
 end
 if state == 'cancelled' then
-  return 0
+  return -2
 end
 local ttl = redis.call('HGET', KEYS[1], 'ttl')
 redis.call('HSET', KEYS[1], 'state', 'cancelled')
