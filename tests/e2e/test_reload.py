@@ -56,10 +56,10 @@ def test_broken_yaml_is_rejected_and_the_running_config_stays(runner: Runner, re
 def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner, redis_url: str) -> None:
     pids_before = set(runner.worker_pids())
     client = Client(redis_url)
-    client.enqueue_many([("slow_once", (n, 2.0), {}) for n in range(6)])  # running across the reload
-    wait_for(lambda: len(runner.worker_pids()) == 2, timeout=10, what="workers")
+    client.enqueue_many([("slow_once", (n, 6.0), {}) for n in range(6)])  # running across the reload
+    wait_for(lambda: store(redis_url).exists(*(f"test:slow:{n}" for n in range(6))) == 6, timeout=10, what="starts")
     runner.config.write_text(runner.config.read_text().replace("tasks:\n", "tasks:\n" + NEW_TASK, 1))
-    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)  # the CLI sends SIGHUP
+    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)  # returns with the verdict
     assert result.returncode == 0, result.stderr
     wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(runner)), timeout=15, what="the reload")
     assert any("tasks added: added_later" in m for m in _messages(runner))
@@ -69,7 +69,7 @@ def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner
     wait_for(lambda: len(runs(redis_url)) == 7, timeout=30, what="the tasks that were in flight")
     assert runs(redis_url) == {**{n: 1 for n in range(6)}, 100: 1}  # none lost, none run twice
     wait_for(lambda: not set(runner.worker_pids()) & pids_before, timeout=20, what="old workers retired")
-    assert len(runner.worker_pids()) == 2
+    wait_for(lambda: len(runner.worker_pids()) == 2, timeout=20, what="both new workers")  # one may still start
 
 
 def test_a_workflow_step_whose_task_was_removed_fails_the_workflow(runner: Runner, redis_url: str) -> None:
