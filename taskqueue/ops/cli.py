@@ -153,7 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("action", choices=["list", "retry", "purge"])
     dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
     dead.add_argument("--json", action="store_true", help="machine-readable output")
-    add("reload", "ask the runner of this config to re-read it (SIGHUP)")
+    reload = add("reload", "ask this config's runners on this host to re-read it; print their verdicts")
+    reload.add_argument(
+        "--timeout", type=float, default=60.0, metavar="S", help="wait this long for the verdicts (default: 60)"
+    )
     show = add("show", "show a task: where it is, its state, attempt, progress, and what holds it if it waits")
     show.add_argument("id", metavar="ID", help="the task's id (enqueue's return value)")
     show.add_argument("--json", action="store_true", help="machine-readable output")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -18,8 +16,8 @@ from taskqueue import config as config_mod
 from taskqueue._loop import run_loop
 from taskqueue.config import registry
 from taskqueue.errors import ConfigError, UnknownTask, UsageError
-from taskqueue.ops import admin
-from taskqueue.runner import checking
+from taskqueue.ops import admin, logs
+from taskqueue.runner import checking, presence
 from taskqueue.runner.runner import Runner, RunOptions
 from taskqueue.store import eventlog, lookup, redisboot
 from taskqueue.store.broker import HOST, Broker
@@ -184,24 +182,40 @@ def dead(args: argparse.Namespace) -> int:
 
 
 def reload(args: argparse.Namespace) -> int:
-    """Send SIGHUP to the runners of this config on this host (they register themselves in Redis)."""
+    """Ask the runners of this config on this host to reload, through Redis (runner/presence.py), and wait for
+    their verdicts: 0 when every one applied the file, 2 when one rejected it, 1 when one did not answer."""
     path = str(Path(args.config).resolve())
 
     async def action(broker: Broker) -> int:
-        signalled = []
-        for info in (await broker.runners()).values():
-            if info.get("host") != HOST or info.get("config") != path:
-                continue
-            try:
-                os.kill(int(info["pid"]), signal.SIGHUP)
-                signalled.append(str(info["pid"]))
-            except ProcessLookupError:
-                continue  # a runner that died without unregistering
-        if not signalled:
+        found = {
+            runner_id: info
+            for runner_id, info in (await broker.runners()).items()
+            if info.get("host") == HOST and info.get("config") == path
+        }
+        if not found:
             print(f"taskqueue: no running runner of {path} on this host", file=sys.stderr)
             return 1
-        print(f"asked runner(s) {', '.join(signalled)} to reload {path}; their log says whether it was applied")
-        return 0
+        answers = await presence.ask(broker, list(found), args.timeout)
+        code = 0
+        for runner_id, info in found.items():
+            who = f"runner {runner_id} (pid {info.get('pid')})"
+            verdict = answers.verdicts.get(runner_id)
+            if verdict is not None and verdict.applied:
+                print(f"{who}: {verdict.reason}")
+                continue
+            if verdict is not None:
+                print(f"taskqueue: {who}: {verdict.reason}", file=sys.stderr)
+                for problem in verdict.problems:
+                    print(f"  {logs.redact(problem)}", file=sys.stderr)
+                code = 2
+                continue
+            if runner_id in answers.received:
+                why = f"took the request but gave no verdict within {args.timeout:g} s; its log tells how it went"
+            else:
+                why = f"did not take the request within {presence.RECEIPT_WAIT_S:g} s (is it stuck, or Redis slow?)"
+            print(f"taskqueue: {who} {why}", file=sys.stderr)
+            code = code or 1
+        return code
 
     return _with_broker(args, action)
 

@@ -1,10 +1,13 @@
 """Live reload (SIGHUP, `taskqueue reload`): re-read the YAML; an invalid file is rejected with its errors and
 the running configuration stays; a valid one is applied by the runner (Runner.reload), which rolls the
-worker processes gracefully. This module only decides; it knows nothing of the runner."""
+worker processes gracefully. This module only decides; it knows nothing of the runner. The verdict goes to
+the log, and to the `taskqueue reload` that asked for it (runner/presence.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from taskqueue import config as config_mod
@@ -15,23 +18,44 @@ from taskqueue.runner import checking
 log = logging.getLogger("taskqueue.reload")
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """What one reload came to: applied or not, one line saying so (what changed, or why the file was
+    rejected), and the file's problems, each `file:line:col: path: message`."""
+
+    applied: bool
+    reason: str
+    problems: tuple[str, ...] = ()
+
+
+class Rejected(Exception):
+    """The file on disk cannot replace the running configuration (already logged)."""
+
+    def __init__(self, reason: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.verdict = Verdict(False, reason, tuple(problems))
+
+
 async def read_new(
     path: Path, running: config_mod.Config
-) -> tuple[config_mod.Config, bytes, bytes | None, registry.Registry] | None:
+) -> tuple[config_mod.Config, bytes, bytes | None, registry.Registry]:
     """The YAML on disk, validated and importable, as (config, raw bytes, its checked form for the workers
-    (config.load_checked), its tasks' signatures); None (with the reasons logged) when it must be rejected and
-    the running configuration stays. Checked apart (runner/checking.py): the new code is imported fresh there."""
+    (config.load_checked), its tasks' signatures); raises Rejected (the reasons logged) when the running
+    configuration must stay. Checked apart (runner/checking.py): the new code is imported fresh there."""
     try:
         raw = config_mod.read(path)
         new, checked, tasks = await checking.check_async(path, raw)
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("%s", problem)
-        log.error("reload rejected: %d problem(s) in %s; the running configuration stays", len(exc.problems), path)
-        return None
+        reason = f"reload rejected: {len(exc.problems)} problem(s) in {path}; the running configuration stays"
+        log.error("%s", reason)
+        raise Rejected(reason, exc.problems) from None
     if new.redis != running.redis:
-        log.error("reload rejected: the redis section changed, which needs a restart; the running configuration stays")
-        return None
+        reason = f"reload rejected: the redis section of {path} changed, which needs a restart"
+        reason += "; the running configuration stays"
+        log.error("%s", reason)
+        raise Rejected(reason)
     return new, raw, checked, tasks
 
 

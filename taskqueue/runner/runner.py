@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
-from taskqueue.runner import autoscaler, recovery, reload, timer
+from taskqueue.runner import autoscaler, presence, recovery, reload, timer
 from taskqueue.runner.children import worker_env, worker_flags
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
@@ -150,15 +150,15 @@ class Runner:
         if requeued or buried:
             log.warning("recovered worker %s: %d task(s) re-queued, %d dead-lettered", worker_id, requeued, buried)
 
-    async def reload(self) -> bool:
+    async def reload(self) -> reload.Verdict:
         """Apply the YAML on disk if it is valid (`reload.read_new`), rolling the worker processes
-        gracefully; True when the new configuration runs."""
+        gracefully; the verdict says whether the new configuration runs, and why not."""
         async with self.reloading:
             path = self.options.config_path
-            found = await reload.read_new(path, self.config)
-            if found is None:
-                return False
-            new, raw, checked, self.registry = found
+            try:
+                new, raw, checked, self.registry = await reload.read_new(path, self.config)
+            except reload.Rejected as exc:
+                return exc.verdict
             old, retiring = self.config, self.active_workers()
             await self.stop_services()
             self.config = new
@@ -171,8 +171,9 @@ class Runner:
                 handle.retiring = True  # finishes what it runs, takes nothing new, exits
                 handle.process.send_signal(signal.SIGTERM)
             await self.start_services()
-            log.info("reloaded %s: %s", path, reload.summary(old, new))
-            return True
+            done = f"reloaded {path}: {reload.summary(old, new)}"
+            log.info("%s", done)
+            return reload.Verdict(True, done)
 
     # ---- background loops ----------------------------------------------------------------------
     def _spawn_background(self, coro: Any) -> None:
@@ -261,7 +262,8 @@ class Runner:
             loop.add_signal_handler(sig, self._on_signal, sig)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         await self.broker.publish_tables()
-        await self.broker.register_runner(self.runner_id, {"config": str(self.options.config_path)})
+        registration = {"config": str(self.options.config_path), "started": self.started_at}
+        await presence.register(self, registration, self._spawn_background)
         for _ in range(self.config.workers.initial_count):
             await self.spawn()
         await self.start_services()

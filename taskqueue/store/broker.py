@@ -26,6 +26,7 @@ MAX_ACKS_PER_CALL = 2000  # stays well inside Lua's unpack() limit
 DEAD_MESSAGE_BYTES = 64 * 1024  # what a dead-letter record keeps of its message
 FAILURES_KEPT = 100  # how many of the newest failed attempts {p}:failures keeps (the dashboard's "Recent failures")
 FAILURE_ERROR_CHARS = 500  # what a failure record keeps of its error
+RELOAD_ANSWERS_KEPT_S = 600  # a reload request's answers, for a CLI that waits on them
 
 Hooked = Sequence[tuple[bytes, Sequence[Effect]]]  # finished tokens and the effects of their settle
 
@@ -589,16 +590,58 @@ class Broker:
         age = max(0.0, now / 1000 - min(stamps)) if stamps else 0.0
         return pending, int(replies[count + 1]), age
 
-    async def register_runner(self, runner_id: str, info: Mapping[str, Any]) -> None:
-        body = {"host": HOST, "pid": os.getpid(), "started": time.time(), **info}
-        await self.redis.hset(self.keys.runners, runner_id, msgpack.packb(body))
+    async def register_runner(self, runner_id: str, info: Mapping[str, Any], lease_s: float) -> None:
+        """Register or renew a runner for `lease_s` (its heartbeat renews it, like a worker's lease): a runner
+        that dies without unregistering is gone when its lease ends. Drops the expired leases of others."""
+        lease_ms = int(lease_s * 1000)
+        body = {"host": HOST, "pid": os.getpid(), **info}
+        now = now_ms()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.runners, {runner_id: now + lease_ms})
+            pipe.zremrangebyscore(self.keys.runners, "-inf", now)
+            pipe.hset(self.keys.runner(runner_id), mapping={k: str(v) for k, v in body.items()})
+            pipe.pexpire(self.keys.runner(runner_id), lease_ms)
+            await pipe.execute()
 
     async def unregister_runner(self, runner_id: str) -> None:
-        await self.redis.hdel(self.keys.runners, runner_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.keys.runners, runner_id)
+            pipe.delete(self.keys.runner(runner_id))
+            await pipe.execute()
 
-    async def runners(self) -> dict[str, dict[str, Any]]:
-        found = await self.redis.hgetall(self.keys.runners)
-        return {k.decode(): msgpack.unpackb(v) for k, v in found.items()}
+    async def runners(self) -> dict[str, dict[str, str]]:
+        """The runners whose lease runs: id -> {host, pid, config, started}."""
+        ids = [i.decode() for i in await self.redis.zrangebyscore(self.keys.runners, now_ms(), "+inf")]
+        if not ids:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for runner_id in ids:
+                pipe.hgetall(self.keys.runner(runner_id))
+            found = await pipe.execute()
+        return {
+            runner_id: {k.decode(): v.decode() for k, v in info.items()}
+            for runner_id, info in zip(ids, found, strict=True)
+            if info
+        }
+
+    async def request_reload(self, request_id: str, runner_ids: Sequence[str]) -> None:
+        """Ask those runners to reload (they listen on the reload channel: runner/presence.py)."""
+        request = msgpack.packb({"id": request_id, "runners": list(runner_ids)})
+        await self.redis.publish(self.keys.reload_channel, request)
+
+    async def answer_reload(self, request_id: str, answer: Mapping[str, Any]) -> None:
+        """A runner's receipt or verdict on a reload request, for the CLI that waits on it."""
+        key = self.keys.reload_verdicts(request_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, msgpack.packb(dict(answer)))
+            pipe.expire(key, RELOAD_ANSWERS_KEPT_S)
+            await pipe.execute()
+
+    async def reload_answer(self, request_id: str, timeout_s: float) -> dict[str, Any] | None:
+        """The next answer on that request, waiting up to `timeout_s` (at most 1 s: below the command
+        timeout); None when none came."""
+        found = await self.redis.blpop([self.keys.reload_verdicts(request_id)], max(0.01, min(timeout_s, 1.0)))
+        return None if found is None else dict(msgpack.unpackb(found[1]))
 
     async def note_decision(self, runner_id: str, decision: Mapping[str, Any]) -> None:
         """Record a runner's scaling decision: counted in stats, the latest kept for `status`."""

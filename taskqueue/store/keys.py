@@ -15,7 +15,10 @@
 {p}:tasks             hash   task name -> msgpack policy, published by the runner for clients
 {p}:queues            hash   queue name -> msgpack {priority, max_length}, published by the runner
 {p}:schedules         hash   "<schedule>:last|next|fired" -> fire times (ms) of periodic schedules
-{p}:runners           hash   runner id -> msgpack {host, pid, config, started} (for `taskqueue reload`)
+{p}:runners:leases    zset   runner id -> lease deadline (ms), renewed by the runner's heartbeat (runner/presence.py)
+{p}:runner:<runner>   hash   that runner's host, pid, config, started (expires with its lease)
+{p}:reload            channel  a reload request (msgpack {id, runners}) for the runners it names (`taskqueue reload`)
+{p}:reload:<request>  list   each named runner's verdict on that request (msgpack), read by the CLI (kept 10 min)
 {p}:autoscaler        hash   runner id -> its last scaling decision (msgpack {at, direction, from, to, reason})
 {p}:delayed:wake      channel  published when a delayed task becomes the earliest one
 {p}:workflow:<id>     hash   one workflow's steps, their states, results and what waits for what (canvas.py)
@@ -89,7 +92,18 @@ class Keys:
 
     @property
     def runners(self) -> str:
-        return f"{self.prefix}:runners"
+        """The runners' leases. Older versions kept a hash `{p}:runners` whose entries never expired: not read."""
+        return f"{self.prefix}:runners:leases"
+
+    def runner(self, runner_id: str) -> str:
+        return f"{self.prefix}:runner:{runner_id}"
+
+    @property
+    def reload_channel(self) -> str:
+        return f"{self.prefix}:reload"
+
+    def reload_verdicts(self, request_id: str) -> str:
+        return f"{self.prefix}:reload:{request_id}"
 
     @property
     def autoscaler(self) -> str:

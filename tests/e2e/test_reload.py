@@ -1,16 +1,25 @@
 """Live reload through the built PEX: a broken YAML is rejected and the old config keeps working; a new
-task starts to run without a restart, and no task in flight is lost or run twice."""
+task starts to run without a restart, and no task in flight is lost or run twice. `reload` asks through
+Redis and prints the verdicts; it never signals a process that is not a live runner of that config."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.asyncio
 
+from taskqueue import config as config_mod
 from taskqueue.client import Client, chain, step
 from taskqueue.errors import TaskFailed
+from taskqueue.store.broker import Broker
+from taskqueue.store.keys import Keys
+from taskqueue.worker.worker import LEASE_HEARTBEATS
 from tests.conftest import wait_for
 from tests.e2e.harness import Runner, pex_cmd, runs, store, write_config
 from tests.e2e.test_http import http_url
@@ -47,10 +56,10 @@ def test_broken_yaml_is_rejected_and_the_running_config_stays(runner: Runner, re
 def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner, redis_url: str) -> None:
     pids_before = set(runner.worker_pids())
     client = Client(redis_url)
-    client.enqueue_many([("slow_once", (n, 2.0), {}) for n in range(6)])  # running across the reload
-    wait_for(lambda: len(runner.worker_pids()) == 2, timeout=10, what="workers")
+    client.enqueue_many([("slow_once", (n, 6.0), {}) for n in range(6)])  # running across the reload
+    wait_for(lambda: store(redis_url).exists(*(f"test:slow:{n}" for n in range(6))) == 6, timeout=10, what="starts")
     runner.config.write_text(runner.config.read_text().replace("tasks:\n", "tasks:\n" + NEW_TASK, 1))
-    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)  # the CLI sends SIGHUP
+    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)  # returns with the verdict
     assert result.returncode == 0, result.stderr
     wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(runner)), timeout=15, what="the reload")
     assert any("tasks added: added_later" in m for m in _messages(runner))
@@ -60,7 +69,7 @@ def test_new_task_runs_after_reload_and_nothing_in_flight_is_lost(runner: Runner
     wait_for(lambda: len(runs(redis_url)) == 7, timeout=30, what="the tasks that were in flight")
     assert runs(redis_url) == {**{n: 1 for n in range(6)}, 100: 1}  # none lost, none run twice
     wait_for(lambda: not set(runner.worker_pids()) & pids_before, timeout=20, what="old workers retired")
-    assert len(runner.worker_pids()) == 2
+    wait_for(lambda: len(runner.worker_pids()) == 2, timeout=20, what="both new workers")  # one may still start
 
 
 def test_a_workflow_step_whose_task_was_removed_fails_the_workflow(runner: Runner, redis_url: str) -> None:
@@ -106,3 +115,86 @@ def test_after_a_reload_http_judges_arguments_by_the_new_code(pex: Path, tmp_pat
         assert Client(redis_url).result(body["id"], timeout=20) == "hello you"
     finally:
         runner.stop()
+
+
+def _on_broker(redis_url: str, config: Path, action: Any) -> Any:
+    """Run `action(broker)` on a Broker of that config, as the CLI's `reload` does."""
+
+    async def main() -> Any:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            return await action(Broker(client, config_mod.load(config, import_tasks=False)))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
+
+
+def _registered(redis_url: str, config: Path) -> dict[str, dict[str, Any]]:
+    """The runner registrations `reload` finds: id -> {host, pid, config, …}."""
+    found: dict[str, dict[str, Any]] = _on_broker(redis_url, config, lambda broker: broker.runners())
+    return found
+
+
+def _id_of(runner: Runner) -> str:
+    wait_for(
+        lambda: any(int(i["pid"]) == runner.pid for i in _registered(runner.redis_url, runner.config).values()),
+        timeout=15,
+        what="the runner's registration",
+    )
+    found = _registered(runner.redis_url, runner.config)
+    return next(runner_id for runner_id, info in found.items() if int(info["pid"]) == runner.pid)
+
+
+def test_a_runner_killed_with_sigkill_is_unregistered_within_its_lease(
+    pex: Path, tmp_path: Path, redis_url: str
+) -> None:
+    config = write_config(tmp_path, redis_url, workers=1, heartbeat="200ms")
+    runner = Runner(pex, config, redis_url, tmp_path / "runner.log").start(expect_workers=1)
+    runner_id = _id_of(runner)
+    runner.kill_all()  # no unregistering: only its lease can end its registration
+    lease_s = 0.2 * LEASE_HEARTBEATS
+    wait_for(lambda: runner_id not in _registered(redis_url, config), timeout=lease_s + 1.0, what="its lease to end")
+    wait_for(lambda: not store(redis_url).exists(Keys().runner(runner_id)), timeout=1.0, what="Redis to expire it")
+
+
+def test_reload_signals_no_stranger_and_reloads_the_live_runner(pex: Path, tmp_path: Path, redis_url: str) -> None:
+    """The pid of a dead runner's registration is reused by a `sleep`: `reload` must not touch it (a SIGHUP
+    would kill it), yet reload the live runner of that config, and say which registration did not answer."""
+    config = write_config(tmp_path, redis_url, workers=1)
+    dead = Runner(pex, config, redis_url, tmp_path / "dead.log").start(expect_workers=1)
+    dead_id = _id_of(dead)
+    dead.kill_all()
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        info = {"config": str(config.resolve()), "pid": stranger.pid}  # as if left behind and still leased
+        _on_broker(redis_url, config, lambda broker: broker.register_runner(dead_id, info, lease_s=300))
+        live = Runner(pex, config, redis_url, tmp_path / "live.log").start(expect_workers=1)
+        try:
+            live_id = _id_of(live)
+            result = pex_cmd(pex, config, "reload", redis_url=redis_url)
+            wait_for(lambda: any(m.startswith("reloaded ") for m in _messages(live)), timeout=15, what="the reload")
+            assert stranger.poll() is None, "reload signalled a process that is not a runner"
+            assert f"runner {live_id} (pid {live.pid}): reloaded {config.resolve()}" in result.stdout
+            assert f"runner {dead_id} (pid {stranger.pid}) did not take the request" in result.stderr
+            assert result.returncode == 1
+        finally:
+            live.stop()
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
+def test_reload_prints_the_verdict_and_exits_2_when_the_file_is_rejected(runner: Runner, redis_url: str) -> None:
+    good = runner.config.read_text()
+    runner.config.write_text(good.replace("tasks:\n", "tasks:\n  broken: {path: 'nope.mod:fn'}\n", 1))
+    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    path = runner.config.resolve()
+    assert f"reload rejected: 1 problem(s) in {path}; the running configuration stays" in result.stderr
+    assert "tasks.broken.path: cannot import 'nope.mod:fn'" in result.stderr, result.stderr
+    runner.config.write_text(good.replace("tasks:\n", "tasks:\n" + NEW_TASK, 1))
+    result = pex_cmd(runner.pex, runner.config, "reload", redis_url=redis_url)
+    assert result.returncode == 0, result.stderr
+    assert f"reloaded {path}: tasks added: added_later" in result.stdout
+    assert runner.alive()

@@ -205,6 +205,8 @@ def test_cluster_runs_delays_retries_and_dead_letters(
     assert json.loads(status.stdout)
     listed = pex_cmd(pex, runner.config, "dead", "list", "--json", redis_url=redis_url)
     assert [r["task"] for r in json.loads(listed.stdout)] == ["always_fails"]
+    reloaded = pex_cmd(pex, runner.config, "reload", redis_url=redis_url)  # asked and answered through the cluster
+    assert reloaded.returncode == 0 and "reloaded " in reloaded.stdout, (reloaded.stdout, reloaded.stderr)
     assert time.time() >= due
     client.close()
 
