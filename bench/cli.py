@@ -35,6 +35,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--figures", default="1,2,3,4,5,6,7,8,9", help="comma-separated figure numbers")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default bench/results/<timestamp>.json)")
     parser.add_argument("--pex", type=Path, default=ROOT / "taskqueue.pex", help="the runner (default ./taskqueue.pex)")
+    parser.add_argument(
+        "--vs",
+        type=Path,
+        default=None,
+        metavar="OLD_PEX",
+        help="also measure this (older) pex, in turns with --pex in every repetition on the same redis-server, and "
+        "print both tables and new/old per metric",
+    )
     parser.add_argument("--no-sync", action="store_true", help="skip the extra sync-task variants")
     parser.add_argument(
         "--events", action="store_true", help="lifecycle events on for every task (events: {enabled: true})"
@@ -86,6 +94,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--n must be >= 1 and --repeat between 1 and 20")
     if not args.peers_only and not args.pex.exists():
         parser.error(f"--pex: {args.pex} not found (build it with ./build.sh)")
+    if args.vs is not None and (args.peers_only or not args.vs.exists()):
+        parser.error(f"--vs: {args.vs} not found, or --peers-only given (nothing of ours to compare)")
     return args
 
 
@@ -203,10 +213,38 @@ def show_peers(peers: harness.Harness, ours: dict[str, float] | None) -> list[di
     return rows
 
 
+def show_vs(
+    new: dict[str, float], old_runs: list[dict[str, Any]], old_pex: Path, n: int, slots: int
+) -> dict[str, float]:
+    """--vs: the old pex's table, then new/old of every median both have; returns the old medians."""
+    print(f"\n--vs {old_pex}: the same figures, in turns with the new pex in every repetition")
+    old = show(old_runs, n, slots)
+    print("\nnew / old (medians):")
+    for metric in report.METRICS:
+        if metric.key in new and metric.key in old and old[metric.key]:
+            print(
+                f"  {metric.key:<28} {report.fmt(new[metric.key])} / {report.fmt(old[metric.key])} = "
+                f"{new[metric.key] / old[metric.key]:.3f}"
+            )
+    return old
+
+
+def _prepare(ctx: Context) -> float:
+    """Write the runner's YAMLs and publish the task tables (which also warms the PEX's venv cache)."""
+    ctx.config(1)
+    ctx.config(2)
+    return ctx.publish_tables()
+
+
 def measure(
-    args: argparse.Namespace, ctx: Context, peers: harness.Harness, facts: dict[str, Any]
+    args: argparse.Namespace,
+    ctx: Context,
+    peers: harness.Harness,
+    facts: dict[str, Any],
+    old: tuple[Context, list[dict[str, Any]]] | None = None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Start Redis, run every repeat (taskqueue's steps, then the peers'), stop everything. (runs, failed)."""
+    """Start Redis, run every repeat (taskqueue's steps, the old pex's with --vs, then the peers'), stop
+    everything. (runs, failed)."""
     own = not args.peers_only
     runs: list[dict[str, Any]] = []
     failed = True
@@ -220,9 +258,10 @@ def measure(
         facts["versions"] = {"redis-server": server.version(), "bench_side": report.local_versions()}
         if own:
             facts["versions"]["pex"] = report.pex_versions(ctx.pex)
-            ctx.config(1)
-            ctx.config(2)
-            facts["warm_up_start_s"] = ctx.publish_tables()  # also warms the PEX's venv cache
+            facts["warm_up_start_s"] = _prepare(ctx)
+        if old is not None:
+            old[0].store = ctx.store
+            _prepare(old[0])
         peers.describe()
         steps = plan(args.figure_set, not args.no_sync) if own else []
         failed = False
@@ -230,6 +269,11 @@ def measure(
             if own:
                 run, bad = run_repeat(ctx, steps, repeat, args.repeat)
                 runs.append(run)
+                failed = failed or bad
+            if old is not None:
+                ctx.say(f"[{repeat}/{args.repeat}] --vs {args.vs}")
+                run, bad = run_repeat(old[0], steps, repeat, args.repeat)
+                old[1].append(run)
                 failed = failed or bad
             peers.run_repeat(repeat, args.repeat)
     except (KeyboardInterrupt, SystemExit):
@@ -240,6 +284,8 @@ def measure(
         say(traceback.format_exc())
     finally:
         ctx.kill_all()
+        if old is not None:
+            old[0].kill_all()
         peers.close()
         if ctx.store is not None:
             ctx.store.close()
@@ -280,8 +326,23 @@ def main(argv: list[str] | None = None) -> int:
         concurrency=args.slots,
         own_settings=args.peers_own_settings,
     )
-    runs, failed = measure(args, ctx, peers, facts)
+    old: tuple[Context, list[dict[str, Any]]] | None = None
+    if args.vs is not None:
+        (folder / "vs").mkdir()
+        shutil.copy2(args.vs, folder / "vs" / "taskqueue.pex")
+        facts["source"]["vs_pex_sha256"] = hashlib.sha256((folder / "vs" / "taskqueue.pex").read_bytes()).hexdigest()
+        old_ctx = Context(
+            server, folder / "vs" / "taskqueue.pex", folder / "vs", args.n, say, events=args.events, slots=args.slots
+        )
+        old = (old_ctx, [])
+    runs, failed = measure(args, ctx, peers, facts, old)
     median = show(runs, args.n, args.slots) if own else {}
+    if old is not None:
+        facts["vs"] = {
+            "pex": str(args.vs),
+            "runs": old[1],
+            "medians": show_vs(median, old[1], args.vs, args.n, args.slots),
+        }
     if args.peer_names:
         facts["comparison"] = show_peers(peers, median if own else None)
         facts["peers"] = peers.to_json()
