@@ -283,7 +283,7 @@ def test_all_sections_are_converted() -> None:
         task="build_report",
         cron="0 3 * * *",
         every_s=None,
-        args=("eu",),
+        args=(),
         kwargs=MappingProxyType({"kind": "nightly"}),
         queue="bulk",
         timezone="UTC",
@@ -515,7 +515,7 @@ def test_no_checked_form_for_a_value_json_cannot_carry(tmp_path: Path, value: st
     path = tmp_path / "task-queue.yaml"
     path.write_text(
         'tasks:\n  dump: {path: "json:dumps"}\n'
-        f"schedules:\n  odd: {{task: dump, every: 1h, kwargs: {{value: {value}}}}}\n"
+        f"schedules:\n  odd: {{task: dump, every: 1h, args: [1], kwargs: {{value: {value}}}}}\n"
     )
     cfg, checked = config.load_checked(path, env={})
     assert checked is None

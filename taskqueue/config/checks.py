@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import inspect
 import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,6 +228,7 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
             yield doc.problem(("django", "settings"), f"cannot set up Django: {exc}")
             return  # the tasks would fail to import for the same reason
     tasks = data.get("tasks")
+    imported: dict[str, object] = {}
     for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
         path = task.get("path") if isinstance(task, dict) else None
         if not isinstance(path, str) or ":" not in path:
@@ -248,3 +250,66 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
         problem = imports.callable_problem(target)
         if problem:
             yield doc.problem(at, f"'{path}' {problem}")
+            continue
+        imported[name] = target
+    yield from _arguments(doc, data, imported)
+
+
+def _arguments(doc: Document, data: dict[str, Any], imported: dict[str, object]) -> Iterator[str]:
+    """A schedule's arguments bind to its task's signature, and a YAML workflow step's keyword arguments are
+    parameters of its task: otherwise every fire, or every such workflow, could only be dead-lettered. (A step's
+    positional arguments are not checked: a chain step also gets the previous step's result, a first step the
+    enqueue's arguments.)"""
+    schedules = data.get("schedules")
+    for name, entry in schedules.items() if isinstance(schedules, dict) else ():
+        task = entry.get("task") if isinstance(entry, dict) else None
+        signature = _signature(imported.get(task)) if isinstance(task, str) else None
+        if signature is None:
+            continue
+        args, kwargs = entry.get("args") or [], entry.get("kwargs") or {}
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
+            continue  # the schema said so
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            at = ("schedules", name, "kwargs" if "kwargs" in entry else "args" if "args" in entry else "task")
+            yield doc.problem(at, f"arguments do not match {task}{imports.shown(signature)}: {exc}")
+    workflows = data.get("workflows")
+    for name, definition in workflows.items() if isinstance(workflows, dict) else ():
+        for at, step in _step_mappings(definition, ("workflows", name)):
+            signature = _signature(imported.get(step["task"]))
+            kwargs = step.get("kwargs")
+            if signature is None or not isinstance(kwargs, dict):
+                continue
+            params = signature.parameters.values()
+            if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+                continue
+            names = {p.name for p in params if p.kind is not inspect.Parameter.POSITIONAL_ONLY}
+            for key in kwargs:
+                if key not in names:
+                    hint = _names_hint(str(key), sorted(names)) if names else "(it takes no keyword arguments)"
+                    yield doc.problem(
+                        (*at, "kwargs", key),
+                        f"'{key}' is not a parameter of {step['task']}{imports.shown(signature)} {hint}",
+                        key=True,
+                    )
+
+
+def _signature(target: object) -> inspect.Signature | None:
+    """What a call must bind to (a class: its __init__), as the registry sees it; None when Python cannot tell."""
+    if target is None or not callable(target):
+        return None
+    try:
+        return inspect.signature(target, follow_wrapped=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def _step_mappings(part: Any, at: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """(location, mapping) of every step of a workflow part written as `{task: ..., args/kwargs: ...}`."""
+    for path, _task in _steps(part, at):
+        if path and path[-1] == "task":
+            step: Any = part
+            for key in path[len(at) : -1]:
+                step = step[key]
+            yield path[:-1], step

@@ -107,3 +107,10 @@ def callable_problem(target: object) -> str | None:
     if inspect.isclass(target):
         return None if callable(getattr(target, "execute", None)) else "is a class without an execute() method"
     return None if callable(target) else f"is a {type(target).__name__}, not a function or class"
+
+
+def shown(signature: inspect.Signature) -> inspect.Signature:
+    """Names and defaults only: annotations (strings, with `from __future__ import annotations`) are noise here."""
+    empty = inspect.Parameter.empty
+    parameters = [p.replace(annotation=empty) for p in signature.parameters.values()]
+    return signature.replace(parameters=parameters, return_annotation=empty)

@@ -38,15 +38,8 @@ class RegisteredTask:
         try:
             self.signature.bind(*args, **kwargs)
         except TypeError as exc:
-            return f"arguments do not match {self.name}{_shown(self.signature)}: {exc}"
+            return f"arguments do not match {self.name}{imports.shown(self.signature)}: {exc}"
         return None
-
-
-def _shown(signature: inspect.Signature) -> inspect.Signature:
-    """Names and defaults only: annotations (strings, with `from __future__ import annotations`) are noise here."""
-    empty = inspect.Parameter.empty
-    parameters = [p.replace(annotation=empty) for p in signature.parameters.values()]
-    return signature.replace(parameters=parameters, return_annotation=empty)
 
 
 @dataclass(frozen=True, slots=True)
