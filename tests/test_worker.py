@@ -322,6 +322,7 @@ def test_a_request_delivered_twice_or_late_takes_and_counts_once(tmp_path: Path,
         await client.lpush(queue, *[envelope.new("echo", (n,)).encode() for n in range(4)])
         count = {"processed:default:echo": 1}
         first = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)
+        await client.delete(broker.keys.worker("w-seq"))  # a stall outlasted the lease: the info hash expired
         repeat = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)  # its answer was lost: sent again
         second = await broker.exchange("w-seq", [], count, [], 1, 2, seq=2)
         late = await broker.exchange("w-seq", [], count, [], 2, 0, seq=1)  # the first copy, delivered last

@@ -286,7 +286,7 @@ class Broker:
         return [
             self.keys.inflight(worker_id),
             self.keys.stats,
-            self.keys.worker(worker_id),
+            self.keys.fence(worker_id),
             *self.queue_keys,
             *self.claim_keys(worker_id),
         ]
@@ -509,6 +509,7 @@ class Broker:
             self.keys.stats,
             self.keys.workers,
             self.keys.worker(worker_id),
+            self.keys.fence(worker_id),
             *self.queue_keys,
             *self.claim_keys(worker_id),
         ]

@@ -90,6 +90,11 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:worker:{worker_id}"
 
+    def fence(self, worker_id: str) -> str:
+        """The number of the worker's last exchange applied (exchange.lua): not tied to its lease, which a stall
+        may outlast; removed when it retires, kept a day at most."""
+        return f"{self.prefix}:fence:{worker_id}"
+
     @property
     def runners(self) -> str:
         """The runners' leases. Older versions kept a hash `{p}:runners` whose entries never expired: not read."""

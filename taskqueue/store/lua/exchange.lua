@@ -2,7 +2,7 @@
 -- Strict priority: a lower queue is read only when every higher one is empty.
 -- KEYS[1] = this worker's in-flight hash ({p}:inflight:<worker>)
 -- KEYS[2] = stats hash ({p}:stats)
--- KEYS[3] = this worker's info hash ({p}:worker:<worker>): its field `seq` fences the worker's requests
+-- KEYS[3] = this worker's fence ({p}:fence:<worker>): the number of its last request applied
 -- KEYS[4 .. 3+Q] = ready lists, highest priority first; KEYS[4+Q .. 3+2Q] = this worker's claim lists
 -- ({p}:claim:<worker>:<queue>), in the same order
 -- ARGV[1] = S, this request's sequence number, or '' for a request that only does what may be done twice
@@ -24,7 +24,7 @@ local n = tonumber(ARGV[2])
 local base = tonumber(ARGV[3])
 local q_count = (#KEYS - 3) / 2
 local ready, claims, names = queues_of(3, 3, q_count)
-if seq and seq <= tonumber(redis.call('HGET', KEYS[3], 'seq') or '0') then
+if seq and seq <= tonumber(redis.call('GET', KEYS[3]) or '0') then
   local out = {}
   local index = {}
   for q = 1, q_count do
@@ -111,6 +111,6 @@ if started_count > 0 then
   redis.call('HINCRBY', KEYS[2], 'events:started', started_count)
 end
 if seq then -- last: a full Redis refuses a first write that adds memory (see README, "A full Redis")
-  redis.call('HSET', KEYS[3], 'seq', seq)
+  redis.call('SET', KEYS[3], seq, 'PX', 86400000)
 end
 return out
