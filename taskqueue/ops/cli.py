@@ -181,7 +181,13 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse already printed usage (or --version/--help)
         return exc.code if isinstance(exc.code, int) else 2
     logs.setup(args.log_level, args.log_format)
-    return guarded(args, _command(args.command or "run"))
+    return guarded(args, _lookup)
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    """The command found inside the boundary: a producer-only install's "needs the runner's dependencies"
+    is one line, not a traceback."""
+    return _command(args.command or "run")(args)
 
 
 def guarded(args: argparse.Namespace, command: Command) -> int:
