@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="machine-readable output")
     dead = add("dead", "inspect, re-enqueue or delete dead-lettered tasks")
     dead.add_argument("action", choices=["list", "retry", "purge"])
-    dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
+    dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry: all when none given)")
+    dead.add_argument(
+        "--all", action="store_true", help="retry/purge every dead-lettered task (purge needs IDs or this)"
+    )
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     add("reload", "ask the runner of this config to re-read it (SIGHUP)")
     show = add("show", "show a task: where it is, its state, attempt, progress, and what holds it if it waits")

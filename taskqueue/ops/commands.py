@@ -165,6 +165,11 @@ def status(args: argparse.Namespace) -> int:
 
 
 def dead(args: argparse.Namespace) -> int:
+    if args.ids and args.all:
+        raise UsageError(f"dead {args.action}: give task ids or --all, not both")
+    if args.action == "purge" and not args.ids and not args.all:  # deleting for good: never by omission
+        raise UsageError("dead purge deletes for good: give the task ids, or --all for every dead-lettered task")
+
     async def action(broker: Broker) -> int:
         ids = list(args.ids) or await broker.dead_ids(limit=100_000 if args.action != "list" else 100)
         records = await broker.dead_records(ids)
