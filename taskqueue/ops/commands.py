@@ -85,11 +85,24 @@ def _with_broker(
     return run_loop(main())
 
 
-def enqueue(args: argparse.Namespace) -> int:
+def _json_option(flag: str, text: str) -> Any:
+    """--args / --kwargs: JSON, or `@FILE` holding it (`@-`: standard input)."""
+    source = text
+    if text.startswith("@"):
+        try:
+            source = sys.stdin.read() if text == "@-" else Path(text[1:]).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{flag} {text}: cannot read {text[1:]}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
     try:
-        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+        return json.loads(source)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
+        raise UsageError(f"{flag}{' ' + text if text.startswith('@') else ''} must be JSON: {exc}") from None
+
+
+def enqueue(args: argparse.Namespace) -> int:
+    call_args, call_kwargs = _json_option("--args", args.args), _json_option("--kwargs", args.kwargs)
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise UsageError("--args must be a JSON array and --kwargs a JSON object")
     try:
