@@ -159,7 +159,7 @@ def test_exit_codes_follow_the_readme(make_runner: RunnerFactory, redis_url: str
     runner = make_runner(redis_url, workers=1)
     typo = pex_cmd(runner.pex, runner.config, "enqueue", "recrod", redis_url=redis_url)
     assert typo.returncode == 2, typo.stderr
-    assert typo.stderr.startswith("taskqueue: unknown task 'recrod' (declared: "), typo.stderr
+    assert typo.stderr.startswith("taskqueue: unknown task 'recrod' (did you mean 'record'? declared: "), typo.stderr
     runner.start(expect_workers=1)
     runner.signal(signal.SIGINT)
     assert runner.wait(30) == 130
