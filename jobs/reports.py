@@ -1,4 +1,4 @@
-"""Example tasks in the seed's style: a class with an execute() method, instantiated with the kwargs."""
+"""Example tasks: a class with an execute() method, instantiated with the kwargs; and a plain function."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 @dataclass
 class BuildReport:
-    """The seed's `Task` trait in Python: fields come from the message's kwargs."""
+    """A task written as a class: each run makes one from the message's kwargs (its fields), then calls
+    execute(); what execute() returns is the task's result."""
 
     kind: str = "daily"
 

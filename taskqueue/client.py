@@ -51,12 +51,13 @@ def _deployment(path: str | os.PathLike[str]) -> tuple[RedisOptions, str]:
     try:
         from taskqueue.config import load
         from taskqueue.store.redisboot import options
+
+        config = load(path, import_tasks=False)  # imports the YAML reader and the schema's checker
     except ImportError as exc:
         raise TaskQueueError(
             f"from_config() reads the YAML with the runner's dependencies ({exc.name or exc} is missing): "
             "pip install 'taskqueue[runner]', or pass the URL: Client(url, key_prefix=...)"
         ) from None
-    config = load(path, import_tasks=False)
     return options(config), config.redis.key_prefix
 
 

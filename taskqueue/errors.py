@@ -27,6 +27,12 @@ class UsageError(TaskQueueError):
     exit_code = 2
 
 
+class Interrupted(TaskQueueError):
+    """Ctrl-C while a command waited on something it names (the CLI prints that one line and exits 130)."""
+
+    exit_code = 130
+
+
 class BrokerUnavailable(TaskQueueError):
     """Redis cannot be reached (or answered with something unusable)."""
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
+
 import pytest
 
-from taskqueue.ops import commands
+from taskqueue import config as config_mod
+from taskqueue.ops import cli, commands
+from taskqueue.store import redisboot
+from taskqueue.store.broker import Broker
+from taskqueue.store.connection import async_client
+from tests.test_web import bury
 
 TRACE = """Traceback (most recent call last):
   File "/srv/app/taskqueue/worker/execute.py", line 193, in _call
@@ -54,3 +63,42 @@ def test_control_characters_of_an_error_are_printed_escaped(capsys: pytest.Captu
     commands._print_dead([_record(error="ValueError: \x1b[2Jgone\nsecond line", traceback="")], as_json=False)
     first = capsys.readouterr().out.splitlines()[0]
     assert first.endswith("ValueError: \\x1b[2Jgone\\nsecond line")
+
+
+def test_dead_purge_deletes_only_what_it_is_told_to(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dead purge` with no id used to delete every dead letter without asking: it needs ids or --all."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(f'redis: {{url: "{redis_url}"}}\ntasks:\n  send: {{path: "json:dumps"}}\n')
+    config = config_mod.load(path, import_tasks=False)
+
+    async def bury_two() -> None:
+        client = async_client(redisboot.options(config))
+        try:
+            broker = Broker(client, config)
+            await bury(broker, "d1")
+            await bury(broker, "d2")
+        finally:
+            await client.aclose()
+
+    asyncio.run(bury_two())
+    capsys.readouterr()
+
+    def dead_ids() -> list[str]:
+        assert cli.main(["-c", str(path), "dead", "list", "--json"]) == 0
+        return sorted(record["id"] for record in json.loads(capsys.readouterr().out))
+
+    assert cli.main(["-c", str(path), "dead", "purge"]) == 2
+    assert capsys.readouterr().err == (
+        "taskqueue: dead purge deletes for good: give the task ids, or --all for every dead-lettered task\n"
+    )
+    assert dead_ids() == ["d1", "d2"]
+    assert cli.main(["-c", str(path), "dead", "purge", "d1", "--all"]) == 2
+    assert dead_ids() == ["d1", "d2"]
+    assert cli.main(["-c", str(path), "dead", "purge", "d1"]) == 0
+    assert capsys.readouterr().out == "purged 1\n"
+    assert dead_ids() == ["d2"]
+    assert cli.main(["-c", str(path), "dead", "purge", "--all"]) == 0
+    assert capsys.readouterr().out == "purged 1\n"
+    assert dead_ids() == []

@@ -20,6 +20,13 @@ REPO = TESTS.parent
 VALID = TESTS / "configs" / "valid"
 INVALID = TESTS / "configs" / "invalid"
 EXAMPLES = [REPO / "task-queue.yaml", *sorted((REPO / "conf").glob("*.yaml"))]
+# conf/'s deployments name their Redis only through $REDIS_URL (no default, no placeholder address).
+EXAMPLE_ENV = {"REDIS_URL": "redis://127.0.0.1:6379/0"}
+
+
+def env_for(path: Path) -> dict[str, str]:
+    return EXAMPLE_ENV if path.parent == REPO / "conf" else {}
+
 
 # The three shapes a problem line may take: located in the file, set by an env variable, about the whole file.
 LOCATED = re.compile(r"^[^:]+:\d+:\d+: \S+: .+")
@@ -221,7 +228,7 @@ def test_valid_examples_cover_enough() -> None:
 
 @pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")) + EXAMPLES, ids=lambda p: p.stem)
 def test_valid_config_loads_and_its_tasks_resolve(path: Path) -> None:
-    cfg = config.load(path, env={})
+    cfg = config.load(path, env=env_for(path))
     tasks = registry.build(cfg)
     assert set(tasks.tasks) == set(cfg.tasks)
     known = {q.name for q in cfg.queues}
@@ -489,7 +496,7 @@ def test_schedule_time_zone_is_kept_and_used() -> None:
 
 @pytest.mark.parametrize("path", sorted(VALID.glob("*.yaml")) + EXAMPLES, ids=lambda p: p.stem)
 def test_the_checked_form_a_worker_reads_gives_the_same_config(path: Path) -> None:
-    cfg, checked = config.load_checked(path, env={})
+    cfg, checked = config.load_checked(path, env=env_for(path))
     assert checked is not None
     assert config.from_checked(checked, path) == cfg
 
@@ -537,6 +544,18 @@ def test_config_is_frozen() -> None:
         cfg.workers.initial_count = 9  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.tasks["other"] = cfg.tasks["dump"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("name", ["production.yaml", "cluster.yaml", "multi-host.yaml"])
+def test_a_deployment_example_needs_its_redis_url_from_the_environment(name: str) -> None:
+    """No placeholder address to connect to by mistake: an unset REDIS_URL is a problem at redis.url."""
+    with pytest.raises(ConfigError) as raised:
+        config.load(REPO / "conf" / name, env={}, import_tasks=False)
+    assert any(
+        re.match(r"^.*conf/[a-z-]+\.yaml:\d+:8: redis\.url: environment variable REDIS_URL is not set", p)
+        for p in raised.value.problems
+    ), raised.value.problems
+    assert config.load(REPO / "conf" / name, env=EXAMPLE_ENV, import_tasks=False).redis.url == EXAMPLE_ENV["REDIS_URL"]
 
 
 def test_sentinel_hosts_are_split_into_host_and_port() -> None:

@@ -74,4 +74,24 @@ def test_the_base_install_is_the_producer_and_it_enqueues(tmp_path: Path, redis_
         env=env,
     )
     assert runner.returncode == 1
-    assert "needs the runner's dependencies" in runner.stderr and "pip install 'taskqueue[runner]'" in runner.stderr
+    assert runner.stderr == (  # one line, no traceback before it
+        "taskqueue: the 'validate' command needs the runner's dependencies (yaml is missing): "
+        "pip install 'taskqueue[runner]', or use taskqueue.pex\n"
+    )
+
+    from_config = textwrap.dedent(
+        f"""
+        from taskqueue.client import Client
+        from taskqueue.errors import TaskQueueError
+        try:
+            Client.from_config({str(REPO / "task-queue.yaml")!r})
+        except TaskQueueError as exc:
+            print(exc)
+        """
+    )
+    ran = subprocess.run([str(python), "-c", from_config], capture_output=True, text=True, timeout=60, check=False)
+    assert (ran.returncode, ran.stderr) == (0, ""), ran.stderr
+    assert ran.stdout == (
+        "from_config() reads the YAML with the runner's dependencies (yaml is missing): "
+        "pip install 'taskqueue[runner]', or pass the URL: Client(url, key_prefix=...)\n"
+    )

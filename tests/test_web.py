@@ -25,6 +25,7 @@ from taskqueue.canvas import chain, step
 from taskqueue.config import Config
 from taskqueue.ops import metrics
 from taskqueue.ops.web import create_app
+from taskqueue.ops.web import start as web_start
 from taskqueue.store import redisboot, stats
 from taskqueue.store.broker import FAILURES_KEPT, HOST, Broker, DeadRecord, FailureRecord
 from taskqueue.store.connection import async_client
@@ -492,3 +493,49 @@ def test_example_dashboards_name_only_exported_metrics(cfg: Config) -> None:
         queried |= set(re.findall(r"\btaskqueue_[a-z_]+", path.read_text()))
     assert len(queried) >= 12
     assert queried <= exported, queried - exported
+
+
+@pytest.mark.parametrize("request_sent", ["unfinished-headers", "dripped-headers", "idle-after-a-response"])
+def test_a_connection_without_a_whole_request_is_closed_at_the_idle_timeout(
+    tmp_path: Path, redis_url: str, request_sent: str
+) -> None:
+    """Slowloris: headers that never finish (sent at once, or a byte at a time) do not hold a connection open;
+    nor does a kept-alive connection that sends nothing after its response."""
+    port, idle_s = free_port(), 1.0
+    config = make_config(tmp_path, redis_url, http=f"{{host: 127.0.0.1, port: {port}}}")
+
+    async def drip(writer: asyncio.StreamWriter) -> None:
+        for byte in b"X-Slow: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.1)  # the pace of the attack, not a wait for the server
+
+    async def main() -> float:
+        client = async_client(redisboot.options(config))
+        stop = await web_start(RunnerStandIn(config, Broker(client, config)), idle_timeout_s=idle_s)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            opened = time.monotonic()
+            dripping = None
+            if request_sent == "idle-after-a-response":
+                writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: (\d+)", head)[1])  # type: ignore[index]
+                await reader.readexactly(length)
+                opened = time.monotonic()
+            else:
+                writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                if request_sent == "dripped-headers":
+                    dripping = asyncio.create_task(drip(writer))
+            assert await asyncio.wait_for(reader.read(), timeout=idle_s + 10) == b""  # closed, nothing answered
+            closed_after = time.monotonic() - opened
+            if dripping:
+                dripping.cancel()
+            writer.close()
+            return closed_after
+        finally:
+            await stop()
+            await client.aclose()
+
+    closed_after = asyncio.run(main())
+    assert idle_s * 0.9 <= closed_after < idle_s + 5

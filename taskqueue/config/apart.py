@@ -8,7 +8,9 @@ its stdin and reads back one JSON document on stdout:
     {"problems": [...]}                                   the configuration does not check (as ConfigError)
     {"checked": "<load_checked's form>" | null, "signatures": {task: registry.spec_of(...)}}
 
-What the user's modules print while they are imported goes to stderr, so it cannot spoil the answer.
+What the user's modules print while they are imported goes to stderr, so it cannot spoil the answer. Ctrl-C is
+the runner's to handle (it stops this process): ignored here, so it prints no traceback of the user's import.
+An import that blocks is bounded (`imports.bounded_import`): it ends as a problem naming the module.
 """
 
 from __future__ import annotations
@@ -16,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 from taskqueue import config as config_mod
 from taskqueue.config import registry
-from taskqueue.errors import ConfigError
+from taskqueue.errors import ConfigError, TaskQueueError
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parser = argparse.ArgumentParser(prog="taskqueue-check")
     parser.add_argument("--config", required=True)
     args = parser.parse_args(argv)
@@ -35,6 +39,10 @@ def main(argv: list[str]) -> int:
         tasks = registry.build(config)
     except ConfigError as exc:
         json.dump({"problems": list(exc.problems)}, answer)
+        answer.close()
+        return 0
+    except TaskQueueError as exc:  # e.g. a wrong TASKQUEUE_IMPORT_TIMEOUT: one line too
+        json.dump({"problems": [str(exc)]}, answer)
         answer.close()
         return 0
     signatures = {name: registry.spec_of(task.signature) for name, task in tasks.tasks.items()}

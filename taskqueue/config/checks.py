@@ -227,7 +227,7 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
         except ImportError as exc:
             yield doc.problem(("django", "settings"), f"cannot set up Django: {exc}")
             return  # the tasks would fail to import for the same reason
-    tasks = data.get("tasks")
+    tasks, stuck = data.get("tasks"), set()
     imported: dict[str, object] = {}
     for name, task in (tasks or {}).items() if isinstance(tasks, dict) else ():
         path = task.get("path") if isinstance(task, dict) else None
@@ -235,7 +235,12 @@ def _imports(doc: Document, data: dict[str, Any], base_dir: Path) -> Iterator[st
             continue  # the schema already reported its shape
         at = ("tasks", name, "path")
         try:
-            target = imports.resolve(path)
+            target = imports.resolve(path, bounded=True)
+        except imports.ImportTimedOut as exc:
+            if exc.name not in stuck:  # said once, at the first task of that module
+                stuck.add(exc.name)
+                yield doc.problem(at, f"cannot import '{path}': {exc}")
+            continue
         except ImportError as exc:
             where = ", ".join(str(f) for f in folders) if isinstance(folders, list) else "."
             yield doc.problem(at, f"cannot import '{path}': {exc} (python_path: {where})")

@@ -5,10 +5,21 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import signal
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from types import FrameType
 from typing import Any
+
+from taskqueue.errors import Interrupted, UsageError
+
+IMPORT_TIMEOUT_ENV = "TASKQUEUE_IMPORT_TIMEOUT"
+IMPORT_TIMEOUT_S = 60.0  # the default: a module that takes longer is taken to be stuck at import
+NOTICE_AFTER_S = 5.0  # a slow import is said once, after this long
 
 
 def add_to_sys_path(folders: Iterable[Path]) -> None:
@@ -21,11 +32,23 @@ def add_to_sys_path(folders: Iterable[Path]) -> None:
             sys.path.append(text)
 
 
-def resolve(path: str) -> object:
-    """Import `module:attr.sub` and return the attribute; raises ImportError with a one-line reason."""
+def resolve(path: str, *, bounded: bool = False) -> object:
+    """Import `module:attr.sub` and return the attribute; raises ImportError with a one-line reason. `bounded`
+    (the configuration check's imports: `validate`, and the runner's check apart): a module still importing
+    after NOTICE_AFTER_S is named once on stderr, and one still importing after the import timeout is given
+    up on (see `bounded_import`)."""
     module_name, _, attr_path = path.partition(":")
+    if module_name in _TIMED_OUT:  # another task of the same module: it would block as long again
+        raise ImportTimedOut(_TIMED_OUT[module_name], name=module_name)
+    limit_s = import_timeout_s() if bounded else None  # a wrong setting is the user's error, not the module's
     try:
-        obj: object = importlib.import_module(module_name)
+        with nullcontext() if limit_s is None else bounded_import(module_name, limit_s):
+            obj: object = importlib.import_module(module_name)
+    except _ImportTimeout as exc:
+        _TIMED_OUT[module_name] = str(exc)
+        raise ImportTimedOut(str(exc), name=module_name) from None
+    except Interrupted:
+        raise
     except ModuleNotFoundError as exc:
         if exc.name and module_name.startswith(exc.name):
             raise ImportError(f"module '{exc.name}' not found") from exc
@@ -38,6 +61,65 @@ def resolve(path: str) -> object:
         except AttributeError:
             raise ImportError(f"'{module_name}' has no attribute '{attr_path}'{_shadowed(module_name)}") from None
     return obj
+
+
+_TIMED_OUT: dict[str, str] = {}  # module → why its import was given up on, in this process
+
+
+class ImportTimedOut(ImportError):
+    """The module (`name`) did not finish importing within the import timeout."""
+
+
+class _ImportTimeout(BaseException):
+    """Raised into a stuck import by SIGALRM; a BaseException, so a module's own `except Exception` lets it by."""
+
+
+def import_timeout_s() -> float:
+    """$TASKQUEUE_IMPORT_TIMEOUT (seconds, > 0), else IMPORT_TIMEOUT_S."""
+    text = os.environ.get(IMPORT_TIMEOUT_ENV, "").strip()
+    if not text:
+        return IMPORT_TIMEOUT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise UsageError(f"{IMPORT_TIMEOUT_ENV}={text!r}: give the import timeout in seconds, a number above 0")
+    return value
+
+
+@contextmanager
+def bounded_import(module_name: str, timeout_s: float) -> Iterator[None]:
+    """Bound the import of `module_name` with SIGALRM (signals reach the main thread only; elsewhere unbounded):
+    "still importing X (N s)" once after NOTICE_AFTER_S, `_ImportTimeout` after `timeout_s`; Ctrl-C
+    becomes Interrupted naming the module (one line, no traceback from the module's frames)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    started = time.monotonic()
+    notice = [timeout_s > NOTICE_AFTER_S]  # the first alarm says so, the second gives up
+
+    def on_alarm(signum: int, frame: FrameType | None) -> None:
+        if notice.pop():
+            waited = time.monotonic() - started
+            print(f"taskqueue: still importing {module_name} ({waited:.0f} s)", file=sys.stderr, flush=True)
+            notice.append(False)
+            signal.setitimer(signal.ITIMER_REAL, max(timeout_s - waited, 0.001))
+            return
+        raise _ImportTimeout(
+            f"importing '{module_name}' did not finish within {timeout_s:g} s (does it block at import? "
+            f"{IMPORT_TIMEOUT_ENV} sets the limit)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, min(NOTICE_AFTER_S, timeout_s))
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted while importing {module_name}") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _shadowed(module_name: str) -> str:

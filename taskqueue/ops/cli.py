@@ -143,15 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     enqueue = add("enqueue", "enqueue one task and print its id")
     enqueue.add_argument("task", help="a task name declared in the YAML")
-    enqueue.add_argument("--args", default="[]", help="positional arguments as a JSON array")
-    enqueue.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object")
+    enqueue.add_argument("--args", default="[]", help="positional arguments as a JSON array (or @FILE, @- for stdin)")
+    enqueue.add_argument("--kwargs", default="{}", help="keyword arguments as a JSON object (or @FILE, @- for stdin)")
     enqueue.add_argument("--queue", help="queue to use instead of the task's own")
     enqueue.add_argument("--delay", help="run no earlier than this from now (e.g. 30s, 5m)")
     status = add("status", "queues, live workers and dead-letter size")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     dead = add("dead", "inspect, re-enqueue or delete dead-lettered tasks")
     dead.add_argument("action", choices=["list", "retry", "purge"])
-    dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry/purge: all when none given)")
+    dead.add_argument("ids", nargs="*", metavar="ID", help="task ids (retry: all when none given)")
+    dead.add_argument(
+        "--all", action="store_true", help="retry/purge every dead-lettered task (purge needs IDs or this)"
+    )
     dead.add_argument("--json", action="store_true", help="machine-readable output")
     reload = add("reload", "ask this config's runners on this host to re-read it; print their verdicts")
     reload.add_argument(
@@ -190,7 +193,13 @@ def main(argv: Sequence[str]) -> int:
     except SystemExit as exc:  # argparse already printed usage (or --version/--help)
         return exc.code if isinstance(exc.code, int) else 2
     logs.setup(args.log_level, args.log_format)
-    return guarded(args, _command(args.command or "run"))
+    return guarded(args, _lookup)
+
+
+def _lookup(args: argparse.Namespace) -> int:
+    """The command found inside the boundary: a producer-only install's "needs the runner's dependencies"
+    is one line, not a traceback."""
+    return _command(args.command or "run")(args)
 
 
 OUT_OF_MEMORY = (

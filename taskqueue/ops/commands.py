@@ -83,11 +83,24 @@ def _with_broker(
     return run_loop(main())
 
 
-def enqueue(args: argparse.Namespace) -> int:
+def _json_option(flag: str, text: str) -> Any:
+    """--args / --kwargs: JSON, or `@FILE` holding it (`@-`: standard input)."""
+    source = text
+    if text.startswith("@"):
+        try:
+            source = sys.stdin.read() if text == "@-" else Path(text[1:]).read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"{flag} {text}: cannot read {text[1:]}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
     try:
-        call_args, call_kwargs = json.loads(args.args), json.loads(args.kwargs)
+        return json.loads(source)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--args/--kwargs must be JSON: {exc}") from None
+        raise UsageError(f"{flag}{' ' + text if text.startswith('@') else ''} must be JSON: {exc}") from None
+
+
+def enqueue(args: argparse.Namespace) -> int:
+    call_args, call_kwargs = _json_option("--args", args.args), _json_option("--kwargs", args.kwargs)
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise UsageError("--args must be a JSON array and --kwargs a JSON object")
     try:
@@ -163,6 +176,11 @@ def status(args: argparse.Namespace) -> int:
 
 
 def dead(args: argparse.Namespace) -> int:
+    if args.ids and args.all:
+        raise UsageError(f"dead {args.action}: give task ids or --all, not both")
+    if args.action == "purge" and not args.ids and not args.all:  # deleting for good: never by omission
+        raise UsageError("dead purge deletes for good: give the task ids, or --all for every dead-lettered task")
+
     async def action(broker: Broker) -> int:
         ids = list(args.ids) or await broker.dead_ids(limit=100_000 if args.action != "list" else 100)
         records = await broker.dead_records(ids)

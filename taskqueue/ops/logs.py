@@ -11,11 +11,15 @@ import time
 # Fields a task log line carries (passed as `extra=`); both formats show them.
 TASK_FIELDS = ("task_id", "task", "queue", "attempt", "duration_ms", "worker")
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)?(?P<user>[^\s:@/'\"]*):(?P<password>[^\s@/'\"]+)@")
+_QUERY_PASSWORD = re.compile(r"(?P<key>[?&]password=)[^&#\s'\"]*", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
-    """`redis://user:secret@host` → `redis://user:***@host`: passwords never reach a log or a message."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme'] or ''}{m['user']}:***@", text)
+    """Every way a Redis URL carries a password, masked (redis://, rediss://, unix://): `user:secret@` →
+    `user:***@`, `:secret@` → `:***@`, `?password=secret` (or `&password=`) → `?password=***`. Passwords never
+    reach a log or a message: everything we print of a URL goes through here."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme'] or ''}{m['user']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['key']}***", text)
 
 
 class _TextFormatter(logging.Formatter):

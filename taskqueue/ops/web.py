@@ -19,6 +19,10 @@ log = logging.getLogger("taskqueue.http")
 
 API = web.AppKey("api", Api)
 CHUNK_BYTES = 64 * 1024
+# aiohttp's keep-alive timer, armed when a connection opens and after each response: a connection that has not
+# sent a whole request's headers by then is closed, be it idle between requests or a slowloris dripping
+# headers that never finish (aiohttp's default is an hour). Behind a proxy, keep the proxy's idle timeout below it.
+IDLE_TIMEOUT_S = 15.0
 
 
 def create_app(state: RunnerView) -> web.Application:
@@ -56,10 +60,12 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def start(state: RunnerView) -> Callable[[], Awaitable[None]]:
-    """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server."""
+async def start(state: RunnerView, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Callable[[], Awaitable[None]]:
+    """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server.
+    A connection without a whole request's headers `idle_timeout_s` after it opened, or after its last
+    response, is closed."""
     http = state.config.http
-    runner = web.AppRunner(create_app(state), access_log=None)
+    runner = web.AppRunner(create_app(state), access_log=None, keepalive_timeout=idle_timeout_s)
     await runner.setup()
     try:
         await web.TCPSite(runner, http.host, http.port).start()

@@ -12,7 +12,7 @@ from typing import Any
 
 from taskqueue import config as config_mod
 from taskqueue.config import registry
-from taskqueue.errors import ConfigError
+from taskqueue.errors import ConfigError, Interrupted
 from taskqueue.runner.children import worker_env, worker_flags
 
 Checked = tuple[config_mod.Config, bytes | None, registry.Registry]  # config, its checked form, the signatures
@@ -39,7 +39,11 @@ class Pending:
 
     def finish(self) -> Checked:
         assert self.process.stdout is not None
-        out = self.process.stdout.read()
+        try:
+            out = self.process.stdout.read()
+        except KeyboardInterrupt:  # the child ignores Ctrl-C (config/apart.py): stop it, say what was stopped
+            self.cancel()
+            raise Interrupted(f"interrupted while checking {self.path} (importing its tasks)") from None
         self.process.stdout.close()
         return _answer(self.path, self.raw, self.process.wait(), out)
 

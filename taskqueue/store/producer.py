@@ -9,6 +9,7 @@ asyncio client, so the two clients share every line but the await.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 import time
@@ -85,11 +86,18 @@ class Routes:
                     f"'{self.source.rsplit(':', 1)[0]}' needs Client(..., key_prefix=...) "
                     "or Client.from_config(its YAML)"
                 )
-            raise UnknownTask(f"unknown task '{task}' (declared: {', '.join(sorted(self.tasks))})")
+            raise UnknownTask(f"unknown task '{task}' ({_known(task, self.tasks)})")
         chosen = queue or route.queue
         if chosen not in self.max_length:
-            raise UnknownTask(f"unknown queue '{chosen}' (declared: {', '.join(sorted(self.max_length))})")
+            raise UnknownTask(f"unknown queue '{chosen}' ({_known(chosen, self.max_length)})")
         return chosen
+
+
+def _known(name: str, known: Iterable[str]) -> str:
+    """`did you mean 'x'? declared: …` for an unknown name (the hint only when one is close)."""
+    names = sorted(known)
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f"{f'did you mean {close[0]!r}? ' if close else ''}declared: {', '.join(names)}"
 
 
 @dataclass(frozen=True, slots=True)

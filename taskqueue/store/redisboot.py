@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 
 from taskqueue.config import DEFAULT_REDIS_URL, Config
 from taskqueue.errors import BrokerUnavailable
@@ -31,6 +31,22 @@ def reason(exc: BaseException) -> str:
     if type(exc).__name__ == "MasterNotFoundError":
         text = text.split(" : ", 1)[0] + " (check service_name, and that the Sentinels answer)"
     return text
+
+
+def unreachable(config: Config | None, exc: BaseException) -> BrokerUnavailable:
+    """The one line for a failed first contact: a refused login said as such (not "cannot reach"), and a plain
+    redis:// URL whose server hung up at once asked whether it is a TLS port."""
+    at = where(config) if config else "Redis"
+    text = reason(exc)
+    if isinstance(exc, AuthenticationError):
+        if "HELLO must be called" in text or "Authentication required" in text:
+            text = "it requires a login and the URL gives none"
+        return BrokerUnavailable(f"{at} refused the login: {text} (check the user and password in redis.url)")
+    url = config.redis.url if config and not config.redis.sentinel else ""
+    hung_up = "Connection reset by peer" in text or "Connection closed by server" in text
+    if url.startswith(("redis://", "redis+cluster://")) and hung_up:
+        text += "; is this a TLS port? use rediss://"
+    return BrokerUnavailable(f"cannot reach {at}: {text}")
 
 
 def options(config: Config, command_timeout: float | None = -1.0) -> RedisOptions:
@@ -57,7 +73,7 @@ async def check(client: Any, config: Config | None = None) -> dict[str, Any]:
         if config and config.redis.cluster:  # the node that holds our slot is the one that matters
             info = await client.info(target_nodes=client.get_node_from_key(config.redis.key_prefix))
     except UNREACHABLE as exc:
-        raise BrokerUnavailable(f"cannot reach {where(config) if config else 'Redis'}: {reason(exc)}") from None
+        raise unreachable(config, exc) from None
     version = tuple(int(p) for p in str(info.get("redis_version", "0.0.0")).split(".")[:3])
     if version < MIN_VERSION:
         raise BrokerUnavailable(
@@ -142,6 +158,8 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
         await _wait_ping(client, 5.0 if embedded else 0.0)
     except UNREACHABLE as exc:
         r = config.redis
+        if isinstance(exc, AuthenticationError):  # something answers there: never start a private one
+            raise unreachable(config, exc) from None
         if want is None and r.url == DEFAULT_REDIS_URL and embedded is None and not (r.sentinel or r.cluster):
             log.warning("nothing answers at %s (%s)", DEFAULT_REDIS_URL, exc)
             embedded = EmbeddedRedis(config.redis.url, config.redis.embedded_data_dir)
@@ -152,7 +170,7 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
                 embedded.stop()
                 raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
         else:
-            raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
+            raise unreachable(config, exc) from None
     await check(client, config)
     return client, embedded
 

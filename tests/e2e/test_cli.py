@@ -72,8 +72,15 @@ def test_validate_defaults_to_task_queue_yaml_in_the_working_directory(pex: Path
 
 @pytest.mark.parametrize("path", sorted((REPO / "conf").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_validate(pex: Path, tmp_path: Path, path: Path) -> None:
-    result = run(pex, "validate", "-c", str(path), cwd=tmp_path)
+    result = run(pex, "validate", "-c", str(path), cwd=tmp_path, env={"REDIS_URL": "redis://10.0.0.11:7000/0"})
     assert (result.returncode, result.stdout) == (0, "OK\n"), result.stderr
+
+
+def test_a_deployment_example_without_redis_url_says_so(pex: Path, tmp_path: Path) -> None:
+    result = run(pex, "validate", "-c", str(REPO / "conf" / "production.yaml"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert_no_traceback(result)
+    assert "production.yaml:16:8: redis.url: environment variable REDIS_URL is not set" in result.stderr
 
 
 def test_example_configs_exist() -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import msgpack
+import pytest
 import redis
 
 from taskqueue.client import AsyncClient, Client
@@ -44,12 +45,26 @@ def test_first_run_starts_a_private_redis_and_stops_it(make_runner: RunnerFactor
     wait_for(lambda: not _answers(url), timeout=10, what="the private Redis to stop with the runner")
 
 
-def test_unreachable_redis_is_one_clear_line_without_the_password(pex: Path, tmp_path: Path) -> None:
-    url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@127.0.0.1:{port}/0", "redis://user:***@127.0.0.1:{port}/0"),
+        ("redis://:s3cret@127.0.0.1:{port}/0", "redis://:***@127.0.0.1:{port}/0"),
+        ("redis://127.0.0.1:{port}/0?password=s3cret", "redis://127.0.0.1:{port}/0?password=***"),
+        ("unix://{tmp}/none.sock?db=0&password=s3cret", "unix://{tmp}/none.sock?db=0&password=***"),
+    ],
+    ids=["user-password", "password-only", "query", "unix-query"],
+)
+@pytest.mark.parametrize("command", ["run", "status"])
+def test_unreachable_redis_is_one_clear_line_without_the_password(
+    pex: Path, tmp_path: Path, url: str, shown: str, command: str
+) -> None:
+    port = free_port()
+    url, shown = (text.format(port=port, tmp=tmp_path) for text in (url, shown))
     config = write_config(tmp_path, url)
-    result = pex_cmd(pex, config, "run", redis_url=url)
+    result = pex_cmd(pex, config, command, redis_url=url)
     assert result.returncode == 1
-    assert "cannot reach Redis at redis://user:***@127.0.0.1" in result.stderr
+    assert f"cannot reach Redis at {shown}" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
 
@@ -144,7 +159,7 @@ def test_exit_codes_follow_the_readme(make_runner: RunnerFactory, redis_url: str
     runner = make_runner(redis_url, workers=1)
     typo = pex_cmd(runner.pex, runner.config, "enqueue", "recrod", redis_url=redis_url)
     assert typo.returncode == 2, typo.stderr
-    assert typo.stderr.startswith("taskqueue: unknown task 'recrod' (declared: "), typo.stderr
+    assert typo.stderr.startswith("taskqueue: unknown task 'recrod' (did you mean 'record'? declared: "), typo.stderr
     runner.start(expect_workers=1)
     runner.signal(signal.SIGINT)
     assert runner.wait(30) == 130

@@ -420,7 +420,7 @@ def test_auth_password_never_shown(
     (tmp_path / "wrong").mkdir()
     wrong = topology_config(tmp_path / "wrong", f'{{url: "{auth_redis.url.replace("Pa55", "Fa11")}"}}')
     line = _one_clear_line(pex_cmd(pex, wrong, "run", "--log-format", "text", redis_url=redis_url))
-    assert re.search(r"cannot reach Redis at redis://tqrunner:\*\*\*@127\.0\.0\.1:\d+/0: ", line), line
+    assert re.search(r"Redis at redis://tqrunner:\*\*\*@127\.0\.0\.1:\d+/0 refused the login: ", line), line
     runner.stop()
     shown = runner.log.read_text() + status.stdout + status.stderr + line
     assert AUTH_PASSWORD not in shown and "Fa11" not in shown
