@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import redis as redis_lib
 
 from taskqueue import config as config_mod
 from taskqueue.ops import cli, commands
@@ -102,3 +103,21 @@ def test_dead_purge_deletes_only_what_it_is_told_to(
     assert cli.main(["-c", str(path), "dead", "purge", "--all"]) == 0
     assert capsys.readouterr().out == "purged 1\n"
     assert dead_ids() == []
+
+
+def test_status_names_a_list_pushed_to_a_queue_nobody_declares(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 29 B14: a message LPUSHed to an undeclared queue sat forever, shown nowhere."""
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(f'redis: {{url: "{redis_url}"}}\ntasks:\n  send: {{path: "json:dumps"}}\n')
+    redis_client = redis_lib.Redis.from_url(redis_url)
+    redis_client.lpush("tq:queue:defualt", b"a", b"b")
+    redis_client.lpush("tq:queue:default", b"c")
+    redis_client.close()
+    assert cli.main(["-c", str(path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: 2 message(s) in queue 'defualt', which no queue of this configuration declares" in out
+    assert "'default'" not in out
+    assert cli.main(["-c", str(path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["undeclared_queues"] == {"defualt": 2}

@@ -22,6 +22,7 @@ async def status(broker: Broker) -> dict[str, Any]:
         queues.append({"name": name, "pending": depths[name], **counts})
     found = {
         "queues": queues,
+        "undeclared_queues": await broker.undeclared_queues(),
         "schedules": scheduler.describe(broker.config, await broker.schedule_state(), stats),
         "delayed": await broker.delayed_count(),
         "dead": await broker.dead_count(),

@@ -152,6 +152,8 @@ def status(args: argparse.Namespace) -> int:
                 f"{q['name']:<20} {q['pending']:>9} {q['processed']:>10} {q['failed']:>8} "
                 f"{q['retried']:>8} {q['dead']:>6}"
             )
+        for name, length in found["undeclared_queues"].items():
+            print(f"warning: {length} message(s) in queue '{name}', which no queue of this configuration declares")
         print(f"delayed: {found['delayed']}   dead-letter: {found['dead']}   live workers: {len(found['workers'])}")
         for s in found["schedules"]:
             print(

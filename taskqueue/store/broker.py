@@ -574,6 +574,16 @@ class Broker:
             lengths = await pipe.execute()
         return dict(zip(self.queue_names, (int(n) for n in lengths), strict=True))
 
+    async def undeclared_queues(self, limit: int = 100) -> dict[str, int]:
+        """Ready lists (`{p}:queue:<name>`) that no queue of this configuration declares, with their lengths: what
+        a producer pushed to a misspelt or removed queue, which no worker will ever take. A SCAN, for status."""
+        known, found = set(self.queue_keys), dict[str, int]()
+        async for key in self.redis.scan_iter(match=self.keys.queue_prefix + "*", count=1000, _type="list"):
+            name = key.decode()
+            if name not in known and len(found) < limit:
+                found[name[len(self.keys.queue_prefix) :]] = int(await self.redis.llen(name))
+        return found
+
     async def load(self) -> tuple[int, int, float]:
         """(ready + due delayed tasks, live workers of all runners, age of the oldest ready task in s)."""
         now = now_ms()
