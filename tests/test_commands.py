@@ -121,3 +121,22 @@ def test_status_names_a_list_pushed_to_a_queue_nobody_declares(
     assert "'default'" not in out
     assert cli.main(["-c", str(path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["undeclared_queues"] == {"defualt": 2}
+
+
+def test_admin_commands_need_only_the_variables_they_use(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 29 B8: an unset webhook secret blocked `status`, `dead list`, `events tail`. An admin command needs
+    Redis only; `validate`, `run` and `webhooks retry` (which signs) still refuse it, at its line."""
+    monkeypatch.delenv("TQ_UNSET_SECRET", raising=False)
+    path = tmp_path / "task-queue.yaml"
+    path.write_text(
+        f'redis: {{url: "{redis_url}"}}\ntasks:\n  send: {{path: "json:dumps"}}\nevents: {{enabled: true}}\n'
+        'webhooks:\n  ops: {url: "http://127.0.0.1:9/hook", secret: "${TQ_UNSET_SECRET}"}\n'
+    )
+    for command in (["status"], ["dead", "list"], ["events", "tail"], ["webhooks", "list"]):
+        assert cli.main(["-c", str(path), *command]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    for command in (["validate"], ["webhooks", "retry"]):
+        assert cli.main(["-c", str(path), *command]) == 2
+        assert "webhooks.ops.secret: environment variable TQ_UNSET_SECRET is not set" in capsys.readouterr().err

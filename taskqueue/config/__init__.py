@@ -294,9 +294,13 @@ def load(
     *,
     import_tasks: bool = True,
     raw: bytes | None = None,
+    unset_ok: bool = False,
 ) -> Config:
-    """Read (or take `raw`), validate and convert a config file; raises ConfigError listing every problem."""
-    data, file, base_dir = _check(path, env, import_tasks=import_tasks, raw=raw)
+    """Read (or take `raw`), validate and convert a config file; raises ConfigError listing every problem.
+    `unset_ok`: for a command that uses Redis and nothing the runner alone needs (status, dead, events…), a
+    `${VAR}` unset outside `redis:` is empty instead of a problem (as Celery's and RQ's admin commands need only
+    the broker's URL)."""
+    data, file, base_dir = _check(path, env, import_tasks=import_tasks, raw=raw, unset_ok=unset_ok)
     return _build(data, file, base_dir)
 
 
@@ -334,7 +338,12 @@ def from_checked(checked: bytes, path: str | os.PathLike[str]) -> Config:
 
 
 def _check(
-    path: str | os.PathLike[str], env: Mapping[str, str] | None, *, import_tasks: bool, raw: bytes | None
+    path: str | os.PathLike[str],
+    env: Mapping[str, str] | None,
+    *,
+    import_tasks: bool,
+    raw: bytes | None,
+    unset_ok: bool = False,
 ) -> tuple[dict[str, Any], Path, Path]:
     """The checked data of a config file with its path and folder; raises ConfigError listing every problem."""
     from taskqueue.config import checks, validation, yamlsource  # YAML, the JSON Schema, cron: only here
@@ -349,7 +358,7 @@ def _check(
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError([f"{shown}: not UTF-8 text (byte {exc.start})"]) from None
-    doc = yamlsource.load(text, shown, env)
+    doc = yamlsource.load(text, shown, env, unset_ok=unset_ok)
     if not isinstance(doc.data, dict):
         raise ConfigError([doc.problem((), f"expected a mapping of sections, got {type(doc.data).__name__}")])
     _apply_env(doc, env)
@@ -359,9 +368,18 @@ def _check(
     validation.apply_defaults(doc.data)
     base_dir = file.resolve().parent
     found += checks.semantic(doc, base_dir, import_tasks=import_tasks)
+    if doc.unset:  # what an empty value there makes wrong does not concern the command at hand
+        unset = tuple(yamlsource.dotted(p) for p in doc.unset)
+        found = [p for p in found if not _at(p).startswith(unset)]
     if found:
         raise ConfigError(sorted(found, key=_file_order))
     return doc.data, file, base_dir
+
+
+def _at(problem: str) -> str:
+    """The dotted path of a located problem (`FILE:LINE:COL: path: message`)."""
+    match = re.match(r"^.*?:\d+:\d+: (\S+): ", problem)
+    return match.group(1) if match else ""
 
 
 def _file_order(problem: str) -> tuple[int, int]:

@@ -37,6 +37,7 @@ class Document:
     expanded: set[JsonPath] = field(default_factory=set)  # plain scalars that came from ${VAR}
     problems: list[str] = field(default_factory=list)  # found while reading; the data is still usable
     origins: dict[JsonPath, str] = field(default_factory=dict)  # values set outside the file (env)
+    unset: list[JsonPath] = field(default_factory=list)  # left empty: a ${VAR} unset where unset_ok allowed it
 
     def where(self, path: JsonPath, *, key: bool = False) -> str:
         """`FILE:LINE:COL` of the path (its key when `key`), else of its nearest located parent."""
@@ -77,10 +78,11 @@ def expand_vars(text: str, env: Mapping[str, str]) -> str:
 
 
 class _Builder:
-    def __init__(self, loader: yaml.SafeLoader, doc: Document, env: Mapping[str, str]) -> None:
+    def __init__(self, loader: yaml.SafeLoader, doc: Document, env: Mapping[str, str], unset_ok: bool) -> None:
         self.loader = loader
         self.doc = doc
         self.env = env
+        self.unset_ok = unset_ok
         self.problems: list[str] = []
         self.nodes = 0
 
@@ -128,6 +130,9 @@ class _Builder:
             try:
                 value = expand_vars(value, self.env)
             except KeyError as missing:
+                if self.unset_ok and path[:1] != ("redis",):
+                    self.doc.unset.append(path)
+                    return ""
                 self.problems.append(
                     self.doc.problem(
                         path,
@@ -140,15 +145,17 @@ class _Builder:
         return value
 
 
-def load(text: str, file: str, env: Mapping[str, str]) -> Document:
-    """Parse one YAML document safely; every problem is reported as `FILE:LINE:COL: path: message`."""
+def load(text: str, file: str, env: Mapping[str, str], *, unset_ok: bool = False) -> Document:
+    """Parse one YAML document safely; every problem is reported as `FILE:LINE:COL: path: message`. With
+    `unset_ok` (an admin command: it needs Redis, not a webhook's secret), a `${VAR}` unset outside `redis:` is
+    not a problem: its value is empty, and `doc.unset` says where."""
     doc = Document(data=None, file=file)
     loader = yaml.SafeLoader(text)
     try:
         root = loader.get_single_node()
         if root is None:
             raise ConfigError([f"{file}:1:1: $: the file is empty; it needs at least a 'tasks:' section"])
-        builder = _Builder(loader, doc, env)
+        builder = _Builder(loader, doc, env, unset_ok)
         doc.data = builder.build(root, ())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

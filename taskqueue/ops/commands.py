@@ -70,7 +70,7 @@ def run(
 def _with_broker(
     args: argparse.Namespace, action: Callable[[Broker], Awaitable[int]], cfg: config_mod.Config | None = None
 ) -> int:
-    cfg = cfg or config_mod.load(args.config, import_tasks=False)
+    cfg = cfg or config_mod.load(args.config, import_tasks=False, unset_ok=True)
 
     async def main() -> int:
         client = async_client(redisboot.options(cfg))
@@ -107,7 +107,7 @@ def enqueue(args: argparse.Namespace) -> int:
         delay = config_mod.seconds(args.delay) if args.delay else 0.0
     except ValueError as exc:
         raise UsageError(f"--delay: {exc} (e.g. 30s, 5m, 2h)") from None
-    cfg = config_mod.load(args.config, import_tasks=False)
+    cfg = config_mod.load(args.config, import_tasks=False, unset_ok=True)
     problem = _argument_problem(cfg, args.task, call_args, call_kwargs)
     if problem:
         raise UsageError(problem)  # it would only be dead-lettered: refused before it reaches Redis
@@ -352,7 +352,7 @@ def webhooks(args: argparse.Namespace) -> int:
     from this process (exit 1 when some still fail)."""
     from taskqueue.runner import webhooks as hooks  # aiohttp's client: only for this command
 
-    cfg = config_mod.load(args.config, import_tasks=False)
+    cfg = config_mod.load(args.config, import_tasks=False, unset_ok=args.action == "list")  # retry signs
 
     async def action(broker: Broker) -> int:
         if args.action == "list":
