@@ -4,7 +4,8 @@ connection; or delays every chunk beyond the command timeout. Mid-drain, with 2 
 heartbeat: every task must run, none may stay in flight, and the `processed` counter must count each once.
 
 One trial of each here; `TQ_NET_TRIALS=20 ./test.sh tests/e2e/test_network_faults.py -s` runs a campaign and
-prints its figures (tasks, lost, duplicated, stuck) per trial."""
+prints its figures (tasks, lost, duplicated, stuck) per trial; `TQ_NET_FAULT_S=10 TQ_NET_COMMAND_TIMEOUT=5` makes
+the fault the issue's (a 10 s stall against the default 5 s command timeout)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ from tests.faultproxy import FaultProxy, fault_proxy
 
 N = 3420
 TRIALS = int(os.environ.get("TQ_NET_TRIALS", "1"))
-COMMAND_TIMEOUT_S = 1.0
-FAULT_S = 3.0  # longer than the command timeout: clients give up, then their requests arrive late
+COMMAND_TIMEOUT_S = float(os.environ.get("TQ_NET_COMMAND_TIMEOUT", "1"))
+FAULT_S = float(os.environ.get("TQ_NET_FAULT_S", "3"))  # > the command timeout: clients give up, requests come late
 
 
 def stall(proxy: FaultProxy) -> None:
