@@ -9,8 +9,10 @@ has been idle for `claim_after_s` — at least once. While it retries one event 
 claim, so a slow endpoint is not delivered to twice by two runners.
 
 The body is the event as JSON (`{"webhook": <name>, "event": ..., "id": ..., "task": ..., "queue": ...,
-"attempt": ..., "at": ..., "stream_id": ...}` and `error` / `workflow` / `state` where they apply), signed:
-`X-Taskqueue-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>`. Counters:
+"attempt": ..., "at": ..., "stream_id": ...}` and `error` / `workflow` / `state` where they apply), signed per
+attempt: `X-Taskqueue-Timestamp: <unix seconds>` and `X-Taskqueue-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>.<body>" with the webhook's secret>`, so a receiver that checks the timestamp's age refuses a
+captured request replayed later (as Stripe's and Standard Webhooks' receivers do). Counters:
 webhook_delivered:<name>, webhook_failed:<name> (failed attempts), webhook_undeliverable:<name>."""
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ UNDELIVERABLE_KEPT = 10000  # undeliverable events kept, all webhooks together (
 BATCH = 100
 BLOCK_MS = 2000
 SIGNATURE_HEADER = "X-Taskqueue-Signature"
+TIMESTAMP_HEADER = "X-Taskqueue-Timestamp"
 
 
 def group_of(hook: WebhookConfig) -> str:
@@ -47,17 +50,20 @@ def body_of(hook: WebhookConfig, event: dict[str, Any]) -> bytes:
     return json.dumps({"webhook": hook.name, **event}, separators=(",", ":"), sort_keys=True).encode()
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The header value a receiver checks: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The header value a receiver checks: `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<raw body>`."""
+    signed = str(timestamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 async def post(session: aiohttp.ClientSession, hook: WebhookConfig, event: dict[str, Any]) -> str | None:
     """One delivery attempt: None when the endpoint answered 2xx, else what went wrong."""
     body = body_of(hook, event)
+    timestamp = int(time.time())  # each attempt anew: a retry after a long backoff is as fresh as the first
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: signature(hook.secret, body),
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature(hook.secret, timestamp, body),
         "X-Taskqueue-Event": str(event.get("event", "")),
         "X-Taskqueue-Delivery": str(event.get("stream_id", "")),
         "User-Agent": "taskqueue-webhooks",

@@ -1,7 +1,8 @@
 """Webhooks through the built PEX (SPEC §13): a real local aiohttp receiver that answers 500 to its first
 requests gets every matching event at least once, each signature verifies; an endpoint that is down leaves
 undeliverable events that `webhooks list` shows and `webhooks retry` delivers once it is up; a runner
-SIGKILLed while delivering 300 tasks' events loses none once a new runner runs."""
+SIGKILLed while delivering 300 tasks' events loses none once a new runner runs; the receiver checks each
+signature over `<timestamp>.<body>` and the timestamp's age, so a captured request replayed later is refused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import hashlib
 import hmac
 import json
 import threading
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,16 @@ SECRET = "s3cret-for-tests"
 
 
 class Receiver:
-    """An aiohttp server on its own thread and loop: answers `fail_first` requests with 500, then 200; keeps
-    every request (headers and raw body)."""
+    """An aiohttp server on its own thread and loop that verifies each request as the README's receiver does:
+    the HMAC-SHA256 of `<X-Taskqueue-Timestamp>.<raw body>` must match X-Taskqueue-Signature and the timestamp
+    be within `tolerance_s` of its clock (`clock_offset_s` moves that clock), else 401 (kept in `refused`).
+    It answers the first `fail_first` verified requests with 500, then 200; keeps every verified request."""
 
-    def __init__(self, port: int, fail_first: int = 0) -> None:
-        self.port, self.fail_first = port, fail_first
+    def __init__(self, port: int, fail_first: int = 0, tolerance_s: float = 300.0) -> None:
+        self.port, self.fail_first, self.tolerance_s = port, fail_first, tolerance_s
+        self.clock_offset_s = 0.0
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.refused: list[str] = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -42,9 +50,25 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def why_refused(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        stamp = headers.get("X-Taskqueue-Timestamp", "")
+        if not stamp.isdigit():
+            return "no timestamp"
+        signed = stamp.encode() + b"." + body
+        expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(headers.get("X-Taskqueue-Signature", ""), expected):
+            return "bad signature"
+        if abs(time.time() + self.clock_offset_s - int(stamp)) > self.tolerance_s:
+            return "too old"
+        return None
+
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
+        refused = self.why_refused(request.headers, body)
         with self.lock:
+            if refused is not None:
+                self.refused.append(refused)
+                return web.Response(status=401, text=refused)
             self.requests.append((dict(request.headers), body))
             count = len(self.requests)
         return web.Response(status=500 if count <= self.fail_first else 200, text="ok")
@@ -72,15 +96,11 @@ class Receiver:
         self.loop.close()
 
     def bodies(self) -> list[dict[str, Any]]:
-        """The events received with a valid signature (an invalid one fails the test)."""
+        """The events received (each verified; a refused one fails the test)."""
         with self.lock:
-            found = list(self.requests)
-        events = []
-        for headers, body in found:
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert hmac.compare_digest(headers["X-Taskqueue-Signature"], expected), "a signature did not verify"
-            events.append(json.loads(body))
-        return events
+            found, refused = list(self.requests), list(self.refused)
+        assert not refused, f"requests refused: {refused}"
+        return [json.loads(body) for _, body in found]
 
 
 @pytest.fixture
@@ -231,3 +251,34 @@ def test_two_runners_share_the_deliveries_each_event_once(
     assert sorted(delivered) == sorted(succeeded)  # each once between the two runners (no fault, no duplicate)
     readers = store(redis_url).xinfo_consumers("tq:events", "webhook:ops")
     print(f"\nwebhook deliveries shared by {len(readers)} runner(s): {[r['name'].decode() for r in readers]}")
+
+
+def _post(url: str, headers: Mapping[str, str], body: bytes) -> int:
+    wanted = {k: v for k, v in headers.items() if k.startswith("X-Taskqueue-") or k == "Content-Type"}
+    request = urllib.request.Request(url, data=body, headers=wanted, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_captured_delivery_replayed_later_is_refused(make_runner: RunnerFactory, redis_url: str) -> None:
+    receiver = Receiver(free_port()).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded]}}'
+        make_runner(redis_url, workers=1, extra="events: {enabled: true}\n" + _hooks({"ops": hook})).start(1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        task_id = Client(redis_url).enqueue("record", 1)
+        wait_for(lambda: [b["id"] for b in receiver.bodies()] == [task_id], timeout=30, what="one delivery")
+        with receiver.lock:
+            headers, body = receiver.requests[0]
+        assert _post(receiver.url, headers, body) == 200  # a replay within the tolerance is not told apart
+        receiver.clock_offset_s = receiver.tolerance_s + 1  # the same request, replayed later
+        assert _post(receiver.url, headers, body) == 401
+        stamp = str(int(time.time() + receiver.clock_offset_s))  # a fresh timestamp cannot be signed without the key
+        assert _post(receiver.url, {**headers, "X-Taskqueue-Timestamp": stamp}, body) == 401
+        assert _post(receiver.url, headers, body.replace(b"record", b"forged")) == 401
+        assert receiver.refused == ["too old", "bad signature", "bad signature"]
+    finally:
+        receiver.stop()
