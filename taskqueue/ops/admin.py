@@ -29,7 +29,7 @@ async def status(broker: Broker) -> dict[str, Any]:
         "autoscaler": await broker.decisions(),
     }
     if broker.config.webhooks:  # deliveries of all runners; undeliverable ones kept for `webhooks retry`
-        outcomes = ("delivered", "failed", "undeliverable")
+        outcomes = ("delivered", "failed", "undeliverable", "lost")
         found["webhooks"] = [
             {"name": h.name, "url": h.url, **{o: stats.get(f"webhook_{o}:{h.name}", 0) for o in outcomes}}
             for h in broker.config.webhooks

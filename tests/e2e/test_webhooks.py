@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import threading
 import time
 import urllib.error
@@ -35,8 +36,10 @@ class Receiver:
     be within `tolerance_s` of its clock (`clock_offset_s` moves that clock), else 401 (kept in `refused`).
     It answers the first `fail_first` verified requests with 500, then 200; keeps every verified request."""
 
-    def __init__(self, port: int, fail_first: int = 0, tolerance_s: float = 300.0) -> None:
+    def __init__(self, port: int, fail_first: int = 0, tolerance_s: float = 300.0, held: bool = False) -> None:
         self.port, self.fail_first, self.tolerance_s = port, fail_first, tolerance_s
+        self.held = held  # answer nothing until release(): an endpoint that hangs
+        self.released: asyncio.Event | None = None
         self.clock_offset_s = 0.0
         self.requests: list[tuple[dict[str, str], bytes]] = []
         self.refused: list[str] = []
@@ -63,6 +66,8 @@ class Receiver:
         return None
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.held and self.released is not None:
+            await self.released.wait()
         body = await request.read()
         refused = self.why_refused(request.headers, body)
         with self.lock:
@@ -75,6 +80,7 @@ class Receiver:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/hook", self._handle)
         self.runner = web.AppRunner(app)
@@ -87,6 +93,10 @@ class Receiver:
         self.thread.start()
         assert self.ready.wait(10)
         return self
+
+    def release(self) -> None:
+        assert self.released is not None
+        self.loop.call_soon_threadsafe(self.released.set)
 
     def stop(self) -> None:
         if self.runner is not None:
@@ -280,5 +290,75 @@ def test_a_captured_delivery_replayed_later_is_refused(make_runner: RunnerFactor
         assert _post(receiver.url, {**headers, "X-Taskqueue-Timestamp": stamp}, body) == 401
         assert _post(receiver.url, headers, body.replace(b"record", b"forged")) == 401
         assert receiver.refused == ["too old", "bad signature", "bad signature"]
+    finally:
+        receiver.stop()
+
+
+def _written(redis_url: str) -> int:
+    """Lifecycle events written so far, all kinds (each script counts its own)."""
+    stats = store(redis_url).hgetall("tq:stats")
+    return sum(int(v) for k, v in stats.items() if k.startswith(b"events:"))
+
+
+def test_a_webhook_that_hangs_loses_no_event_to_the_streams_max_len(make_runner: RunnerFactory, redis_url: str) -> None:
+    """Issue 28.3: with `events.max_len` far below the backlog of a webhook whose endpoint hangs, every event is
+    still delivered once it answers (it was trimmed unread before, silently), and the stream then shrinks back
+    to about max_len."""
+    receiver = Receiver(free_port(), held=True).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", timeout: 120s}}'
+        extra = "events: {enabled: true, max_len: 100}\n" + _hooks({"ops": hook})
+        runner = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        ids = Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(2000)])
+        wait_for(lambda: len(runs(redis_url)) == 2000, timeout=120, what="2000 tasks run")
+        wait_for(lambda: _written(redis_url) >= 6000, timeout=30, what="their 6000 events written")
+        kept = store(redis_url).xlen("tq:events")
+        assert kept >= 6000 - 100, f"the stream kept {kept} of 6000 events its webhook has not read"
+        receiver.release()
+        want = {e["stream_id"] for e in _stream(redis_url)}
+        wait_for(lambda: {b["stream_id"] for b in receiver.bodies()} >= want, timeout=180, what="all delivered")
+        assert {b["id"] for b in receiver.bodies() if b["event"] == "succeeded"} == set(ids)
+        wait_for(lambda: store(redis_url).xlen("tq:events") <= 200, timeout=30, what="the stream trimmed back")
+        shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
+        (status,) = json.loads(shown.stdout)["webhooks"]
+        assert status["lost"] == 0 and status["delivered"] >= 6000
+    finally:
+        receiver.stop()
+
+
+def test_past_max_backlog_a_webhook_loses_the_oldest_events_counted_and_logged(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """The memory bound: an endpoint that hangs while 3000 events are written holds the stream at about
+    `max_backlog` (1000); the events trimmed unread are counted exactly (delivered + lost = written), logged,
+    and shown by `status`."""
+    receiver = Receiver(free_port(), held=True).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", timeout: 120s}}'
+        extra = "events: {enabled: true, max_len: 100, max_backlog: 1000}\n" + _hooks({"ops": hook})
+        runner = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(1000)])
+        wait_for(lambda: _written(redis_url) >= 3000, timeout=120, what="3000 events written")
+        assert store(redis_url).xlen("tq:events") <= 1000 + 200  # MAXLEN ~: whole nodes of 100 entries
+        receiver.release()
+
+        def settled() -> bool:
+            lost = int(store(redis_url).hget("tq:stats", "webhook_lost:ops") or 0)
+            return lost + len({b["stream_id"] for b in receiver.bodies()}) == _written(redis_url)
+
+        wait_for(settled, timeout=120, what="each event delivered or counted lost")
+        lost = int(store(redis_url).hget("tq:stats", "webhook_lost:ops"))
+        assert 3000 - 1200 <= lost < 3000 - 800, lost
+        delivered = len({b["stream_id"] for b in receiver.bodies()})
+        print(f"\nmax_backlog 1000, 3000 events written: {delivered} delivered, {lost} lost (counted)")
+        shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
+        assert json.loads(shown.stdout)["webhooks"][0]["lost"] == lost
+        plain = pex_cmd(runner.pex, runner.config, "status", redis_url=redis_url)
+        assert f"LOST={lost}" in plain.stdout
+        said = [re.search(r"webhook 'ops' lost (\d+) event", str(r.get("msg", ""))) for r in runner.logs()]
+        counts = [int(m[1]) for m in said if m]
+        assert counts and sum(counts) == lost
     finally:
         receiver.stop()
