@@ -1,16 +1,19 @@
 """The events stream under webhooks (issue 28.3) against a real Redis: trim_events.lua trims to about max_len
 only what every webhook group has read (its pending and unread events stay), webhook_read.lua counts exactly
-the events trimmed before a group read them, once; with webhooks the writers' bound is max_backlog."""
+the events trimmed before a group read them, once; `status` shows each group's backlog; with webhooks the
+writers' bound is max_backlog."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
-from taskqueue.store import scripts
+from taskqueue.store import eventlog, scripts
 from tests.test_events import _config
 
 STREAM, STATS = "wh:events", "wh:stats"
@@ -90,3 +93,21 @@ def test_with_webhooks_the_writers_bound_is_max_backlog(tmp_path: Path, redis_ur
     assert hooked.events_cap == 1000000
     small = _config(tmp_path, redis_url, "wb2", f"events: {{enabled: true, max_len: 500, max_backlog: 10}}\n{hook}")
     assert small.events_cap == 500  # never below max_len
+
+
+def test_status_backlog_of_a_group_is_its_pending_and_unread_events(redis_url: str, db: Any) -> None:
+    db.xgroup_create(STREAM, "webhook:a", id="$", mkstream=True)
+    ids = _add(db, 500)
+    _read(db, "webhook:a", 100)
+    db.xack(STREAM, "webhook:a", *ids[:30])
+
+    async def backlogs() -> dict[str, int | None]:
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            return await eventlog.backlogs(client, STREAM)
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(backlogs()) == {"webhook:a": 470}
+    db.delete(STREAM)
+    assert asyncio.run(backlogs()) == {}
