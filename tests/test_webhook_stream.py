@@ -13,7 +13,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from taskqueue.config import WebhookConfig
+from taskqueue.runner.webhooks import Deliveries
 from taskqueue.store import eventlog, scripts
+from taskqueue.store.broker import Broker
 from tests.test_events import _config
 
 STREAM, STATS = "wh:events", "wh:stats"
@@ -111,3 +114,40 @@ def test_status_backlog_of_a_group_is_its_pending_and_unread_events(redis_url: s
     assert asyncio.run(backlogs()) == {"webhook:a": 470}
     db.delete(STREAM)
     assert asyncio.run(backlogs()) == {}
+
+
+class _Eager(Deliveries):
+    def claim_after_s(self, hook: WebhookConfig) -> float:
+        return 0.0  # take over at once what a runner that died had pending
+
+
+def test_pending_events_trimmed_before_a_dead_runner_delivered_them_are_counted_lost(
+    tmp_path: Path, redis_url: str, db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook_yaml = 'webhooks: {ops: {url: "http://127.0.0.1:9/", secret: "s"}}'
+    cfg = _config(tmp_path, redis_url, "wb3", f"events: {{enabled: true}}\n{hook_yaml}")
+    stream = "wb3:events"
+    db.xgroup_create(stream, "webhook:ops", id="$", mkstream=True)
+    ids = [db.xadd(stream, {"event": "succeeded", "n": n}) for n in range(10)]
+    db.xreadgroup("webhook:ops", "runner-that-died", {stream: ">"}, count=4)  # then it died
+    db.xtrim(stream, minid=ids[6], approximate=False)  # its 4 pending go, and 2 it never read
+
+    async def scenario() -> tuple[int, list[Any]]:
+        client: Any = aioredis.Redis.from_url(redis_url)
+        try:
+            deliveries = _Eager(Broker(client, cfg), cfg, "runner-2")
+            (hook,) = cfg.webhooks
+            claimed = await deliveries._claim(hook, stream, "webhook:ops")
+            read, _last = await deliveries._read(hook, stream, "webhook:ops")
+            return len(claimed), read
+        finally:
+            await client.aclose()
+
+    with caplog.at_level("ERROR", logger="taskqueue.webhooks"):
+        claimed, read = asyncio.run(scenario())
+    assert claimed == 0 and [stream_id for stream_id, _ in read] == ids[6:]
+    assert int(db.hget("wb3:stats", "webhook_lost:ops")) == 4 + 2
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        "webhook 'ops' lost 4 event(s)",
+        "webhook 'ops' lost 2 event(s)",
+    ]
