@@ -317,8 +317,8 @@ def test_a_webhook_that_hangs_loses_no_event_to_the_streams_max_len(make_runner:
         assert kept >= 6000 - 100, f"the stream kept {kept} of 6000 events its webhook has not read"
         shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
         assert json.loads(shown.stdout)["webhooks"][0]["backlog"] == 6000  # pending or unread, all of them
-        receiver.release()
         want = {e["stream_id"] for e in _stream(redis_url)}
+        receiver.release()
         wait_for(lambda: {b["stream_id"] for b in receiver.bodies()} >= want, timeout=180, what="all delivered")
         assert {b["id"] for b in receiver.bodies() if b["event"] == "succeeded"} == set(ids)
         wait_for(lambda: store(redis_url).xlen("tq:events") <= 200, timeout=30, what="the stream trimmed back")
