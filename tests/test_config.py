@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import re
 from pathlib import Path
 from types import MappingProxyType
@@ -137,6 +138,18 @@ def test_env_problem_names_the_variable_not_the_file() -> None:
     (problem,) = problems_of(path, {"TASK_QUEUE_WORKERS": "many"})
     assert problem.startswith("$TASK_QUEUE_WORKERS: workers.initial_count: ")
     assert config.load(path, env={}).workers.initial_count == 2
+
+
+def test_a_webhook_secret_never_appears_in_a_problem(tmp_path: Path) -> None:
+    """A secret written as a number (or a list, a mapping) is named, never echoed, in every message."""
+    path = INVALID / "webhook-secret-a-number.yaml"
+    text = path.read_text("utf-8").replace('["../../.."]', json.dumps([str(REPO)]))
+    for secret in ("98765432123", "[98765432123, 5]", "{key: 98765432123}"):
+        variant = tmp_path / "task-queue.yaml"
+        variant.write_text(text.replace("secret: 98765432123", f"secret: {secret}"), "utf-8")
+        found = problems_of(variant)
+        assert found and all("webhooks.ops.secret" in p for p in found), found
+        assert not any("98765432123" in p for p in found), found
 
 
 def test_import_checks_can_be_skipped() -> None:

@@ -222,6 +222,7 @@ class EventsConfig:
 
     enabled: bool = False
     max_len: int = 100000
+    max_backlog: int = 1000000  # with webhooks: the most entries kept for a webhook that lags (never < max_len)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +264,12 @@ class Config:
     django_settings: str | None = None  # `django: {settings: ...}`: django.setup() before importing tasks
     events: EventsConfig = EventsConfig()
     webhooks: tuple[WebhookConfig, ...] = ()
+
+    @property
+    def events_cap(self) -> int:
+        """The length every XADD trims the events stream to (MAXLEN ~): `max_len`; with webhooks `max_backlog`,
+        and the runners trim it to about `max_len` past what every webhook has read (runner/webhooks.py)."""
+        return max(self.events.max_len, self.events.max_backlog) if self.webhooks else self.events.max_len
 
     @property
     def event_tasks(self) -> tuple[str, ...]:
@@ -459,7 +466,7 @@ def _build(data: dict[str, Any], source: Path, base_dir: Path) -> Config:
         max_payload_bytes=size_bytes(data["limits"]["max_payload_size"]),
         max_delay_s=seconds(data["limits"]["max_delay"]),
         workflows=MappingProxyType({name: flow_of(raw) for name, raw in data["workflows"].items()}),
-        events=EventsConfig(events["enabled"], events["max_len"]),
+        events=EventsConfig(events["enabled"], events["max_len"], events["max_backlog"]),
         django_settings=data["django"]["settings"] if "django" in data else None,
         webhooks=tuple(_webhook(name, w) for name, w in data["webhooks"].items()),
     )

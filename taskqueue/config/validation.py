@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import functools
 import json
@@ -116,12 +117,23 @@ def problems(doc: Document) -> Iterator[str]:
         yield from _explain(doc, error)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Hidden:
+    """A secret's value in a message: its kind, never its text."""
+
+    kind: str
+
+
 def _show(value: Any) -> str:
+    if isinstance(value, _Hidden):
+        return '"(hidden)"'
     text = json.dumps(value, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _kind(value: Any) -> str:
+    if isinstance(value, _Hidden):
+        return value.kind
     names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
@@ -154,8 +166,11 @@ def _explain(doc: Document, error: ValidationError) -> Iterator[str]:
         yield f"{doc.where((*path, value), key=True)}: {dotted(path)}: {_message(path, rule, value, node, error)}"
         return
     if path and path[-1] in SECRET_KEYS:
-        value = "(hidden)"
-    yield doc.problem(path, _message(path, rule, value, node, error), key=rule == "oneOf")
+        value = _Hidden(_kind(value))
+    message = _message(path, rule, value, node, error)
+    if isinstance(value, _Hidden) and message == error.message:  # jsonschema's own message quotes the value
+        message = "must not be empty" if rule == "minLength" else f"invalid value (hidden): fails '{rule}'"
+    yield doc.problem(path, message, key=rule == "oneOf")
 
 
 def _at(data: Any, path: JsonPath) -> Any:
@@ -164,7 +179,7 @@ def _at(data: Any, path: JsonPath) -> Any:
     return data if isinstance(data, dict) else {}
 
 
-SECRET_KEYS = frozenset({"url", "password", "auth_token"})  # their values never appear in a message
+SECRET_KEYS = frozenset({"url", "password", "auth_token", "secret"})  # their values never appear in a message
 
 _HINTS = {
     "duration": "a duration: seconds, or a string like 250ms, 30s, 5m, 1h, 7d",

@@ -7,6 +7,7 @@ from typing import Any
 
 from taskqueue import envelope
 from taskqueue.runner import schedules as scheduler
+from taskqueue.store import eventlog
 from taskqueue.store.broker import Broker
 
 COUNTERS = ("processed", "failed", "retried", "dead")
@@ -30,9 +31,15 @@ async def status(broker: Broker) -> dict[str, Any]:
         "autoscaler": await broker.decisions(),
     }
     if broker.config.webhooks:  # deliveries of all runners; undeliverable ones kept for `webhooks retry`
-        outcomes = ("delivered", "failed", "undeliverable")
+        outcomes = ("delivered", "failed", "undeliverable", "lost")
+        backlogs = await eventlog.backlogs(broker.redis, broker.keys.events)  # held in the stream for each
         found["webhooks"] = [
-            {"name": h.name, "url": h.url, **{o: stats.get(f"webhook_{o}:{h.name}", 0) for o in outcomes}}
+            {
+                "name": h.name,
+                "url": h.url,
+                **{o: stats.get(f"webhook_{o}:{h.name}", 0) for o in outcomes},
+                "backlog": backlogs.get(f"webhook:{h.name}"),
+            }
             for h in broker.config.webhooks
         ]
         found["webhook_events_kept"] = int(await broker.redis.zcard(broker.keys.webhooks_dead_index))

@@ -163,7 +163,8 @@ def status(args: argparse.Namespace) -> int:
         for h in found.get("webhooks", []):
             print(
                 f"webhook {h['name']:<19} delivered={h['delivered']} failed attempts={h['failed']} "
-                f"undeliverable={h['undeliverable']}"
+                f"undeliverable={h['undeliverable']} backlog={h['backlog'] if h['backlog'] is not None else '?'}"
+                + (f" LOST={h['lost']}" if h["lost"] else "")
             )
         if "webhook_events_kept" in found:
             print(f"undeliverable webhook events kept: {found['webhook_events_kept']} (webhooks list|retry)")

@@ -227,12 +227,13 @@ def _event_families(stats: Mapping[str, int], config: Config) -> Iterable[Metric
     deliveries = CounterMetricFamily(
         "taskqueue_webhook_deliveries",
         "Webhook deliveries, all runners: delivered (a 2xx answer), failed (an attempt that got an error, a "
-        "non-2xx answer or no answer in time) and undeliverable (given up after max_attempts, kept for "
-        "`webhooks retry`).",
+        "non-2xx answer or no answer in time), undeliverable (given up after max_attempts, kept for "
+        "`webhooks retry`) and lost (trimmed from the events stream before the webhook read them: "
+        "events.max_backlog reached).",
         labels=["webhook", "outcome"],
     )
     for hook in config.webhooks:
-        for outcome in ("delivered", "failed", "undeliverable"):
+        for outcome in ("delivered", "failed", "undeliverable", "lost"):
             deliveries.add_metric([hook.name, outcome], stats.get(f"webhook_{outcome}:{hook.name}", 0))
     yield deliveries
 

@@ -67,7 +67,7 @@ async def recover_worker(broker: Broker, worker_id: str) -> tuple[int, int]:
             )
             stats = [stat_field("failed", queue, env.task), stat_field("dead", queue, env.task)]
             # its `failed` event, when its task has events on (the lost attempt was its last)
-            events = Events(broker.keys, config.events.max_len)
+            events = Events(broker.keys, config.events_cap)
             effects = [events.effect("dead", env, queue, env.attempt, error)] if task.events else []
             if await broker.bury(worker_id, token, record, stats, effects):
                 buried += 1

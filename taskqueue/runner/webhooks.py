@@ -9,13 +9,23 @@ has been idle for `claim_after_s` — at least once. While it retries one event 
 claim, so a slow endpoint is not delivered to twice by two runners.
 
 The body is the event as JSON (`{"webhook": <name>, "event": ..., "id": ..., "task": ..., "queue": ...,
-"attempt": ..., "at": ..., "stream_id": ...}` and `error` / `workflow` / `state` where they apply), signed:
-`X-Taskqueue-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>`. Counters:
-webhook_delivered:<name>, webhook_failed:<name> (failed attempts), webhook_undeliverable:<name>."""
+"attempt": ..., "at": ..., "stream_id": ...}` and `error` / `workflow` / `state` where they apply), signed per
+attempt: `X-Taskqueue-Timestamp: <unix seconds>` and `X-Taskqueue-Signature: sha256=<hex HMAC-SHA256 of
+"<timestamp>.<body>" with the webhook's secret>`, so a receiver that checks the timestamp's age refuses a
+captured request replayed later (as Stripe's and Standard Webhooks' receivers do). Counters:
+webhook_delivered:<name>, webhook_failed:<name> (failed attempts), webhook_undeliverable:<name>,
+webhook_lost:<name> (events trimmed from the stream before this webhook read them).
+
+No event is trimmed before every webhook has read it, up to a memory bound: with webhooks, the scripts that
+write events trim the stream only at `events.max_backlog`, and the runners trim it to about `events.max_len`
+past what every webhook group has read or holds pending (`trim_events.lua`). A webhook that lags past the
+bound (its endpoint down for long) loses the oldest events: `webhook_read.lua` counts them as it reads, they
+are logged, and `status` and `/metrics` show them."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -36,7 +46,10 @@ log = logging.getLogger("taskqueue.webhooks")
 UNDELIVERABLE_KEPT = 10000  # undeliverable events kept, all webhooks together (the oldest go first)
 BATCH = 100
 BLOCK_MS = 2000
+TRIM_BATCH = 1000  # most events one trim_events.lua call removes (it reads their ids first)
+TRIM_EVERY_S = 1.0
 SIGNATURE_HEADER = "X-Taskqueue-Signature"
+TIMESTAMP_HEADER = "X-Taskqueue-Timestamp"
 
 
 def group_of(hook: WebhookConfig) -> str:
@@ -47,17 +60,20 @@ def body_of(hook: WebhookConfig, event: dict[str, Any]) -> bytes:
     return json.dumps({"webhook": hook.name, **event}, separators=(",", ":"), sort_keys=True).encode()
 
 
-def signature(secret: str, body: bytes) -> str:
-    """The header value a receiver checks: `sha256=` and the hex HMAC-SHA256 of the raw body."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """The header value a receiver checks: `sha256=` and the hex HMAC-SHA256 of `<timestamp>.<raw body>`."""
+    signed = str(timestamp).encode() + b"." + body
+    return "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
 async def post(session: aiohttp.ClientSession, hook: WebhookConfig, event: dict[str, Any]) -> str | None:
     """One delivery attempt: None when the endpoint answered 2xx, else what went wrong."""
     body = body_of(hook, event)
+    timestamp = int(time.time())  # each attempt anew: a retry after a long backoff is as fresh as the first
     headers = {
         "Content-Type": "application/json",
-        SIGNATURE_HEADER: signature(hook.secret, body),
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: signature(hook.secret, timestamp, body),
         "X-Taskqueue-Event": str(event.get("event", "")),
         "X-Taskqueue-Delivery": str(event.get("stream_id", "")),
         "User-Agent": "taskqueue-webhooks",
@@ -89,12 +105,15 @@ class Deliveries:
         self.config = config
         self.consumer = consumer
         self._keep = broker.redis.register_script(scripts.source("webhook_dead"))
+        self._read_script = broker.redis.register_script(scripts.source("webhook_read"))
+        self._trim_script = broker.redis.register_script(scripts.source("trim_events"))
 
     async def run(self) -> None:
         if not self.config.webhooks:
             return
         async with aiohttp.ClientSession() as session:
             loops = [asyncio.create_task(self.follow(hook, session)) for hook in self.config.webhooks]
+            loops.append(asyncio.create_task(self.trim()))
             try:
                 await asyncio.gather(*loops)
             finally:
@@ -115,25 +134,20 @@ class Deliveries:
                 if not created:
                     await self._create_group(stream, group)
                     created = True
-                entries = await self._claim(hook, stream, group)
-                if not entries:
-                    reply = await self.redis.xreadgroup(
-                        group,
-                        self.consumer,
-                        {stream: ">"},
-                        count=BATCH,
-                        block=eventlog.blocking_ms(self.redis, BLOCK_MS),
-                    )
-                    entries = reply[0][1] if reply else []
+                entries = await self._next(hook, stream, group)
                 outage.answered()
                 for stream_id, fields in entries:
                     event = eventlog.entry(stream_id, fields)
-                    if event is not None and hook.wants(event):
+                    if event is None:  # Redis 6.2: a pending event trimmed away (7 leaves it out of the claim)
+                        await self._lost(hook, 1, "a pending event was trimmed before its delivery")
+                    elif hook.wants(event):
                         await self._deliver(hook, session, event, stream_id)
                     await self.redis.xack(stream, group, stream_id)
             except asyncio.CancelledError:
                 raise
             except RedisError as exc:
+                if "NOGROUP" in str(exc) or "no such key" in str(exc):
+                    created = False  # the stream was deleted: the group comes back with it
                 outage.failed(f"delivering webhook '{hook.name}'", exc)
                 await asyncio.sleep(1.0)
 
@@ -144,11 +158,59 @@ class Deliveries:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    async def _next(self, hook: WebhookConfig, stream: str, group: str) -> list[Any]:
+        """What to deliver next: events a dead runner left pending, else the group's next ones (none: wait for one
+        without reading it, for every read goes through webhook_read.lua)."""
+        entries = await self._claim(hook, stream, group)
+        if not entries:
+            entries, last = await self._read(hook, stream, group)
+            if not entries:
+                await self.redis.xread({stream: last}, count=1, block=eventlog.blocking_ms(self.redis, BLOCK_MS))
+        return entries
+
+    async def _read(self, hook: WebhookConfig, stream: str, group: str) -> tuple[list[Any], str]:
+        """The group's next events, after counting those trimmed before it read them (webhook_read.lua);
+        and the id of the last event the group was given (to wait for the next one from)."""
+        args = [group, self.consumer, BATCH, f"webhook_lost:{hook.name}"]
+        lost, found, last = await self._read_script(keys=[stream, self.keys.stats], args=args)
+        if lost:
+            self._log_lost(hook, int(lost), "trimmed from the stream before this webhook read them")
+        entries = [(stream_id, dict(zip(flat[::2], flat[1::2], strict=True))) for stream_id, flat in found]
+        return entries, last.decode() if isinstance(last, bytes) else str(last)
+
     async def _claim(self, hook: WebhookConfig, stream: str, group: str) -> list[Any]:
         """Events another consumer (a runner that died) was given and has not acknowledged for a while."""
         idle_ms = int(self.claim_after_s(hook) * 1000)
         reply = await self.redis.xautoclaim(stream, group, self.consumer, idle_ms, "0-0", count=BATCH)
+        if reply and len(reply) > 2 and reply[2]:  # Redis 7: pending events trimmed away, dropped from the group
+            await self._lost(hook, len(reply[2]), "a pending event was trimmed before its delivery")
         return list(reply[1]) if reply else []
+
+    async def _lost(self, hook: WebhookConfig, count: int, why: str) -> None:
+        await self.redis.hincrby(self.keys.stats, f"webhook_lost:{hook.name}", count)
+        self._log_lost(hook, count, why)
+
+    def _log_lost(self, hook: WebhookConfig, count: int, why: str) -> None:
+        bound = self.config.events_cap
+        log.error(
+            "webhook '%s' lost %d event(s): %s (the events stream keeps at most about %d: events.max_backlog)",
+            hook.name,
+            count,
+            why,
+            bound,
+            extra={"webhook": hook.name, "lost": count},
+        )
+
+    async def trim(self) -> None:
+        """Keep the events stream at about `events.max_len`, never past what a webhook still needs."""
+        groups = [group_of(hook) for hook in self.config.webhooks]
+        args = [self.config.events.max_len, TRIM_BATCH, *groups]
+        while True:
+            trimmed = 0
+            with contextlib.suppress(RedisError):  # an outage: the delivery loops report it
+                trimmed, _held = await self._trim_script(keys=[self.keys.events], args=args)
+            if trimmed < TRIM_BATCH:
+                await asyncio.sleep(TRIM_EVERY_S)
 
     async def _deliver(
         self, hook: WebhookConfig, session: aiohttp.ClientSession, event: dict[str, Any], stream_id: Any

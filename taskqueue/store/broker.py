@@ -206,7 +206,7 @@ class Broker:
         self._fire = client.register_script(scripts.source("fire"))
         self._admit = client.register_script(scripts.source("admit"))
         self._lookups = {name: client.register_script(scripts.source(name)) for name in lookup.SCRIPTS}
-        max_len = config.events.max_len
+        max_len = config.events_cap
         tasks = {
             name: TaskRoute(
                 t.queue,
@@ -552,7 +552,7 @@ class Broker:
                     "max_payload": cfg.max_payload_bytes,
                     "max_delay": cfg.max_delay_s,
                     "unique_for": t.unique_for_s,
-                    "events": cfg.events.max_len if t.events else 0,
+                    "events": cfg.events_cap if t.events else 0,
                 }
             )
             for name, t in cfg.tasks.items()

@@ -64,3 +64,18 @@ async def follow_group(
             if found is not None:
                 yield found
             await redis.xack(stream, group, stream_id)
+
+
+async def backlogs(redis: Any, stream: str) -> dict[str, int | None]:
+    """Per consumer group of the stream: the events it holds pending or has not read yet (None where Redis
+    cannot tell: before 7.0, or a read counter it lost track of)."""
+    try:
+        groups = await redis.xinfo_groups(stream)
+    except ResponseError:  # no stream yet
+        return {}
+    found: dict[str, int | None] = {}
+    for group in groups:
+        name = group["name"].decode() if isinstance(group["name"], bytes) else str(group["name"])
+        lag = group.get("lag")
+        found[name] = None if lag is None else int(lag) + int(group["pending"])
+    return found

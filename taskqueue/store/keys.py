@@ -33,7 +33,8 @@
 {p}:progress:<id>     hash   fraction, message, at: what a running task said of its progress (kept 1 day)
 {p}:unique:<task>:<h> string id of the task holding that unique key (h: digest of its call, or k:<unique_key>)
 {p}:events            stream lifecycle events of tasks with events on (SPEC §13; fields: see features/events.py);
-                      consumer group "webhook:<name>" per webhook (runner/webhooks.py)
+                      consumer group "webhook:<name>" per webhook (runner/webhooks.py); trimmed at max_len,
+                      with webhooks at max_backlog and by the runners past what they read (trim_events.lua)
 {p}:webhooks:dead     hash   "<webhook>|<stream id>" -> JSON record of an event that could not be delivered
 {p}:webhooks:dead:index zset the same members -> when they were given up (ms); bounds the store
 """

@@ -15,6 +15,7 @@ LIBRARIES = {
     "admit": ("limits",),
     "promote": ("limits",),
     **{name: ("events",) for name in ("evented", "unique", "fire", "revive")},  # the `enqueued` event
+    **{name: ("streams",) for name in ("webhook_read", "trim_events")},
 }  # lua/lib/<name>.lua put before the script
 
 

@@ -111,7 +111,7 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self.limits = Limits(broker.keys, worker_id)
-        keys, max_len = broker.keys, config.events.max_len
+        keys, max_len = broker.keys, config.events_cap
         self.workflows = Workflows(keys, max_len)
         # for a task not declared here: what its message still settles (its result, workflow, unique key)
         self.undeclared = (Results(keys), self.workflows, Unique(keys))

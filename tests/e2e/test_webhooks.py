@@ -1,7 +1,8 @@
 """Webhooks through the built PEX (SPEC §13): a real local aiohttp receiver that answers 500 to its first
 requests gets every matching event at least once, each signature verifies; an endpoint that is down leaves
 undeliverable events that `webhooks list` shows and `webhooks retry` delivers once it is up; a runner
-SIGKILLed while delivering 300 tasks' events loses none once a new runner runs."""
+SIGKILLed while delivering 300 tasks' events loses none once a new runner runs; the receiver checks each
+signature over `<timestamp>.<body>` and the timestamp's age, so a captured request replayed later is refused."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 import threading
-from collections.abc import Iterator
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +31,18 @@ SECRET = "s3cret-for-tests"
 
 
 class Receiver:
-    """An aiohttp server on its own thread and loop: answers `fail_first` requests with 500, then 200; keeps
-    every request (headers and raw body)."""
+    """An aiohttp server on its own thread and loop that verifies each request as the README's receiver does:
+    the HMAC-SHA256 of `<X-Taskqueue-Timestamp>.<raw body>` must match X-Taskqueue-Signature and the timestamp
+    be within `tolerance_s` of its clock (`clock_offset_s` moves that clock), else 401 (kept in `refused`).
+    It answers the first `fail_first` verified requests with 500, then 200; keeps every verified request."""
 
-    def __init__(self, port: int, fail_first: int = 0) -> None:
-        self.port, self.fail_first = port, fail_first
+    def __init__(self, port: int, fail_first: int = 0, tolerance_s: float = 300.0, held: bool = False) -> None:
+        self.port, self.fail_first, self.tolerance_s = port, fail_first, tolerance_s
+        self.held = held  # answer nothing until release(): an endpoint that hangs
+        self.released: asyncio.Event | None = None
+        self.clock_offset_s = 0.0
         self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.refused: list[str] = []
         self.lock = threading.Lock()
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
@@ -42,15 +53,34 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def why_refused(self, headers: Mapping[str, str], body: bytes) -> str | None:
+        stamp = headers.get("X-Taskqueue-Timestamp", "")
+        if not stamp.isdigit():
+            return "no timestamp"
+        signed = stamp.encode() + b"." + body
+        expected = "sha256=" + hmac.new(SECRET.encode(), signed, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(headers.get("X-Taskqueue-Signature", ""), expected):
+            return "bad signature"
+        if abs(time.time() + self.clock_offset_s - int(stamp)) > self.tolerance_s:
+            return "too old"
+        return None
+
     async def _handle(self, request: web.Request) -> web.Response:
+        if self.held and self.released is not None:
+            await self.released.wait()
         body = await request.read()
+        refused = self.why_refused(request.headers, body)
         with self.lock:
+            if refused is not None:
+                self.refused.append(refused)
+                return web.Response(status=401, text=refused)
             self.requests.append((dict(request.headers), body))
             count = len(self.requests)
         return web.Response(status=500 if count <= self.fail_first else 200, text="ok")
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self.released = asyncio.Event()
         app = web.Application()
         app.router.add_post("/hook", self._handle)
         self.runner = web.AppRunner(app)
@@ -64,6 +94,10 @@ class Receiver:
         assert self.ready.wait(10)
         return self
 
+    def release(self) -> None:
+        assert self.released is not None
+        self.loop.call_soon_threadsafe(self.released.set)
+
     def stop(self) -> None:
         if self.runner is not None:
             asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
@@ -72,15 +106,11 @@ class Receiver:
         self.loop.close()
 
     def bodies(self) -> list[dict[str, Any]]:
-        """The events received with a valid signature (an invalid one fails the test)."""
+        """The events received (each verified; a refused one fails the test)."""
         with self.lock:
-            found = list(self.requests)
-        events = []
-        for headers, body in found:
-            expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-            assert hmac.compare_digest(headers["X-Taskqueue-Signature"], expected), "a signature did not verify"
-            events.append(json.loads(body))
-        return events
+            found, refused = list(self.requests), list(self.refused)
+        assert not refused, f"requests refused: {refused}"
+        return [json.loads(body) for _, body in found]
 
 
 @pytest.fixture
@@ -231,3 +261,107 @@ def test_two_runners_share_the_deliveries_each_event_once(
     assert sorted(delivered) == sorted(succeeded)  # each once between the two runners (no fault, no duplicate)
     readers = store(redis_url).xinfo_consumers("tq:events", "webhook:ops")
     print(f"\nwebhook deliveries shared by {len(readers)} runner(s): {[r['name'].decode() for r in readers]}")
+
+
+def _post(url: str, headers: Mapping[str, str], body: bytes) -> int:
+    wanted = {k: v for k, v in headers.items() if k.startswith("X-Taskqueue-") or k == "Content-Type"}
+    request = urllib.request.Request(url, data=body, headers=wanted, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_a_captured_delivery_replayed_later_is_refused(make_runner: RunnerFactory, redis_url: str) -> None:
+    receiver = Receiver(free_port()).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", events: [succeeded]}}'
+        make_runner(redis_url, workers=1, extra="events: {enabled: true}\n" + _hooks({"ops": hook})).start(1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        task_id = Client(redis_url).enqueue("record", 1)
+        wait_for(lambda: [b["id"] for b in receiver.bodies()] == [task_id], timeout=30, what="one delivery")
+        with receiver.lock:
+            headers, body = receiver.requests[0]
+        assert _post(receiver.url, headers, body) == 200  # a replay within the tolerance is not told apart
+        receiver.clock_offset_s = receiver.tolerance_s + 1  # the same request, replayed later
+        assert _post(receiver.url, headers, body) == 401
+        stamp = str(int(time.time() + receiver.clock_offset_s))  # a fresh timestamp cannot be signed without the key
+        assert _post(receiver.url, {**headers, "X-Taskqueue-Timestamp": stamp}, body) == 401
+        assert _post(receiver.url, headers, body.replace(b"record", b"forged")) == 401
+        assert receiver.refused == ["too old", "bad signature", "bad signature"]
+    finally:
+        receiver.stop()
+
+
+def _written(redis_url: str) -> int:
+    """Lifecycle events written so far, all kinds (each script counts its own)."""
+    stats = store(redis_url).hgetall("tq:stats")
+    return sum(int(v) for k, v in stats.items() if k.startswith(b"events:"))
+
+
+def test_a_webhook_that_hangs_loses_no_event_to_the_streams_max_len(make_runner: RunnerFactory, redis_url: str) -> None:
+    """Issue 28.3: with `events.max_len` far below the backlog of a webhook whose endpoint hangs, every event is
+    still delivered once it answers (it was trimmed unread before, silently), and the stream then shrinks back
+    to about max_len."""
+    receiver = Receiver(free_port(), held=True).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", timeout: 120s}}'
+        extra = "events: {enabled: true, max_len: 100}\n" + _hooks({"ops": hook})
+        runner = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        ids = Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(2000)])
+        wait_for(lambda: len(runs(redis_url)) == 2000, timeout=120, what="2000 tasks run")
+        wait_for(lambda: _written(redis_url) >= 6000, timeout=30, what="their 6000 events written")
+        kept = store(redis_url).xlen("tq:events")
+        assert kept >= 6000 - 100, f"the stream kept {kept} of 6000 events its webhook has not read"
+        shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
+        assert json.loads(shown.stdout)["webhooks"][0]["backlog"] == 6000  # pending or unread, all of them
+        want = {e["stream_id"] for e in _stream(redis_url)}
+        receiver.release()
+        wait_for(lambda: {b["stream_id"] for b in receiver.bodies()} >= want, timeout=180, what="all delivered")
+        assert {b["id"] for b in receiver.bodies() if b["event"] == "succeeded"} == set(ids)
+        wait_for(lambda: store(redis_url).xlen("tq:events") <= 200, timeout=30, what="the stream trimmed back")
+        shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
+        (status,) = json.loads(shown.stdout)["webhooks"]
+        assert status["lost"] == 0 and status["delivered"] >= 6000
+        print(f"\nmax_len 100, endpoint hung: the stream kept {kept} of 6000; {len(want)} delivered, 0 lost")
+    finally:
+        receiver.stop()
+
+
+def test_past_max_backlog_a_webhook_loses_the_oldest_events_counted_and_logged(
+    make_runner: RunnerFactory, redis_url: str
+) -> None:
+    """The memory bound: an endpoint that hangs while 3000 events are written holds the stream at about
+    `max_backlog` (1000); the events trimmed unread are counted exactly (delivered + lost = written), logged,
+    and shown by `status`."""
+    receiver = Receiver(free_port(), held=True).start()
+    try:
+        hook = f'{{url: "{receiver.url}", secret: "{SECRET}", timeout: 120s}}'
+        extra = "events: {enabled: true, max_len: 100, max_backlog: 1000}\n" + _hooks({"ops": hook})
+        runner = make_runner(redis_url, workers=1, slots=10, extra=extra).start(expect_workers=1)
+        wait_for(lambda: "webhook:ops" in _groups(redis_url), timeout=20, what="the webhook's group")
+        Client(redis_url).enqueue_many([("record", (n,), {}) for n in range(1000)])
+        wait_for(lambda: _written(redis_url) >= 3000, timeout=120, what="3000 events written")
+        assert store(redis_url).xlen("tq:events") <= 1000 + 200  # MAXLEN ~: whole nodes of 100 entries
+        receiver.release()
+
+        def settled() -> bool:
+            lost = int(store(redis_url).hget("tq:stats", "webhook_lost:ops") or 0)
+            return lost + len({b["stream_id"] for b in receiver.bodies()}) == _written(redis_url)
+
+        wait_for(settled, timeout=120, what="each event delivered or counted lost")
+        lost = int(store(redis_url).hget("tq:stats", "webhook_lost:ops"))
+        assert 3000 - 1200 <= lost < 3000 - 800, lost
+        delivered = len({b["stream_id"] for b in receiver.bodies()})
+        print(f"\nmax_backlog 1000, 3000 events written: {delivered} delivered, {lost} lost (counted)")
+        shown = pex_cmd(runner.pex, runner.config, "status", "--json", redis_url=redis_url)
+        assert json.loads(shown.stdout)["webhooks"][0]["lost"] == lost
+        plain = pex_cmd(runner.pex, runner.config, "status", redis_url=redis_url)
+        assert f"LOST={lost}" in plain.stdout
+        said = [re.search(r"webhook 'ops' lost (\d+) event", str(r.get("msg", ""))) for r in runner.logs()]
+        counts = [int(m[1]) for m in said if m]
+        assert counts and sum(counts) == lost
+    finally:
+        receiver.stop()
