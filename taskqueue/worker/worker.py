@@ -303,7 +303,9 @@ class Worker:
             self.wake.clear()
             if self.closing.is_set():
                 return
-            want = 0 if self.stopping else max(0, self.slots - len(self.executor.held))
+            # while the watchers wait for work, they take it: an exchange taking too could take younger messages
+            # and start them before a watcher's older one (FIFO, which the limits' waiting lists keep)
+            want = 0 if self.stopping or self.armed.is_set() else max(0, self.slots - len(self.executor.held))
             if self.max_tasks is not None:
                 want = max(0, min(want, self._task_budget(self.max_tasks)))  # one comparison per round trip
             if want <= 0 and not self.executor.pending_outbox():
