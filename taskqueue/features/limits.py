@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -65,20 +66,32 @@ class BeganLate(Exception):
         self.late_s = late_s
 
 
-def on_time(start_by: float, call: Callable[..., Any], *args: Any) -> Any:
-    """`call(*args)` if it is not later than `start_by` (time.monotonic()), else BeganLate: called where the body
-    begins (its thread), so nothing but this check comes between the two."""
-    late_s = time.monotonic() - start_by
-    if late_s > 0:
-        raise BeganLate(late_s)
+@dataclass(slots=True)
+class Start:
+    """A rate-limited run's admission as the worker sees it (time.monotonic()): when it was asked for, admit.lua's
+    time for it (Redis' clock, ms), the latest its body may begin, and when it began."""
+
+    sent: float
+    at_ms: int
+    by: float
+    began: float = 0.0
+
+
+def on_time(start: Start, call: Callable[..., Any], *args: Any) -> Any:
+    """`call(*args)` if it is not later than `start.by`, else BeganLate: called where the body begins (its
+    thread), so nothing but this check comes between the two."""
+    now = time.monotonic()
+    if now > start.by:
+        raise BeganLate(now - start.by)
+    start.began = now
     return call(*args)
 
 
 class Lateness:
     """How late after its admission this worker says a rate-limited body may begin (admit.lua counts the start
     from then). The worker keeps its word (on_time): a body that would begin later is admitted again, and the
-    allowance grows; it shrinks back slowly while bodies begin in time. A start is counted for its window plus
-    this allowance, so a longer one costs some of the rate under load."""
+    allowance grows; it shrinks back slowly while bodies begin in time. Until the task settles (Limits.begun),
+    its start counts from admission plus this allowance."""
 
     def __init__(self) -> None:
         self.allowed_s = LATE_S
@@ -97,6 +110,7 @@ class Limits(Feature):
         self._gates: dict[tuple[str, str, str], Gate] = {}
         self.lateness = Lateness()
         self._turns: dict[str, asyncio.Future[None]] = {}
+        self._begun: dict[str, tuple[str, int]] = {}  # task id -> its rate windows' member, when its body began
 
     @contextlib.asynccontextmanager
     async def turn(self, waiting: str) -> AsyncIterator[None]:
@@ -156,16 +170,25 @@ class Limits(Feature):
         """This worker's member in a concurrency limit's holders (recognised as stale once its lease is gone)."""
         return f"{self.worker_id}|{task_id}"
 
+    def begun(self, task_id: str, start: Start) -> None:
+        """A rate-limited body began: its settle moves its start in the rate windows back from the latest time it
+        might have begun to the latest it did (measured here: from the admission's call to the body), so the
+        allowance costs the rate only until then."""
+        self.lateness.kept()
+        if not start.began:
+            return  # it never reached its body (a cancel, a timeout): its start stays counted as it was
+        began_ms = start.at_ms + math.ceil((start.began - start.sent) * 1000) + 1  # +1: TIME is cut to the ms
+        self._begun[task_id] = (f"{self.holder(task_id)}:{start.at_ms}", began_ms)
+
     def on_settle(self, outcome: Outcome, task: Any) -> Effect | None:
-        """Any settle (success, retry, dead letter) ends a concurrency hold; rate windows need nothing."""
-        if not task.limits.concurrency:
+        """Any settle (success, retry, dead letter) ends a concurrency hold, and says when a rated body began."""
+        begun = self._begun.pop(outcome.env.id, None)
+        if not task.limits.concurrency and begun is None:
             return None
         gate = self.gate(task, outcome.env.kwargs, outcome.queue)
         keys = self.keys
-        holder = self.holder(outcome.env.id)
-        return ("limit_release", holder, gate.waiting, keys.queue_prefix, gate.spec, keys.workers, *self.timer)
-
-    @property
-    def timer(self) -> tuple[str, str]:
-        """The waiting index and the delayed-task timer's wake channel: when to look at a waiting list again."""
-        return self.keys.limits_waiting, self.keys.delayed_wake
+        holder = self.holder(outcome.env.id) if task.limits.concurrency else ""
+        member, began_ms = begun if begun is not None else ("", 0)
+        timer = (keys.limits_waiting, keys.delayed_wake)  # when to look at the waiting list again
+        waiting = (gate.waiting, keys.queue_prefix, gate.spec, keys.workers, *timer)
+        return ("limits_settle", holder, *waiting, member, began_ms)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
 from taskqueue.features.events import Events
-from taskqueue.features.limits import BeganLate, Gate, Limits, on_time
+from taskqueue.features.limits import BeganLate, Gate, Limits, Start, on_time
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
@@ -60,7 +61,7 @@ class Held:
     task_id: str | None = None  # once decoded
     running: bool = False  # its body was called (a cancel stops it)
     cancelled: bool = False
-    start_by: float = NO_DEADLINE  # monotonic; a task under a rate limit: its body may not begin later (limits.py)
+    start: Start | None = None  # a task under a rate limit: its body begins on time or not at all (limits.py)
     late: bool = False  # ... and it would have: it did not begin
 
 
@@ -210,7 +211,8 @@ class Executor:
                 admission, sent = await self._ask(item, gate, holder, late_s, undo_ms)
             if admission.verdict != "start":
                 break
-            held.start_by, held.late = (sent + late_s if gate.rated else NO_DEADLINE), False
+            held.start = Start(sent, admission.at_ms, sent + late_s) if gate.rated else None
+            held.late = False
             await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
             if not held.late:
                 return
@@ -305,8 +307,8 @@ class Executor:
                 held.late, held.running = True, False
                 self.limits.lateness.missed(failure.late_s)
                 return
-            if held.start_by < NO_DEADLINE:
-                self.limits.lateness.kept()
+            if held.start is not None:
+                self.limits.begun(env.id, held.start)
             elapsed = time.monotonic() - started
             self._observe(item.queue, task.name, elapsed)
             if failure is None:
@@ -338,7 +340,8 @@ class Executor:
         failure: Exception | None = None
         try:
             if task.is_async:  # a task admitted by a rate limit begins on time or not at all
-                value = await on_time(held.start_by, task.call, env.args, env.kwargs)
+                started = task.call if held.start is None else functools.partial(on_time, held.start, task.call)
+                value = await started(env.args, env.kwargs)
             else:
                 value = await self._run_sync(held, task, env)
         except asyncio.CancelledError:
@@ -429,9 +432,9 @@ class Executor:
 
     async def _run_sync(self, held: Held, task: RegisteredTask, env: envelope_mod.Envelope) -> Any:
         # the context carries current_task(); a task admitted by a rate limit begins on time or not at all (on_time)
-        if held.start_by == NO_DEADLINE:
+        if held.start is None:
             return await self.threads.run(task.call, env.args, env.kwargs)
-        return await self.threads.run(on_time, held.start_by, task.call, env.args, env.kwargs)
+        return await self.threads.run(on_time, held.start, task.call, env.args, env.kwargs)
 
     # ---- outcomes ------------------------------------------------------------------------------------
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:

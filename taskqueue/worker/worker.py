@@ -275,6 +275,7 @@ class Worker:
             except RedisError as exc:
                 outage.failed(f"watching queue {queue}", exc)
                 self._pump_failed = True  # a reply may be lost with a message in our claim list: reconcile
+                self.armed.clear()  # and the exchange takes again meanwhile (it re-arms us if the queues are dry)
                 await asyncio.sleep(0.5)
                 self.wake.set()  # let the pump find out whether Redis is back
                 continue

@@ -1,13 +1,21 @@
--- Effect "limit_release" (taskqueue/features/limits.py): a task held by a concurrency limit settled
--- (succeeded, failed or was dead-lettered): it stops holding, and the oldest tasks waiting on the same limit
--- go to the front of their ready lists, as many as may start now (lua/lib/limits.lua: release); when its
--- rates hold the rest back, the timer is told when to look again.
--- Arguments: holder member, waiting list, ready-list key prefix, spec (JSON), workers zset, waiting index zset,
--- the delayed-task timer's wake channel.
-arity.limit_release = 7
-hooks.limit_release = function(argv, i)
+-- Effect "limits_settle" (taskqueue/features/limits.py): a task under limits settled (succeeded, failed, was
+-- dead-lettered or cancelled). A rated body that began: its start in each rate window moves back from the
+-- latest time it might have begun to the latest it did (never forward). A holder of a concurrency limit stops
+-- holding. Then the oldest tasks waiting on the same limit go to the front of their ready lists, as many as may
+-- start now (lua/lib/limits.lua: release); when its rates hold the rest back, the timer is told when to look.
+-- Arguments: holder member or "", waiting list, ready-list key prefix, spec (JSON), workers zset, waiting index
+-- zset, the delayed-task timer's wake channel, the start's member in the rate windows or "", when it began (ms).
+arity.limits_settle = 9
+hooks.limits_settle = function(argv, i)
   local spec = cjson.decode(argv[i + 3])
-  redis.call('ZREM', spec.h, argv[i])
+  if argv[i + 7] ~= '' then
+    for _, r in ipairs(spec.r) do
+      redis.call('ZADD', r[1], 'XX', 'LT', argv[i + 8], argv[i + 7])
+    end
+  end
+  if argv[i] ~= '' then
+    redis.call('ZREM', spec.h, argv[i])
+  end
   local now = clock_ms()
   local _, left, again = release(argv[i + 1], spec, argv[i + 4], argv[i + 2], now, 100)
   if left > 0 then
@@ -17,5 +25,5 @@ hooks.limit_release = function(argv, i)
       redis.call('PUBLISH', argv[i + 6], again)
     end
   end
-  return i + 7
+  return i + 9
 end

@@ -1,6 +1,6 @@
 -- Rate and concurrency limits (SPEC §11), shared by admit.lua (a worker asks whether a task may start),
--- promote.lua (the timer lets waiting tasks go again) and the settle scripts' limit_release hook (a holder
--- finished). A limit's spec is JSON, written by taskqueue/features/limits.py: {"h": holders zset or absent,
+-- promote.lua (the timer lets waiting tasks go again) and the settle scripts' limits_settle hook (a task
+-- under limits settled). A limit's spec is JSON, written by taskqueue/features/limits.py: {"h": holders zset or absent,
 -- "c": concurrency, "r": [[window zset, N, window ms], ...], "x": its released zset, "why": text for
 -- `status`}. Times are Redis' own clock (TIME), the same for every host.
 --
