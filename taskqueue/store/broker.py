@@ -375,13 +375,16 @@ class Broker:
         waiting: str,
         counted: str,
         holder: str,
+        late_ms: int,
+        undo_ms: int | None = None,
     ) -> Admission:
-        """May a limited task start now (admit.lua; `spec` and `waiting` from features/limits.py)? If not, it left
-        this worker for its limit's waiting list, counted in stats field `counted`."""
+        """May a limited task start now (admit.lua; `spec` and `waiting` from features/limits.py)? Its body must
+        then begin within `late_ms`. If not, it left this worker for its limit's waiting list, counted in stats
+        field `counted`. `undo_ms`: the time of this holder's admission whose body did not begin in time."""
         keys = self.keys
         member = join_member(queue, raw)
         argv = [token, holder, keys.workers, waiting, keys.limits_waiting, keys.limits_spec, spec, member, counted]
-        argv.append(keys.delayed_wake)
+        argv += [keys.delayed_wake, str(late_ms), "" if undo_ms is None else str(undo_ms)]
         reply = await self._admit(keys=[keys.inflight(worker_id), keys.stats], args=argv)
         verdict = int(reply[0])
         if verdict == 0:

@@ -17,6 +17,7 @@ LIBRARIES = {
     **{name: ("events",) for name in ("evented", "unique", "fire", "revive")},  # the `enqueued` event
     **{name: ("streams",) for name in ("webhook_read", "trim_events")},
 }  # lua/lib/<name>.lua put before the script
+HOOK_LIBRARIES = ("limits",)  # lua/lib/<name>.lua put before every settle script (for the hooks' fragments)
 
 
 def _read(path: str) -> str:
@@ -32,5 +33,6 @@ def source(name: str) -> str:
         return body
     folder = resources.files("taskqueue.store").joinpath("lua/hooks")
     fragments = sorted(p.name for p in folder.iterdir() if p.name.endswith(".lua") and not p.name.startswith("_"))
-    parts = [_read("lua/hooks/_prelude.lua"), *(_read(f"lua/hooks/{f}") for f in fragments), body]
+    hooked = (_read(f"lua/lib/{lib}.lua") for lib in HOOK_LIBRARIES)
+    parts = [*hooked, _read("lua/hooks/_prelude.lua"), *(_read(f"lua/hooks/{f}") for f in fragments), body]
     return "\n".join(parts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from taskqueue.envelope import printable
 from taskqueue.errors import PayloadTooLarge, RateLimited, Reject, Retry, UnknownTask
 from taskqueue.features import Effect, Hooks
 from taskqueue.features.events import Events
-from taskqueue.features.limits import Gate, Limits
+from taskqueue.features.limits import BeganLate, Gate, Limits, Start, on_time
 from taskqueue.features.results import Results
 from taskqueue.features.unique import Unique
 from taskqueue.features.workflows import Workflows
@@ -60,6 +61,8 @@ class Held:
     task_id: str | None = None  # once decoded
     running: bool = False  # its body was called (a cancel stops it)
     cancelled: bool = False
+    start: Start | None = None  # a task under a rate limit: its body begins on time or not at all (limits.py)
+    late: bool = False  # ... and it would have: it did not begin
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +197,42 @@ class Executor:
         self, item: Taken, held: Held, env: envelope_mod.Envelope, task: RegisteredTask, gate: Gate
     ) -> None:
         """A task a feature gates (rate or concurrency limits) starts only once admit.lua says so; otherwise it
-        waits in Redis, off this worker, without an attempt counted (features/limits.py)."""
+        waits in Redis, off this worker, without an attempt counted (features/limits.py). Its body begins within
+        the lateness admit.lua was told, or not at all: then it is admitted again, its first admission undone."""
         holder = self.limits.holder(env.id)
+        undo_ms: int | None = None
+        while True:
+            late_s = self.limits.lateness.allowed_s
+            if undo_ms is None:
+                async with self.limits.turn(gate.waiting):  # this worker asks in the order it took them (FIFO)
+                    await self._recorded(item.token)
+                    admission, sent = await self._ask(item, gate, holder, late_s, undo_ms)
+            else:
+                admission, sent = await self._ask(item, gate, holder, late_s, undo_ms)
+            if admission.verdict != "start":
+                break
+            held.start = Start(sent, admission.at_ms, sent + late_s) if gate.rated else None
+            held.late = False
+            await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
+            if not held.late:
+                return
+            undo_ms = admission.at_ms
+        if self.held.get(item.token) is held:
+            del self.held[item.token]
+        if admission.verdict == "waiting" and log.isEnabledFor(logging.DEBUG):
+            fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": env.attempt + 1}
+            log.debug("waiting: %s", admission.why, extra=fields)
+        self.wake.set()
+
+    async def _ask(
+        self, item: Taken, gate: Gate, holder: str, late_s: float, undo_ms: int | None
+    ) -> tuple[Admission, float]:
+        """admit.lua's answer, and when (time.monotonic()) the call that got it was sent."""
+        sent = 0.0
 
         def admit() -> Awaitable[Admission]:
+            nonlocal sent
+            sent = time.monotonic()
             return self.broker.admit(
                 self.worker_id,
                 item.token,
@@ -207,19 +242,12 @@ class Executor:
                 waiting=gate.waiting,
                 counted=gate.waits_field,
                 holder=holder,
+                late_ms=math.ceil(late_s * 1000),
+                undo_ms=undo_ms,
             )
 
-        await self._recorded(item.token)
         admission = await ride_out(admit, "admitting a limited task")
-        if admission.verdict == "start":
-            await self._attempt(item, held, env, task, self._time_limit(held, env, task), admission.at_ms / 1000)
-            return
-        if self.held.get(item.token) is held:
-            del self.held[item.token]
-        if admission.verdict == "waiting" and log.isEnabledFor(logging.DEBUG):
-            fields = {"task_id": env.id, "task": task.name, "queue": item.queue, "attempt": env.attempt + 1}
-            log.debug("waiting: %s", admission.why, extra=fields)
-        self.wake.set()
+        return admission, sent
 
     # ---- timeouts: one timer for the earliest deadline -----------------------------------------------
     def _arm(self, when: float) -> None:
@@ -258,6 +286,7 @@ class Executor:
         timeout: float,
         admitted_at: float | None = None,
     ) -> None:
+        """Run one attempt and settle it; nothing is settled when its body could not begin in time (held.late)."""
         attempt = env.attempt + 1
         max_retries = env.max_retries if env.max_retries is not None else task.config.max_retries
         held.running = True
@@ -274,6 +303,12 @@ class Executor:
                 value, failure = await self._call(held, env, task)
             else:
                 value, failure = await self._traced_call(held, env, task, item.queue, attempt)
+            if isinstance(failure, BeganLate):
+                held.late, held.running = True, False
+                self.limits.lateness.missed(failure.late_s)
+                return
+            if held.start is not None:
+                self.limits.begun(env.id, held.start)
             elapsed = time.monotonic() - started
             self._observe(item.queue, task.name, elapsed)
             if failure is None:
@@ -304,10 +339,11 @@ class Executor:
         value: Any = None
         failure: Exception | None = None
         try:
-            if task.is_async:
-                value = await task.call(env.args, env.kwargs)
+            if task.is_async:  # a task admitted by a rate limit begins on time or not at all
+                started = task.call if held.start is None else functools.partial(on_time, held.start, task.call)
+                value = await started(env.args, env.kwargs)
             else:
-                value = await self._run_sync(task, env)
+                value = await self._run_sync(held, task, env)
         except asyncio.CancelledError:
             if not held.overran and not held.cancelled:
                 raise  # hand back: the shutdown path requeues the message
@@ -394,8 +430,11 @@ class Executor:
         self.counters[names.buckets[stats.bucket_index(seconds)]] += 1
         self.counters[names.duration_total] += int(seconds * 1e6)
 
-    async def _run_sync(self, task: RegisteredTask, env: envelope_mod.Envelope) -> Any:
-        return await self.threads.run(task.call, env.args, env.kwargs)  # the context carries current_task()
+    async def _run_sync(self, held: Held, task: RegisteredTask, env: envelope_mod.Envelope) -> Any:
+        # the context carries current_task(); a task admitted by a rate limit begins on time or not at all (on_time)
+        if held.start is None:
+            return await self.threads.run(task.call, env.args, env.kwargs)
+        return await self.threads.run(on_time, held.start, task.call, env.args, env.kwargs)
 
     # ---- outcomes ------------------------------------------------------------------------------------
     def _succeed(self, item: Taken, env: envelope_mod.Envelope, task: RegisteredTask, value: Any) -> None:
@@ -659,6 +698,8 @@ class _Overrun(Exception):
 
 
 def _described(failure: Exception | None) -> str:
+    if isinstance(failure, BeganLate):
+        return "not begun: admitted again"
     if isinstance(failure, _Overrun):
         return "timed out"
     if isinstance(failure, _Cancelled):

@@ -312,6 +312,7 @@ class Worker:
             except RedisError as exc:
                 outage.failed(f"watching queue {queue}", exc)
                 self._pump_failed = True  # a reply may be lost with a message in our claim list: reconcile
+                self.armed.clear()  # and the exchange takes again meanwhile (it re-arms us if the queues are dry)
                 await asyncio.sleep(0.5)
                 self.wake.set()  # let the pump find out whether Redis is back
                 continue
@@ -340,7 +341,9 @@ class Worker:
             self.wake.clear()
             if self.closing.is_set():
                 return
-            want = 0 if self.stopping else max(0, self.slots - len(self.executor.held))
+            # while the watchers wait for work, they take it: an exchange taking too could take younger messages
+            # and start them before a watcher's older one (FIFO, which the limits' waiting lists keep)
+            want = 0 if self.stopping or self.armed.is_set() else max(0, self.slots - len(self.executor.held))
             if self.max_tasks is not None:
                 want = max(0, min(want, self._task_budget(self.max_tasks)))  # one comparison per round trip
             audit = time.monotonic() >= self.audit_at

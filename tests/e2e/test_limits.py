@@ -1,5 +1,6 @@
 """Rate and concurrency limits through the built PEX (SPEC §11): deployment-wide across runners and processes,
-keyed and fair, waiting without a worker slot; a SIGKILLed holder's slot comes back."""
+keyed and fair, waiting without a worker slot, oldest first; a rate holds as the task bodies see it; a
+SIGKILLed holder's slot comes back."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ TASKS = """
 rated: {path: testjobs.tasks:limited, rate_limit: 20/s}
 two_at_once: {path: testjobs.tasks:limited, concurrency: 2}
 per_tenant: {path: testjobs.tasks:limited, rate_limit: {limit: 5/s, key: tenant}}
+both: {path: testjobs.tasks:limited, rate_limit: 10/s, concurrency: 1}
 partner: {path: testjobs.tasks:partner, max_retries: 0}
 """
 
@@ -28,6 +30,16 @@ def starts(redis_url: str) -> list[tuple[int, str, float, int]]:
         n, tenant, at, pid, _ = line.decode().split("|")
         out.append((int(n), tenant, float(at), int(pid)))
     return out
+
+
+def began(redis_url: str) -> list[float]:
+    """When each body began, as the body saw it (time.time() on its first lines), in order."""
+    return sorted(float(line.decode().split("|")[4]) for line in store(redis_url).lrange("test:starts", 0, -1))
+
+
+def busiest_second(times: list[float]) -> int:
+    """The most of these (sorted) times in any window [t, t + 1 s)."""
+    return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
 
 
 def most_at_once(redis_url: str, killed: tuple[tuple[float, float], ...] = ()) -> int:
@@ -62,8 +74,7 @@ def test_a_rate_limit_holds_across_runners_and_other_tasks_flow_meanwhile(
     times = sorted(at for _, _, at, _ in starts(redis_url))
     assert len(times) == 100
     assert plain_done < times[-1] - 2.0  # ~4 s of limited starts remained when the plain ones were done
-    busiest = max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
-    assert busiest <= 20
+    assert busiest_second(times) <= 20
     rate = (len(times) - 20) / (times[-1] - times[0])  # the first window's 20 start at once
     assert rate >= 18.0, f"{rate:.1f}/s achieved for a 20/s limit"
     assert len({pid for *_, pid in starts(redis_url)}) == 3  # every process of both runners took part
@@ -126,3 +137,32 @@ def test_rate_limited_raised_by_a_task_waits_without_counting_an_attempt(
     assert client.result(task_id, timeout=20) == 1  # attempt 1 again, though max_retries is 0
     assert time.monotonic() - started >= 0.3
     assert store(redis_url).hget("tq:stats", "rate_limited:default:partner") == b"1"
+
+
+def test_a_rate_limit_holds_where_the_bodies_begin(make_runner: RunnerFactory, redis_url: str) -> None:
+    """Under load (4 processes x 10 slots of 2 runners, bodies that burn CPU), no second as the bodies see it
+    (their own clock, when they begin) holds more than 20 starts of a 20/s task: admit.lua counts a start from
+    the latest time its body may begin, and a body that would begin later does not, it is admitted again."""
+    make_runner(redis_url, workers=2, slots=10, tasks=TASKS).start(expect_workers=2)
+    make_runner(redis_url, workers=2, slots=10, tasks=TASKS).start(expect_workers=2)
+    client = Client(redis_url)
+    ids = client.enqueue_many(("rated", (n,), {"busy_s": 0.02}) for n in range(200))
+    for task_id in ids:
+        client.result(task_id, timeout=90)
+    times = began(redis_url)
+    assert len(times) == 200 and runs(redis_url) == {n: 1 for n in range(200)}
+    assert busiest_second(times) <= 20
+
+
+def test_a_rate_and_a_concurrency_limit_on_one_key_keep_fifo(make_runner: RunnerFactory, redis_url: str) -> None:
+    """Enqueued one by one, as the worker watches the queue, they start and finish in the order enqueued: the
+    worker asks admit.lua in the order it took them, a task let go from the waiting list keeps its place until
+    admitted, and the fresh ones wait behind the waiting ones."""
+    make_runner(redis_url, workers=1, slots=10, tasks=TASKS).start(expect_workers=1)
+    client = Client(redis_url)
+    ids = [client.enqueue("both", n, sleep_s=0.02) for n in range(25)]
+    for task_id in ids:
+        client.result(task_id, timeout=60)
+    db = store(redis_url)
+    assert [int(line.split(b"|")[0]) for line in db.lrange("test:starts", 0, -1)] == list(range(25))
+    assert [int(line.split(b"|")[0]) for line in db.lrange("test:spans", 0, -1)] == list(range(25))

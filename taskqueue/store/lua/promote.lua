@@ -1,5 +1,5 @@
 -- Move due delayed messages to the front of their ready lists; then let go the tasks waiting on limits
--- whose budget has room again (lua/lib/limits.lua), oldest first, as many as may start.
+-- whose budget has room again (lua/lib/limits.lua: release), oldest first, as many as may start.
 -- KEYS[1] = delayed zset
 -- ARGV[1] = now (ms), ARGV[2] = most to move, ARGV[3] = ready-list key prefix ({p}:queue:)
 -- ARGV[4] = limits' waiting index zset, ARGV[5] = their specs hash, ARGV[6] = workers zset
@@ -20,18 +20,12 @@ if redis.call('EXISTS', ARGV[4]) == 1 then -- some task waits on a limit (one co
   local now = clock_ms()
   for _, waiting in ipairs(redis.call('ZRANGEBYSCORE', ARGV[4], '-inf', now, 'LIMIT', 0, 100)) do
     local raw = redis.call('HGET', ARGV[5], waiting)
-    local left = redis.call('LLEN', waiting)
-    local room, again = 0, now
-    if raw and left > 0 then
-      room, again = room_of(cjson.decode(raw), ARGV[6], now, math.min(left, math.max(most - moved, 1)))
+    local went, left, again = 0, redis.call('LLEN', waiting), now + RECHECK_MS
+    if raw then
+      went, left, again = release(waiting, cjson.decode(raw), ARGV[6], ARGV[3], now, math.max(most - moved, 1))
     end
-    for _ = 1, room do
-      local member = redis.call('RPOP', waiting)
-      local bar = string.find(member, '|', 1, true)
-      redis.call('RPUSH', ARGV[3] .. string.sub(member, 1, bar - 1), string.sub(member, bar + 1))
-    end
-    moved = moved + room
-    if room >= left then
+    moved = moved + went
+    if left == 0 then
       redis.call('ZREM', ARGV[4], waiting)
     else
       redis.call('ZADD', ARGV[4], again, waiting)

@@ -164,16 +164,19 @@ async def agated(n: int, gate: str = "test:gate") -> int:
     return n
 
 
-def limited(n: int, tenant: str = "", sleep_s: float = 0.0, gate: str = "") -> int:
+def limited(n: int, tenant: str = "", sleep_s: float = 0.0, gate: str = "", busy_s: float = 0.0) -> int:
     """A task under limits: records its start ("n|tenant|admitted at|pid|body's start") and, when it ends,
-    the span its body ran ("n|start|end"), so a test can count how many ran at once."""
+    the span its body ran ("n|start|end"), so a test can count how many ran at once. `busy_s`: CPU it burns."""
+    began = time.time()
     client = _redis()
     admitted = taskqueue.current_task().admitted_at
-    began = time.time()
     client.rpush("test:starts", f"{n}|{tenant}|{admitted!r}|{os.getpid()}|{began!r}")
     try:
         if sleep_s:
             time.sleep(sleep_s)
+        busy_until = time.monotonic() + busy_s
+        while time.monotonic() < busy_until:
+            pass
         deadline = time.monotonic() + 60
         while gate and not client.exists(gate) and time.monotonic() < deadline:
             time.sleep(0.01)
