@@ -22,14 +22,16 @@ from taskqueue.ops import logs
 from taskqueue.store import redisboot
 from taskqueue.store.broker import Broker
 from taskqueue.store.connection import async_client
-from taskqueue.worker.worker import Worker
+from taskqueue.worker.worker import WATCH_BLOCK_S, Worker
 
 log = logging.getLogger("taskqueue.worker")
 
 
 async def serve(cfg: config_mod.Config, tasks: registry.Registry, worker_id: str, runner_pid: int | None) -> int:
     broker = Broker(async_client(redisboot.options(cfg)), cfg)
-    watch_options = redisboot.options(cfg, command_timeout=None)
+    # a watcher's BLMOVE waits WATCH_BLOCK_S; a reply later than that plus a command's time is a dead connection
+    # (half-open: no reset ever comes), which would otherwise keep the watchers armed and the worker idle forever
+    watch_options = redisboot.options(cfg, command_timeout=WATCH_BLOCK_S + cfg.redis.command_timeout_s)
     watch = async_client(watch_options)
     stop, fast_stop = asyncio.Event(), asyncio.Event()
 
