@@ -56,8 +56,9 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def start(state: RunnerView) -> Callable[[], Awaitable[None]]:
-    """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server."""
+async def start(state: RunnerView, bound: list[str] | None = None) -> Callable[[], Awaitable[None]]:
+    """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server.
+    The URLs it listens on are appended to `bound` (for the runner's start banner)."""
     http = state.config.http
     runner = web.AppRunner(create_app(state), access_log=None)
     await runner.setup()
@@ -68,7 +69,10 @@ async def start(state: RunnerView) -> Callable[[], Awaitable[None]]:
         raise TaskQueueError(f"cannot serve HTTP on {http.host}:{http.port}: {exc.strerror or exc}") from None
     for address in runner.addresses:
         host, port = address[0], address[1]
-        log.info("HTTP on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        log.info("HTTP on %s", url)
+        if bound is not None:
+            bound.append(url)
     if not http.auth_token and not _is_loopback(http.host):
         log.warning(
             "HTTP listens on %s without http.auth_token: ANYONE who can reach it may enqueue tasks and "
