@@ -7,11 +7,12 @@ import asyncio
 import logging
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import AuthenticationError, RedisClusterException, RedisError
 
 from taskqueue.config import DEFAULT_REDIS_URL, Config
 from taskqueue.errors import BrokerUnavailable
@@ -20,6 +21,7 @@ from taskqueue.store.connection import RedisOptions, async_client, tls_files
 
 log = logging.getLogger("taskqueue.redis")
 
+WAIT_LONGEST_S = 5.0  # at start, Redis is asked again at most this far apart
 MIN_VERSION = (6, 2, 0)  # RPOP with a count, BLMOVE
 # What failing to reach Redis raises: the Cluster client's "no reachable node" is not a RedisError.
 UNREACHABLE = (RedisError, RedisClusterException, OSError)
@@ -130,8 +132,9 @@ class EmbeddedRedis:
                 self.process.kill()
 
 
-async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
-    """A checked async client; may start the private server (see `redis.embedded`)."""
+async def connect(config: Config, *, fail_fast: bool = True) -> tuple[Any, EmbeddedRedis | None]:
+    """A checked async client; may start the private server (see `redis.embedded`). Without `fail_fast`, a
+    Redis that does not answer yet is waited for, with backoff, as the runner rides out a later outage."""
     client = async_client(options(config))
     embedded: EmbeddedRedis | None = None
     want = config.redis.embedded
@@ -151,10 +154,31 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
             except (RedisError, OSError) as again:
                 embedded.stop()
                 raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
-        else:
+        elif fail_fast or isinstance(exc, AuthenticationError):  # a wrong password does not fix itself
             raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
+        else:
+            await _wait_for_redis(client, config, exc)
     await check(client, config)
     return client, embedded
+
+
+async def _wait_for_redis(client: Any, config: Config, first: BaseException) -> None:
+    """Ping until Redis answers, backing off to WAIT_LONGEST_S; said once, and once more when it answers."""
+    log.warning(
+        "waiting for %s (%s); retrying until it answers (--fail-fast: exit instead)", where(config), reason(first)
+    )
+    started, delay = time.monotonic(), 0.1
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WAIT_LONGEST_S)
+        try:
+            await client.ping()
+        except AuthenticationError as exc:
+            raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
+        except UNREACHABLE:
+            continue
+        log.info("%s answers after %.0f s", where(config), time.monotonic() - started)
+        return
 
 
 async def _wait_ping(client: Any, patience_s: float) -> None:
