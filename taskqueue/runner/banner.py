@@ -61,7 +61,7 @@ async def log_banner(client: Any, config: Config, config_path: str, serve: bool,
         version, on, persisted = "?", None, f"unknown ({redisboot.reason(exc)})"
     text = line(config, config_path, version, persisted, serve, http)
     if on is False:
-        log.warning("%s: a restart of this Redis loses every queued task (README: Redis persistence)", text)
+        log.warning("%s: a restart of this Redis loses every queued task (README: Operations, Redis persistence)", text)
     else:
         log.info("%s", text)
     if config.autoscaler.enabled and os.environ.get("KUBERNETES_SERVICE_HOST"):
