@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -154,12 +155,22 @@ async def connect(config: Config, *, fail_fast: bool = True) -> tuple[Any, Embed
             except (RedisError, OSError) as again:
                 embedded.stop()
                 raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
-        elif fail_fast or isinstance(exc, AuthenticationError):  # a wrong password does not fix itself
+        elif fail_fast or _lasting(exc):
             raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
         else:
             await _wait_for_redis(client, config, exc)
     await check(client, config)
     return client, embedded
+
+
+def _lasting(exc: BaseException) -> bool:
+    """A refusal that waiting does not cure: a wrong password, a certificate that does not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:  # redis-py raises its ConnectionError while handling the ssl module's error
+        if isinstance(seen, AuthenticationError | ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 async def _wait_for_redis(client: Any, config: Config, first: BaseException) -> None:
@@ -173,9 +184,9 @@ async def _wait_for_redis(client: Any, config: Config, first: BaseException) -> 
         delay = min(delay * 2, WAIT_LONGEST_S)
         try:
             await client.ping()
-        except AuthenticationError as exc:
-            raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
-        except UNREACHABLE:
+        except UNREACHABLE as exc:
+            if _lasting(exc):
+                raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
             continue
         log.info("%s answers after %.0f s", where(config), time.monotonic() - started)
         return

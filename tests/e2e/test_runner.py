@@ -47,7 +47,7 @@ def test_first_run_starts_a_private_redis_and_stops_it(make_runner: RunnerFactor
 def test_unreachable_redis_is_one_clear_line_without_the_password(pex: Path, tmp_path: Path) -> None:
     url = f"redis://user:s3cret@127.0.0.1:{free_port()}/0"
     config = write_config(tmp_path, url)
-    result = pex_cmd(pex, config, "run", redis_url=url)
+    result = pex_cmd(pex, config, "run", "--fail-fast", redis_url=url)
     assert result.returncode == 1
     assert "cannot reach Redis at redis://user:***@127.0.0.1" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
