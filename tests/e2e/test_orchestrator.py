@@ -173,7 +173,8 @@ def test_a_runner_waits_for_a_redis_that_is_down_at_start(tmp_path: Path, make_r
 
 
 def test_fail_fast_exits_at_once_with_one_line(tmp_path: Path, make_runner: RunnerFactory) -> None:
-    url = f"redis://127.0.0.1:{free_port()}/0"
+    port = free_port()
+    url, shown = f"redis://:s3cret@127.0.0.1:{port}/0", f"redis://:***@127.0.0.1:{port}/0"
     for command in ("run", "worker"):
         runner = make_runner(url, command=command, args=["--fail-fast"])
         runner.start()
@@ -182,5 +183,5 @@ def test_fail_fast_exits_at_once_with_one_line(tmp_path: Path, make_runner: Runn
         except subprocess.TimeoutExpired:
             raise AssertionError(f"`{command} --fail-fast` waited for Redis") from None
         lines = [line for line in runner.log.read_text().splitlines() if line.strip()]
-        assert lines == [f"taskqueue: cannot reach Redis at {url}: {lines[0].split(': ', 2)[2]}"], lines
+        assert lines == [f"taskqueue: cannot reach Redis at {shown}: {lines[0].split(': ', 2)[2]}"], lines
         assert "Connection refused" in lines[0]
