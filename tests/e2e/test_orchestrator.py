@@ -185,3 +185,14 @@ def test_fail_fast_exits_at_once_with_one_line(tmp_path: Path, make_runner: Runn
         lines = [line for line in runner.log.read_text().splitlines() if line.strip()]
         assert lines == [f"taskqueue: cannot reach Redis at {shown}: {lines[0].split(': ', 2)[2]}"], lines
         assert "Connection refused" in lines[0]
+
+
+def test_the_builtin_autoscaler_in_a_kubernetes_pod_is_a_warning(redis_url: str, make_runner: RunnerFactory) -> None:
+    pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+    on = make_runner(redis_url, workers=1, autoscaler="{enabled: true, max_workers: 2}", env=pod).start()
+    off = make_runner(redis_url, workers=1, env=pod).start()
+    for runner in (on, off):
+        banner(runner)
+    said = [m["msg"] for m in messages(on) if "the built-in autoscaler is on in a Kubernetes pod" in m["msg"]]
+    assert len(said) == 1 and "autoscaler: {enabled: false}" in said[0]
+    assert not any("Kubernetes pod" in m["msg"] for m in messages(off))
