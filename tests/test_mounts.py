@@ -179,6 +179,9 @@ def transcript(base: str, config: Path) -> list[tuple[Any, ...]]:
     note("queue metrics", "GET", "/tasks/metrics")
     note("workflow", "GET", "/tasks/workflows/wf-nope")
     note("workflows", "GET", "/tasks/workflows?limit=3")
+    note("live", "GET", "/health/live")
+    note("ready", "GET", "/health/ready")
+    note("load", "GET", "/tasks/load")
     return seen
 
 
@@ -221,6 +224,8 @@ def test_every_route_answers_alike_behind_the_runner_fastapi_and_aiohttp(tmp_pat
     assert by_label["runner"]["too large, chunked"][0] == 413
     assert by_label["runner"]["cancel"][0] == 200
     assert by_label["runner"]["dead retry"][0] == 200
+    assert by_label["runner"]["live"][0] == by_label["runner"]["ready"][0] == 200
+    assert json.loads(by_label["runner"]["load"][2])["work"] == 4  # queued: 2 enqueued, d1 revived, 1 routed
     for backend in ("asgi", "aiohttp"):
         for label, answer in by_label["runner"].items():
             assert by_label[backend][label] == answer, (backend, label)
@@ -250,6 +255,9 @@ def test_redis_down_is_a_503_and_an_unhealthy_health(tmp_path: Path, backend: st
         assert body["components"]["redis"]["message"].startswith("Redis does not answer")
         assert time.monotonic() - started < 3
         assert call_json(base + "/tasks/queues") == (503, {"error": "Redis is unavailable; try again shortly"})
+        status, body = call_json(base + "/health/ready")
+        assert (status, body["ready"], body["redis"], body["draining"]) == (503, False, False, False)
+        assert call_json(base + "/health/live")[0] == 200
         status, _, text = call(base + "/metrics")
         assert status == 200 and b"taskqueue_redis_up 0.0" in text
 

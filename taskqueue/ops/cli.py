@@ -134,8 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
         _global_options(cmd, suppress=True)
         return cmd
 
-    add("run", "run workers, the delayed-task timer, schedules and HTTP until SIGTERM/SIGINT (the default)")
-    add("worker", "run worker processes only (for extra hosts)")
+    run = add("run", "run workers, the delayed-task timer, schedules and HTTP until SIGTERM/SIGINT (the default)")
+    worker = add("worker", "run worker processes only (for extra hosts)")
+    for starter in (run, worker):
+        starter.add_argument(
+            "--fail-fast",
+            action="store_true",
+            help="exit (code 1) when Redis does not answer at start, instead of waiting for it",
+        )
     add("validate", "check the configuration and task imports; print OK or every problem")
     schema = add("schema", "print the JSON Schema of the configuration (as editors check the raw file)")
     schema.add_argument(

@@ -56,7 +56,7 @@ def run(
     options = RunOptions(Path(args.config).resolve(), raw, checked, args.log_level, args.log_format, serve)
 
     async def main() -> int:
-        client, embedded = await redisboot.connect(cfg)
+        client, embedded = await redisboot.connect(cfg, fail_fast=getattr(args, "fail_fast", False))
         try:
             return await Runner(cfg, options, Broker(client, cfg), tasks).run()
         finally:

@@ -80,6 +80,29 @@ async def _redis_health(broker: Broker) -> dict[str, Any]:
     }
 
 
+def liveness() -> dict[str, Any]:
+    """`/health/live`: answered by the process's event loop, so an answer is the proof (a blocked or dead loop
+    gives none, and the orchestrator restarts the container). Redis is not asked: an outage is not a reason to
+    restart a process that rides it out."""
+    return {"status": "live", "timestamp": round(time.time(), 3)}
+
+
+async def readiness(state: RunnerView) -> dict[str, Any]:
+    """`/health/ready`: `ready` is Redis answering a PING within TIMEOUT_S and the runner not draining (from the
+    SIGTERM on, before its workers finish: an orchestrator stops sending it work and counting it)."""
+    draining = bool(getattr(state, "stopping", False))
+    problem = "draining: stopping after SIGTERM" if draining else None
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            await state.broker.redis.ping()
+        redis_up = True
+    except Exception as exc:  # whatever stops Redis answering: reported, never raised
+        redis_up = False
+        problem = problem or f"Redis does not answer: {redact(str(exc)) or type(exc).__name__}"
+    body = {"ready": redis_up and not draining, "redis": redis_up, "draining": draining, "message": problem}
+    return {**body, "timestamp": round(time.time(), 3)}
+
+
 def _single_node(info: Mapping[str, Any]) -> Mapping[str, Any]:
     """A Cluster client answers INFO per node ({node: info}): take the first node's."""
     if "redis_version" not in info and info and all(isinstance(v, Mapping) for v in info.values()):

@@ -14,6 +14,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import (
@@ -26,6 +27,7 @@ from prometheus_client.registry import Collector
 
 from taskqueue import envelope
 from taskqueue.config import Config
+from taskqueue.ops import load
 from taskqueue.store.broker import Broker
 from taskqueue.store.eventlog import EVENT_NAMES
 from taskqueue.store.stats import DURATION_BUCKETS, ORPHANS_FIELD, RETIREMENT_REASONS, RETIREMENTS_PREFIX
@@ -69,6 +71,7 @@ class Snapshot:
     dead: int = 0
     stats: Mapping[str, int] = field(default_factory=dict)
     workers: Sequence[Mapping[str, str]] = ()
+    load: Mapping[str, Any] = field(default_factory=dict)  # load.figures(): what an external autoscaler reads
 
 
 async def read_snapshot(broker: Broker) -> Snapshot:
@@ -80,16 +83,19 @@ async def read_snapshot(broker: Broker) -> Snapshot:
 
 
 async def _read(broker: Broker) -> Snapshot:
-    depths, oldest, delayed, dead, stats, workers = await asyncio.gather(
-        broker.queue_depths(),
-        broker.oldest_ready(),
-        broker.delayed_count(),
-        broker.dead_count(),
-        broker.stats(),
-        broker.live_workers(),
+    (depths, oldest, delayed, dead, stats, workers), backlog = await asyncio.gather(
+        asyncio.gather(
+            broker.queue_depths(),
+            broker.oldest_ready(),
+            broker.delayed_count(),
+            broker.dead_count(),
+            broker.stats(),
+            broker.live_workers(),
+        ),
+        broker.backlog(),
     )
     ages = oldest_ages(oldest, broker.config.max_payload_bytes)
-    return Snapshot(True, depths, ages, delayed, dead, stats, workers)
+    return Snapshot(True, depths, ages, delayed, dead, stats, workers, load.figures(backlog))
 
 
 def oldest_ages(oldest: Mapping[str, bytes | None], max_bytes: int, now: float | None = None) -> dict[str, float]:
@@ -143,6 +149,25 @@ class _SnapshotCollector(Collector):
             "Tasks running now on all live worker processes (as of their last heartbeat).",
             sum(_int(w.get("active")) for w in snap.workers),
         )
+        yield from _load_families(snap.load)
+
+
+def _load_families(figures: Mapping[str, Any]) -> Iterable[Metric]:
+    """ops/load.py's figure, for an HPA or KEDA (deploy/kubernetes/)."""
+    per_queue = GaugeMetricFamily(
+        "taskqueue_load",
+        "(ready + due delayed + running tasks of the queue) / task slots of all live worker processes "
+        "(no live worker: / 1). Scale the workers' pods on it with an external autoscaler.",
+        labels=["queue"],
+    )
+    for queue, found in figures.get("queues", {}).items():
+        per_queue.add_metric([queue], found["load"])
+    yield per_queue
+    yield GaugeMetricFamily(
+        "taskqueue_deployment_load",
+        "taskqueue_load of all queues together: (ready + due delayed + running) / task slots.",
+        figures.get("load", 0.0),
+    )
 
 
 def _queue_families(snap: Snapshot) -> Iterable[Metric]:

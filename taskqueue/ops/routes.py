@@ -13,7 +13,7 @@ from typing import Any
 from taskqueue.config import Config, seconds
 from taskqueue.config.registry import Registry
 from taskqueue.errors import PayloadTooLarge, QueueFull, UnknownTask
-from taskqueue.ops import admin, health
+from taskqueue.ops import admin, health, load
 from taskqueue.ops import metrics as metrics_mod
 from taskqueue.ops.api import Api, ApiError, Request, Response, Route, api_base, json_response
 from taskqueue.ops.health import RunnerView, expected_workers, heartbeat_ages
@@ -40,6 +40,7 @@ def table(config: Config) -> list[Route]:
         Route("GET", f"{api}/workflows", workflows),
         Route("GET", f"{api}/workflows/{{id}}", workflow),
         Route("GET", f"{api}/task/{{id}}", task_status),
+        Route("GET", "/tasks/load", tasks_load),  # at the root, as /metrics: what KEDA's metrics-api scaler reads
         Route("POST", f"{api}/enqueue", enqueue, protected=True),
         Route("POST", f"{api}/cancel/{{id}}", cancel, protected=True),
         Route("POST", f"{api}/dead/{{id}}/retry", dead_retry, protected=True),
@@ -47,6 +48,8 @@ def table(config: Config) -> list[Route]:
     ]
     if http.enable_health_check:
         routes.append(Route("GET", "/health", health_report))
+        routes.append(Route("GET", "/health/live", health_live))
+        routes.append(Route("GET", "/health/ready", health_ready))
     if http.enable_metrics:
         routes.append(Route("GET", "/metrics", prometheus))
     if f"{api}/metrics" != "/metrics" or not http.enable_metrics:
@@ -60,6 +63,15 @@ def table(config: Config) -> list[Route]:
 async def health_report(api: Api, request: Request, params: Params) -> Response:
     body = await health.report(api.state)
     return json_response(body, status=503 if body["status"] == "unhealthy" else 200)
+
+
+async def health_live(api: Api, request: Request, params: Params) -> Response:
+    return json_response(health.liveness())
+
+
+async def health_ready(api: Api, request: Request, params: Params) -> Response:
+    body = await health.readiness(api.state)
+    return json_response(body, status=200 if body["ready"] else 503)
 
 
 async def prometheus(api: Api, request: Request, params: Params) -> Response:
@@ -96,6 +108,11 @@ async def queue_metrics(api: Api, request: Request, params: Params) -> Response:
             ],
         }
     )
+
+
+async def tasks_load(api: Api, request: Request, params: Params) -> Response:
+    """ops/load.py's figure: `{"load", "work", "slots", "workers", "queues": {name: {"load", ...}}}`."""
+    return json_response(await load.read(api.state.broker))
 
 
 async def queues(api: Api, request: Request, params: Params) -> Response:

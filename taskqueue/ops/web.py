@@ -60,10 +60,12 @@ async def _chunks(request: web.Request) -> AsyncIterator[bytes]:
         yield chunk
 
 
-async def start(state: RunnerView, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Callable[[], Awaitable[None]]:
+async def start(
+    state: RunnerView, bound: list[str] | None = None, idle_timeout_s: float = IDLE_TIMEOUT_S
+) -> Callable[[], Awaitable[None]]:
     """Serve on http.host:http.port (0: any free port); returns the coroutine function that stops the server.
-    A connection without a whole request's headers `idle_timeout_s` after it opened, or after its last
-    response, is closed."""
+    The URLs it listens on are appended to `bound` (for the runner's start banner). A connection without a
+    whole request's headers `idle_timeout_s` after it opened, or after its last response, is closed."""
     http = state.config.http
     runner = web.AppRunner(create_app(state), access_log=None, keepalive_timeout=idle_timeout_s)
     await runner.setup()
@@ -74,7 +76,10 @@ async def start(state: RunnerView, idle_timeout_s: float = IDLE_TIMEOUT_S) -> Ca
         raise TaskQueueError(f"cannot serve HTTP on {http.host}:{http.port}: {exc.strerror or exc}") from None
     for address in runner.addresses:
         host, port = address[0], address[1]
-        log.info("HTTP on http://%s:%d", f"[{host}]" if ":" in host else host, port)
+        url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        log.info("HTTP on %s", url)
+        if bound is not None:
+            bound.append(url)
     if not http.auth_token and not _is_loopback(http.host):
         log.warning(
             "HTTP listens on %s without http.auth_token: ANYONE who can reach it may enqueue tasks and "

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from taskqueue._loop import outage, raise_if_cancelled, ride_out
 from taskqueue.config import Config
 from taskqueue.config.registry import Registry
-from taskqueue.runner import autoscaler, presence, recovery, reload, timer
+from taskqueue.runner import autoscaler, banner, presence, recovery, reload, timer
 from taskqueue.runner.children import worker_env, worker_flags
 from taskqueue.runner.schedules import Schedules
 from taskqueue.store.broker import HOST, Broker
@@ -71,6 +71,7 @@ class Runner:
         self.reloading = asyncio.Lock()
         self._services: list[asyncio.Task[None]] = []
         self._stop_http: Callable[[], Awaitable[None]] = _nothing
+        self.http_urls: list[str] = []  # where the HTTP server listens (for the start banner)
         self.started_at = time.time()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -267,14 +268,13 @@ class Runner:
         for _ in range(self.config.workers.initial_count):
             await self.spawn()
         await self.start_services()
-        log.info(
-            "runner ready: %d worker process(es), queues %s",
-            len(self.workers),
-            ", ".join(self.broker.queue_names),
-        )
+        config_path, serve = str(self.options.config_path), self.options.serve
+        await banner.log_banner(self.broker.redis, self.config, config_path, serve, self.http_urls)
         await self.stopped.wait()
-        await self.stop_services()
+        # HTTP stays up while the workers drain: /health/ready answers 503 (draining) until the very end.
+        await self._stop_loops()
         await self._stop_workers()
+        await self._stop_http()
         with contextlib.suppress(RedisError):
             await self.broker.unregister_runner(self.runner_id)
         for job in list(self._background):
@@ -299,6 +299,10 @@ class Runner:
 
     async def stop_services(self) -> None:
         await self._stop_http()
+        self._stop_http = _nothing
+        await self._stop_loops()
+
+    async def _stop_loops(self) -> None:
         for job in self._services:
             job.cancel()
         await _settle(self._services)
@@ -314,7 +318,8 @@ class Runner:
             return _nothing
         from taskqueue.ops import web  # aiohttp is imported only by runners that serve HTTP
 
-        return await web.start(self)
+        self.http_urls = []
+        return await web.start(self, self.http_urls)
 
     def _on_signal(self, sig: signal.Signals = signal.SIGTERM) -> None:
         self.interrupted = self.interrupted or (sig == signal.SIGINT and not self.stopping)

@@ -186,6 +186,20 @@ class Admission:
     why: str = ""
 
 
+BACKLOG_DUE_READ = 10_000  # due delayed members read for their queue; beyond, only counted (a stopped timer)
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """`Broker.backlog()`: queue → (ready, due delayed, running); the live workers and their slots; due delayed
+    messages counted but not attributed to a queue (more than BACKLOG_DUE_READ were due)."""
+
+    workers: int
+    slots: int
+    due_unread: int
+    queues: Mapping[str, tuple[int, int, int]]
+
+
 class Broker:
     def __init__(self, client: Any, config: Config) -> None:
         self.redis: Any = client  # redis.asyncio.Redis, or its Cluster/Sentinel flavour
@@ -205,6 +219,7 @@ class Broker:
         self._revive = client.register_script(scripts.source("revive"))
         self._fire = client.register_script(scripts.source("fire"))
         self._admit = client.register_script(scripts.source("admit"))
+        self._backlog = client.register_script(scripts.source("load"))
         self._lookups = {name: client.register_script(scripts.source(name)) for name in lookup.SCRIPTS}
         max_len = config.events_cap
         tasks = {
@@ -816,6 +831,18 @@ class Broker:
             for wid, info, held in zip(ids, answers[::2], answers[1::2], strict=True)
         }
         return leases, rows
+
+    async def backlog(self) -> Backlog:
+        """The deployment's work per queue (ready, due delayed, running) and its live workers' slots, read in one
+        script when asked (/tasks/load, /metrics): nothing is counted on a task's path for it."""
+        keys = self.keys
+        argv = [now_ms(), BACKLOG_DUE_READ, keys.queue_prefix, keys.worker(""), keys.inflight(""), keys.claims_prefix]
+        replies = await self._backlog(keys=[keys.delayed, keys.workers], args=[*argv, *self.queue_names])
+        found = [int(n) for n in replies]
+        per_queue = {
+            name: (found[3 + 3 * i], found[4 + 3 * i], found[5 + 3 * i]) for i, name in enumerate(self.queue_names)
+        }
+        return Backlog(workers=found[0], slots=found[1], due_unread=found[2], queues=per_queue)
 
     async def worker_leases(self) -> dict[str, int]:
         """Worker id → lease deadline (ms) of every registered worker; deadline - lease = last heartbeat."""

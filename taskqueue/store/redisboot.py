@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import ssl
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -20,6 +22,7 @@ from taskqueue.store.connection import RedisOptions, async_client, tls_files
 
 log = logging.getLogger("taskqueue.redis")
 
+WAIT_LONGEST_S = 5.0  # at start, Redis is asked again at most this far apart
 MIN_VERSION = (6, 2, 0)  # RPOP with a count, BLMOVE
 # What failing to reach Redis raises: the Cluster client's "no reachable node" is not a RedisError.
 UNREACHABLE = (RedisError, RedisClusterException, OSError)
@@ -146,8 +149,9 @@ class EmbeddedRedis:
                 self.process.kill()
 
 
-async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
-    """A checked async client; may start the private server (see `redis.embedded`)."""
+async def connect(config: Config, *, fail_fast: bool = True) -> tuple[Any, EmbeddedRedis | None]:
+    """A checked async client; may start the private server (see `redis.embedded`). Without `fail_fast`, a
+    Redis that does not answer yet is waited for, with backoff, as the runner rides out a later outage."""
     client = async_client(options(config))
     embedded: EmbeddedRedis | None = None
     want = config.redis.embedded
@@ -169,10 +173,41 @@ async def connect(config: Config) -> tuple[Any, EmbeddedRedis | None]:
             except (RedisError, OSError) as again:
                 embedded.stop()
                 raise BrokerUnavailable(f"the private redis-server did not answer: {again}") from None
-        else:
+        elif fail_fast or _lasting(exc):
             raise unreachable(config, exc) from None
+        else:
+            await _wait_for_redis(client, config, exc)
     await check(client, config)
     return client, embedded
+
+
+def _lasting(exc: BaseException) -> bool:
+    """A refusal that waiting does not cure: a wrong password, a certificate that does not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:  # redis-py raises its ConnectionError while handling the ssl module's error
+        if isinstance(seen, AuthenticationError | ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+async def _wait_for_redis(client: Any, config: Config, first: BaseException) -> None:
+    """Ping until Redis answers, backing off to WAIT_LONGEST_S; said once, and once more when it answers."""
+    log.warning(
+        "waiting for %s (%s); retrying until it answers (--fail-fast: exit instead)", where(config), reason(first)
+    )
+    started, delay = time.monotonic(), 0.1
+    while True:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, WAIT_LONGEST_S)
+        try:
+            await client.ping()
+        except UNREACHABLE as exc:
+            if _lasting(exc):
+                raise BrokerUnavailable(f"cannot reach {where(config)}: {reason(exc)}") from None
+            continue
+        log.info("%s answers after %.0f s", where(config), time.monotonic() - started)
+        return
 
 
 async def _wait_ping(client: Any, patience_s: float) -> None:

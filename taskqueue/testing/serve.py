@@ -39,6 +39,7 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-format", default="text", choices=["text", "json"])
     parser.add_argument("--private-redis", metavar="URL", help="shut this Redis down if the test process goes away")
+    parser.set_defaults(fail_fast=True)  # the test's own Redis is up already: never wait for another
     args = parser.parse_args(list(argv))
     size = int(sys.stdin.buffer.readline())
     raw = sys.stdin.buffer.read(size)

@@ -62,7 +62,7 @@ def test_unreachable_redis_is_one_clear_line_without_the_password(
     port = free_port()
     url, shown = (text.format(port=port, tmp=tmp_path) for text in (url, shown))
     config = write_config(tmp_path, url)
-    result = pex_cmd(pex, config, command, redis_url=url)
+    result = pex_cmd(pex, config, command, *(["--fail-fast"] if command == "run" else []), redis_url=url)
     assert result.returncode == 1
     assert f"cannot reach Redis at {shown}" in result.stderr
     assert "s3cret" not in result.stderr + result.stdout
