@@ -144,7 +144,7 @@ def test_a_configuration_json_cannot_carry_reaches_the_workers_as_yaml(
 ) -> None:
     """A value only YAML can hold (bytes, here in a schedule's kwargs) has no checked form: the workers get the
     YAML and check it again, as before, and run tasks alike."""
-    extra = "schedules:\n  odd: {task: record, every: 1h, enabled: false, kwargs: {n: 1, blob: !!binary aGVsbG8=}}\n"
+    extra = "schedules:\n  odd: {task: echo, every: 1h, enabled: false, kwargs: {n: 1, blob: !!binary aGVsbG8=}}\n"
     runner = make_runner(redis_url, workers=1, extra=extra)
     runner.start(expect_workers=1)
     (worker,) = runner.worker_pids()
