@@ -434,15 +434,18 @@ def _after_drain_checks(ctx: Context, expected: int) -> list[str]:
 SETUP_COMMANDS = ("hello", "client|setinfo", "select", "auth", "script|load")
 
 
-# Commands that, in a drain, only run inside the Lua scripts (exchange: HDEL, HINCRBY, RPOP, HSET;
-# promote: ZRANGEBYSCORE, ZRANGE, and EXISTS of the limits' waiting index). HSET also comes from heartbeats
-# (paired with PEXPIRE) and the task table (two in one MULTI/EXEC); ZRANGEBYSCORE also from the reaper.
+# Commands that, in a drain, only run inside the Lua scripts (exchange: HDEL, HINCRBY, RPOP, HSET, and the GET and
+# SET of the worker's fence, the harness's GET polls being removed already; promote: ZRANGEBYSCORE, ZRANGE, and
+# EXISTS of the limits' waiting index). HSET also comes from heartbeats (heartbeat.lua, with PEXPIRE) and the task
+# table (two in one MULTI/EXEC); ZRANGEBYSCORE also from the reaper.
 def _lua_inner_estimate(calls: dict[str, int]) -> int:
     promote = calls.get("zrange", 0)
     limits_look = min(promote, calls.get("exists", 0))
     hset_inner = max(0, calls.get("hset", 0) - calls.get("pexpire", 0) - 2 * calls.get("exec", 0))
     return (
         calls.get("rpop", 0)
+        + calls.get("get", 0)
+        + calls.get("set", 0)
         + calls.get("hdel", 0)
         + calls.get("hincrby", 0)
         + promote
