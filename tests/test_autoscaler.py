@@ -13,7 +13,7 @@ def test_scales_up_by_scale_up_count_above_the_threshold_and_stops_at_max() -> N
     assert decide(CFG, Load(300, 4, 0.0), 4, 60).direction == "hold"
     up = decide(CFG, Load(800, 2, 3.0), 2, 60)
     assert (up.direction, up.target) == ("up", 4)
-    assert up.reason == "pending=800, per_worker=400.0, oldest=3.0s > 5"
+    assert up.reason == "per_worker 400.0 > scale_up_threshold 5; pending=800, per_worker=400.0, oldest=3.0s"
 
 
 def test_scales_down_one_at_a_time_below_the_threshold_and_stops_at_min() -> None:

@@ -38,8 +38,14 @@ def decide(cfg: AutoscalerConfig, load: Load, current: int, since_last_s: float)
         return Decision("hold", current, f"{inputs}; cooling down")
     if load.per_worker > cfg.scale_up_threshold and current < cfg.max_workers:
         target = min(cfg.max_workers, current + cfg.scale_up_count)
-        return Decision("up", target, f"{inputs} > {cfg.scale_up_threshold:g}")
+        return Decision(
+            "up", target, f"per_worker {load.per_worker:.1f} > scale_up_threshold {cfg.scale_up_threshold:g}; {inputs}"
+        )
     if load.per_worker < cfg.scale_down_threshold and current > cfg.min_workers:
         target = max(cfg.min_workers, current - cfg.scale_down_count)
-        return Decision("down", target, f"{inputs} < {cfg.scale_down_threshold:g}")
+        return Decision(
+            "down",
+            target,
+            f"per_worker {load.per_worker:.1f} < scale_down_threshold {cfg.scale_down_threshold:g}; {inputs}",
+        )
     return Decision("hold", current, inputs)

@@ -62,7 +62,7 @@ def test_burst_scales_up_within_two_intervals_drains_and_scales_back(
     wait_for(lambda: len(runner.worker_pids()) == 1, timeout=30, what="a scale-down to min_workers")
     assert runs(redis_url) == {n: 1 for n in range(400)}  # nothing lost, nothing run twice
     decisions = _decisions(runner)
-    assert decisions[0].startswith("scale up 1→3: pending=")
+    assert decisions[0].startswith("scale up 1→3: per_worker ")
     assert any(d.startswith("scale down") for d in decisions)
 
 
