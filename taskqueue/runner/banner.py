@@ -53,19 +53,19 @@ def line(config: Config, config_path: str, version: str, persisted: str, serve: 
 
 
 async def log_banner(client: Any, config: Config, config_path: str, serve: bool, http: Sequence[str]) -> None:
-    """Log the start line: INFO, or WARNING when Redis persists nothing; then the autoscaler warning if due."""
+    """Log the autoscaler warning if due, then the start line: INFO, or WARNING when Redis persists nothing."""
     try:
         version = str(_one_node(await client.info("server")).get("redis_version", "?"))
         on, persisted = await persistence(client)
     except UNREACHABLE as exc:  # gone since the start checks: the outage is reported by the loops
         version, on, persisted = "?", None, f"unknown ({redisboot.reason(exc)})"
     text = line(config, config_path, version, persisted, serve, http)
+    if config.autoscaler.enabled and os.environ.get("KUBERNETES_SERVICE_HOST"):  # before the banner: once a reader
+        log.warning(  # has seen the banner, this is there already if it is due
+            "the built-in autoscaler is on in a Kubernetes pod: if an HPA or KEDA scales these pods on "
+            "taskqueue_load, set `autoscaler: {enabled: false}` (the two would fight; README: Kubernetes)"
+        )
     if on is False:
         log.warning("%s: a restart of this Redis loses every queued task (README: Operations, Redis persistence)", text)
     else:
         log.info("%s", text)
-    if config.autoscaler.enabled and os.environ.get("KUBERNETES_SERVICE_HOST"):
-        log.warning(
-            "the built-in autoscaler is on in a Kubernetes pod: if an HPA or KEDA scales these pods on "
-            "taskqueue_load, set `autoscaler: {enabled: false}` (the two would fight; README: Kubernetes)"
-        )
